@@ -1,0 +1,215 @@
+"""Per-user chronological sequences held as jagged arrays, id vocabularies, and the leave-one-out split.
+
+A dataset of U users is one flat array of item indices plus offsets, never padded:
+    items:   (sum_u N_u,)  int64, item index in 1..num_items (0 is padding, never stored)
+    offsets: (U + 1,)      int64, user u owns items[offsets[u]:offsets[u+1]]
+Optional per-event arrays (timestamps, event types, values) share the same offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+PAD = 0
+
+
+@dataclass
+class Vocab:
+    """Stable raw-id <-> index mapping; index 0 is reserved for padding / unknown."""
+
+    ids: list[str]  # ids[i - 1] is the raw id of index i
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {raw: i + 1 for i, raw in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            raise ValueError("vocabulary ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self, raw: str) -> int:
+        """Index of a raw id, 0 if unknown."""
+        return self._index.get(str(raw), PAD)
+
+    def __contains__(self, raw: object) -> bool:
+        return str(raw) in self._index
+
+    def raw(self, index: int) -> str:
+        return self.ids[index - 1]
+
+    def extend(self, raw_ids: list[str]) -> Vocab:
+        """A new vocabulary with unseen ids appended (existing indices never move)."""
+        new = [r for r in dict.fromkeys(map(str, raw_ids)) if r not in self._index]
+        return Vocab(self.ids + new)
+
+
+@dataclass
+class SequenceData:
+    """All users' histories, jagged. Index u (0-based) is the user with raw id user_vocab.ids[u]."""
+
+    items: np.ndarray  # (sum N,) int64 in 1..num_items
+    offsets: np.ndarray  # (U + 1,) int64
+    item_vocab: Vocab
+    user_vocab: Vocab
+    timestamps: np.ndarray | None = None  # (sum N,) int64 unix seconds
+    event_types: np.ndarray | None = None  # (sum N,) int64 index into event_vocab (1-based)
+    event_vocab: Vocab | None = None
+    name: str = "custom"
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_vocab)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def user_items(self, u: int) -> np.ndarray:
+        return self.items[self.offsets[u] : self.offsets[u + 1]]
+
+    def summary(self) -> dict[str, int | str | bool]:
+        return {
+            "name": self.name,
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": int(len(self.items)),
+            "has_timestamps": self.timestamps is not None,
+        }
+
+    # ---- persistence: the run folder keeps the vocabularies so ids stay stable ----
+    def save_vocabs(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "name": self.name,
+            "items": self.item_vocab.ids,
+            "users": self.user_vocab.ids,
+            "events": self.event_vocab.ids if self.event_vocab else None,
+        }
+        tmp = folder / "vocab.json.tmp"
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(folder / "vocab.json")
+
+
+def load_vocabs(folder: Path) -> tuple[Vocab, Vocab, Vocab | None]:
+    payload = json.loads((Path(folder) / "vocab.json").read_text())
+    events = Vocab(payload["events"]) if payload.get("events") else None
+    return Vocab(payload["items"]), Vocab(payload["users"]), events
+
+
+def build_sequences(events: pl.DataFrame, name: str = "custom", item_vocab: Vocab | None = None) -> SequenceData:
+    """Group a validated event log into per-user chronological sequences.
+
+    events: columns user_id, item_id (str), timestamp (int64 seconds, may be all-null for order-only
+    data), optional event_type (str). Rows are in file order; the sort by (user, timestamp) is stable,
+    so events with equal timestamps keep their file order. Users and items are numbered by first
+    appearance in the file, which keeps vocabularies stable for a given file.
+    """
+    n = events.height
+    if n == 0:
+        raise ValueError("event log has no rows")
+    df = events.with_row_index("_row")
+    user_vocab = Vocab(df["user_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+    if item_vocab is None:
+        item_vocab = Vocab(df["item_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+    uidx = df["user_id"].cast(pl.Utf8).replace_strict(user_vocab._index, return_dtype=pl.Int64)
+    iidx = df["item_id"].cast(pl.Utf8).replace_strict(item_vocab._index, default=PAD, return_dtype=pl.Int64)
+    has_ts = "timestamp" in df.columns and df["timestamp"].null_count() < n
+    ts = df["timestamp"].fill_null(0).cast(pl.Int64).to_numpy() if has_ts else np.zeros(n, np.int64)
+    u = uidx.to_numpy() - 1
+    # np.lexsort is stable: primary key last. Equal (user, timestamp) keep file (row) order.
+    order = np.lexsort((np.arange(n), ts, u))
+    items = iidx.to_numpy()[order]
+    keep = items != PAD  # items outside a fixed vocabulary are dropped only when a vocab is imposed
+    counts = np.bincount(u[order][keep], minlength=len(user_vocab))
+    offsets = np.zeros(len(user_vocab) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    event_types = event_vocab = None
+    if "event_type" in df.columns:
+        event_vocab = Vocab(df["event_type"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+        ev = df["event_type"].cast(pl.Utf8).replace_strict(event_vocab._index, return_dtype=pl.Int64)
+        event_types = ev.to_numpy()[order][keep]
+    return SequenceData(
+        items=items[keep].astype(np.int64),
+        offsets=offsets,
+        item_vocab=item_vocab,
+        user_vocab=user_vocab,
+        timestamps=ts[order][keep] if has_ts else None,
+        event_types=event_types,
+        event_vocab=event_vocab,
+        name=name,
+    )
+
+
+def from_item_lists(lists: list[list[int]], name: str, user_ids: list[str] | None = None) -> SequenceData:
+    """Sequences given directly as already-ordered integer item ids per user (SASRec-style files).
+
+    Raw item ids keep their numbers: index i <-> raw id str(i) when the ids are 1..max, so published
+    splits line up with our indices.
+    """
+    lengths = np.array([len(x) for x in lists], np.int64)
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((i for seq in lists for i in seq), np.int64, count=int(offsets[-1]))
+    max_id = int(flat.max())
+    if flat.min() >= 1 and len(np.unique(flat)) == max_id:
+        item_vocab = Vocab([str(i) for i in range(1, max_id + 1)])
+        items = flat
+    else:
+        item_vocab = Vocab([str(i) for i in dict.fromkeys(flat.tolist())])
+        items = np.array([item_vocab.index(str(i)) for i in flat], np.int64)
+    users = user_ids or [str(i + 1) for i in range(len(lists))]
+    return SequenceData(items=items, offsets=offsets, item_vocab=item_vocab, user_vocab=Vocab(users), name=name)
+
+
+@dataclass
+class Split:
+    """Leave-one-out split, jagged. For each evaluated user u:
+    train:  events [start_u, end_u - 2)               (next-item targets inside it)
+    valid:  input  [start_u, end_u - 2), target at end_u - 2
+    test:   input  [start_u, end_u - 1), target at end_u - 1
+    Users with fewer than 3 events are only trained on, never evaluated.
+    """
+
+    data: SequenceData
+    train_offsets: np.ndarray  # (U + 1,) offsets into a compacted train array
+    train_items: np.ndarray
+    train_timestamps: np.ndarray | None
+    eval_users: np.ndarray  # (E,) user indices with >= 3 events
+
+    def eval_inputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(users, input end positions (exclusive, into data.items), target items) for a split."""
+        if split not in ("valid", "test"):
+            raise ValueError(f"unknown split {split!r}: use 'valid' or 'test'")
+        u = self.eval_users
+        end = self.data.offsets[u + 1] - (2 if split == "valid" else 1)
+        return u, end, self.data.items[end]
+
+
+def leave_one_out(data: SequenceData) -> Split:
+    lengths = data.lengths
+    eval_users = np.flatnonzero(lengths >= 3)
+    train_len = np.where(lengths >= 3, lengths - 2, lengths)
+    keep = np.ones(len(data.items), bool)
+    ends = data.offsets[1:]
+    for drop in (1, 2):
+        idx = ends[lengths >= 3] - drop
+        keep[idx] = False
+    train_offsets = np.zeros_like(data.offsets)
+    np.cumsum(train_len, out=train_offsets[1:])
+    return Split(
+        data=data,
+        train_offsets=train_offsets,
+        train_items=data.items[keep],
+        train_timestamps=data.timestamps[keep] if data.timestamps is not None else None,
+        eval_users=eval_users,
+    )

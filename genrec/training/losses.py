@@ -1,0 +1,46 @@
+"""Next-item losses over L2-normalised states and item embeddings (logit = cosine / temperature).
+
+    full      softmax over the whole catalog: (N, V) logits; exact, affordable for a few thousand items
+    sampled   the positive vs K uniform negatives shared by the batch: one (N, D) x (D, K) product instead
+              of gathering K embeddings per position (which is 2/3 of the reference trainer's step time)
+    in-batch  the batch's distinct targets as negatives, each logit corrected by -log Q(item) for its
+              popularity-proportional sampling probability
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("full", "sampled", "in-batch")
+
+
+def next_item_loss(
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    temperature: float,
+    kind: str = "sampled",
+    num_negatives: int = 128,
+    log_q: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding. Returns the mean loss."""
+    if kind == "full":
+        logits = states @ table[1:].T / temperature  # (N, V)
+        return F.cross_entropy(logits, targets - 1)
+    if kind == "sampled":
+        num_items = table.shape[0] - 1
+        neg = torch.randint(1, num_items + 1, (num_negatives,), generator=generator).to(states.device)  # (K,)
+        pos = (states * table[targets]).sum(-1, keepdim=True) / temperature  # (N, 1)
+        negl = states @ table[neg].T / temperature  # (N, K)
+        negl = negl.masked_fill(neg[None, :] == targets[:, None], float("-inf"))  # accidental hits
+        logits = torch.cat([pos, negl], 1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+    if kind == "in-batch":
+        uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)
+        logits = states @ table[uniq].T / temperature  # (N, M)
+        if log_q is not None:
+            logits = logits - log_q[uniq][None, :]
+        return F.cross_entropy(logits, label)
+    raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
