@@ -89,7 +89,9 @@ def train_batches(
         )
 
 
-def eval_batches(split: Split, which: str, batch_size: int, max_len: int) -> Iterator[tuple[Batch, torch.Tensor, list[np.ndarray]]]:
+def eval_batches(
+    split: Split, which: str, batch_size: int, max_len: int
+) -> Iterator[tuple[Batch, torch.Tensor, list[np.ndarray]]]:
     """(batch of input windows, targets (B,), each user's full seen history) for 'valid' or 'test'."""
     users, ends, targets = split.eval_inputs(which)
     data = split.data

@@ -1,10 +1,10 @@
 """Named datasets (`--dataset`): public benchmarks under $GENREC_DATA_DIR, genrec's synthetic shop, or a file.
 
-    ml-1m          the SASRec split: ml-1m/sasrec/ml-1m.txt.gz (6,040 users, 3,416 items, 999,611 events)
-    ml-100k        ml-100k/u.data with timestamps (943 users, 1,682 items, 100,000 events)
-    amazon-beauty  amazon-beauty/Beauty.txt, S3-Rec split (22,363 users, 12,101 items, 198,502 events)
-    synthetic      genrec's simulated shop (offline default); `synthetic:SIZE` picks a preset size
-    PATH           the user's own event log (CSV/TSV/Parquet/JSONL), optional catalog beside it
+ml-1m          the SASRec split: ml-1m/sasrec/ml-1m.txt.gz (6,040 users, 3,416 items, 999,611 events)
+ml-100k        ml-100k/u.data with timestamps (943 users, 1,682 items, 100,000 events)
+amazon-beauty  amazon-beauty/Beauty.txt, S3-Rec split (22,363 users, 12,101 items, 198,502 events)
+synthetic      genrec's simulated shop (offline default); `synthetic:SIZE` picks a preset size
+PATH           the user's own event log (CSV/TSV/Parquet/JSONL), optional catalog beside it
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ class Dataset:
 
 def _require(path: Path, name: str) -> Path:
     if not path.exists():
-        raise FileNotFoundError(
-            f"dataset {name!r} needs {path}; set GENREC_DATA_DIR to the folder that holds {name}/"
-        )
+        raise FileNotFoundError(f"dataset {name!r} needs {path}; set GENREC_DATA_DIR to the folder that holds {name}/")
     return path
 
 
@@ -96,9 +94,7 @@ def _ml1m_catalog(root: Path) -> pl.DataFrame | None:
 
 def load_ml100k(root: Path) -> Dataset:
     path = _require(root / "ml-100k/u.data", "ml-100k")
-    df = pl.read_csv(
-        path, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"]
-    )
+    df = pl.read_csv(path, separator="\t", has_header=False, new_columns=["user_id", "item_id", "rating", "timestamp"])
     events = df.select(
         pl.col("user_id").cast(pl.Utf8),
         pl.col("item_id").cast(pl.Utf8),
@@ -114,7 +110,9 @@ def load_ml100k(root: Path) -> Dataset:
             {
                 "item_id": [r[0] for r in rows],
                 "title": [r[1] for r in rows],
-                "category": [next((g for g, f in zip(genres, r[5:], strict=False) if f == "1"), "unknown") for r in rows],
+                "category": [
+                    next((g for g, f in zip(genres, r[5:], strict=False) if f == "1"), "unknown") for r in rows
+                ],
             }
         )
     return Dataset(build_sequences(events, name="ml-100k"), catalog=catalog)
@@ -137,13 +135,11 @@ def load_beauty(root: Path) -> Dataset:
 
 
 def load_synthetic(size: str = "small", seed: int = 0) -> Dataset:
-    from genrec.data.synthetic import SHOP_SIZES, generate_shop
+    from genrec.data.synthetic import SHOP_SIZES, generate_shop, shop_config
 
     if size not in SHOP_SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose from {', '.join(SHOP_SIZES)}")
-    cfg = SHOP_SIZES[size]
-    cfg.seed = seed
-    shop = generate_shop(cfg)
+    shop = generate_shop(shop_config(size, seed=seed))
     seq = build_sequences(shop.events, name=f"synthetic-{size}")
     return Dataset(seq, catalog=shop.catalog, users=shop.users)
 

@@ -138,13 +138,12 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _read_table(
-    path: Path, fmt: str, required: tuple[str, ...], strings: tuple[str, ...], infer: bool
-) -> pl.DataFrame:
+def _read_table(path: Path, fmt: str, required: tuple[str, ...], strings: tuple[str, ...], infer: bool) -> pl.DataFrame:
     """Raw table with a _ROW column (0-based record index), checked for emptiness and required columns.
 
     Columns in `strings` are read as Utf8. `infer` keeps every column with polars' full-file type
-    inference (catalog attributes); without it only the `strings` columns are kept (event logs)."""
+    inference (catalog attributes); without it other text columns are strings too, and Parquet/JSONL
+    reads are narrowed to the `strings` columns (event logs)."""
     try:
         if fmt in _SEPARATORS:
             df = _read_csv(path, _SEPARATORS[fmt], strings, infer)

@@ -106,45 +106,56 @@ def load_vocabs(folder: Path) -> tuple[Vocab, Vocab, Vocab | None]:
     return Vocab(payload["items"]), Vocab(payload["users"]), events
 
 
-def build_sequences(events: pl.DataFrame, name: str = "custom", item_vocab: Vocab | None = None) -> SequenceData:
+def build_sequences(
+    events: pl.DataFrame, name: str = "custom", item_vocab: Vocab | None = None, collapse_repeats: bool = True
+) -> SequenceData:
     """Group a validated event log into per-user chronological sequences.
 
     events: columns user_id, item_id (str), timestamp (int64 seconds, may be all-null for order-only
     data), optional event_type (str). Rows are in file order; the sort by (user, timestamp) is stable,
     so events with equal timestamps keep their file order. Users and items are numbered by first
     appearance in the file, which keeps vocabularies stable for a given file.
+    collapse_repeats: consecutive events of one user on the same item (a view -> cart -> purchase funnel)
+    become one token with the first event's time and the last event's type; a later return to the item
+    (a repeat purchase) stays a new token.
     """
     n = events.height
     if n == 0:
         raise ValueError("event log has no rows")
-    df = events.with_row_index("_row")
-    user_vocab = Vocab(df["user_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+    user_vocab = Vocab(events["user_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
     if item_vocab is None:
-        item_vocab = Vocab(df["item_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
-    uidx = df["user_id"].cast(pl.Utf8).replace_strict(user_vocab._index, return_dtype=pl.Int64)
-    iidx = df["item_id"].cast(pl.Utf8).replace_strict(item_vocab._index, default=PAD, return_dtype=pl.Int64)
-    has_ts = "timestamp" in df.columns and df["timestamp"].null_count() < n
-    ts = df["timestamp"].fill_null(0).cast(pl.Int64).to_numpy() if has_ts else np.zeros(n, np.int64)
-    u = uidx.to_numpy() - 1
-    # np.lexsort is stable: primary key last. Equal (user, timestamp) keep file (row) order.
+        item_vocab = Vocab(events["item_id"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+    u = events["user_id"].cast(pl.Utf8).replace_strict(user_vocab._index, return_dtype=pl.Int64).to_numpy() - 1
+    it = events["item_id"].cast(pl.Utf8).replace_strict(item_vocab._index, default=PAD, return_dtype=pl.Int64)
+    has_ts = "timestamp" in events.columns and events["timestamp"].null_count() < n
+    ts = events["timestamp"].fill_null(0).cast(pl.Int64).to_numpy() if has_ts else np.zeros(n, np.int64)
+    event_vocab = ev = None
+    if "event_type" in events.columns:
+        event_vocab = Vocab(events["event_type"].unique(maintain_order=True).cast(pl.Utf8).to_list())
+        ev = events["event_type"].cast(pl.Utf8).replace_strict(event_vocab._index, return_dtype=pl.Int64).to_numpy()
+    # np.lexsort is stable, primary key last: equal (user, timestamp) keep file (row) order.
     order = np.lexsort((np.arange(n), ts, u))
-    items = iidx.to_numpy()[order]
-    keep = items != PAD  # items outside a fixed vocabulary are dropped only when a vocab is imposed
-    counts = np.bincount(u[order][keep], minlength=len(user_vocab))
+    items, su, ts = it.to_numpy()[order], u[order], ts[order]
+    ev = ev[order] if ev is not None else None
+    keep = items != PAD  # only items outside an imposed vocabulary are dropped
+    items, su, ts = items[keep], su[keep], ts[keep]
+    ev = ev[keep] if ev is not None else None
+    if collapse_repeats and len(items):
+        start = np.ones(len(items), bool)  # first event of each run of equal (user, item)
+        start[1:] = (items[1:] != items[:-1]) | (su[1:] != su[:-1])
+        if ev is not None:  # the run's token takes the type of the run's last event
+            last = np.append(np.flatnonzero(start)[1:] - 1, len(items) - 1)
+            ev = ev[last]
+        items, su, ts = items[start], su[start], ts[start]
     offsets = np.zeros(len(user_vocab) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    event_types = event_vocab = None
-    if "event_type" in df.columns:
-        event_vocab = Vocab(df["event_type"].unique(maintain_order=True).cast(pl.Utf8).to_list())
-        ev = df["event_type"].cast(pl.Utf8).replace_strict(event_vocab._index, return_dtype=pl.Int64)
-        event_types = ev.to_numpy()[order][keep]
+    np.cumsum(np.bincount(su, minlength=len(user_vocab)), out=offsets[1:])
     return SequenceData(
-        items=items[keep].astype(np.int64),
+        items=items.astype(np.int64),
         offsets=offsets,
         item_vocab=item_vocab,
         user_vocab=user_vocab,
-        timestamps=ts[order][keep] if has_ts else None,
-        event_types=event_types,
+        timestamps=ts if has_ts else None,
+        event_types=ev,
         event_vocab=event_vocab,
         name=name,
     )

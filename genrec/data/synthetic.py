@@ -97,9 +97,7 @@ SHOP_SIZES: dict[str, ShopConfig] = {
     # ~80k events: quick experiments (the defaults)
     "small": ShopConfig(),
     # ~1M events
-    "medium": ShopConfig(
-        num_users=20_000, num_items=20_000, num_categories=50, num_brands=200, events_per_user=50
-    ),
+    "medium": ShopConfig(num_users=20_000, num_items=20_000, num_categories=50, num_brands=200, events_per_user=50),
     # ~4M events
     "large": ShopConfig(num_users=100_000, num_items=200_000, num_categories=100, num_brands=600),
     # ~10M events, 1M items

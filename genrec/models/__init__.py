@@ -1,7 +1,7 @@
 """Sequential recommenders and their presets.
 
-    build_model("hstu", num_items=3416, max_len=200)      -> HSTU with the ML-1M reference settings
-    model_from_config(model.config.to_dict())             -> same architecture, e.g. when loading a run
+build_model("hstu", num_items=3416, max_len=200)      -> HSTU with the ML-1M reference settings
+model_from_config(model.config.to_dict())             -> same architecture, e.g. when loading a run
 """
 
 from __future__ import annotations
@@ -37,4 +37,13 @@ def model_from_config(cfg: dict[str, Any]) -> SequentialModel:
     return model_cls(cfg_cls(**cfg))
 
 
-__all__ = ["HSTU", "HSTUConfig", "PRESETS", "SASRec", "SASRecConfig", "SequentialModel", "build_model", "model_from_config"]
+__all__ = [
+    "HSTU",
+    "HSTUConfig",
+    "PRESETS",
+    "SASRec",
+    "SASRecConfig",
+    "SequentialModel",
+    "build_model",
+    "model_from_config",
+]

@@ -98,9 +98,11 @@ def hstu_attention_padded(
     vp = to_padded(v, idx, B, n).transpose(1, 2).reshape(B * H, n, dv)
     i = torch.arange(n, device=q.device)
     gap = i[:, None] - i[None, :]  # (n, n)
-    bias = torch.zeros((n, n), dtype=q.dtype, device=q.device) if pos_bias is None else pos_bias[
-        gap.clamp(0, pos_bias.shape[-1] - 1)
-    ]
+    bias = (
+        torch.zeros((n, n), dtype=q.dtype, device=q.device)
+        if pos_bias is None
+        else pos_bias[gap.clamp(0, pos_bias.shape[-1] - 1)]
+    )
     bias = bias.masked_fill(gap < 0, -1e9)  # causal
     if time_bias is not None and timestamps is not None:
         t = to_padded(timestamps, idx, B, n)  # (B, n)

@@ -65,6 +65,7 @@ class TrainConfig:
     device: str = "auto"
     time_budget_s: float | None = None  # stop after this much training time (best checkpoint is kept)
     eval_batch_size: int = 256
+    precision: str = "fp32"  # "bf16": autocast matmuls and attention to bfloat16 (weights and eval stay fp32)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
@@ -154,10 +155,18 @@ def train_epoch(
     t0, total_loss, n_seq, n_tok, steps = time.perf_counter(), 0.0, 0, 0, 0
     for batch in train_batches(split, cfg.batch_size, c.max_len, seed, cfg.crop):
         batch = batch.to(device)
-        states = model.encode(batch.items, batch.offsets, batch.timestamps)  # (sum N, D)
-        loss = next_item_loss(
-            states, batch.targets, model.item_table(), c.temperature, cfg.loss, cfg.num_negatives, generator=gen
-        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            states = model.encode(batch.items, batch.offsets, batch.timestamps)  # (sum N, D)
+            loss = next_item_loss(
+                states,
+                batch.targets,
+                model.item_table(),
+                c.temperature,
+                cfg.loss,
+                cfg.num_negatives,
+                generator=gen,
+                offsets=batch.offsets,
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -167,11 +176,18 @@ def train_epoch(
         n_tok += len(batch.items)
         if progress is not None and task is not None:
             rate = n_seq / (time.perf_counter() - t0)
-            progress.update(task, advance=batch.num_sequences, stats=f"loss {total_loss / steps:.4f}  {rate:,.0f} seq/s")
+            progress.update(
+                task, advance=batch.num_sequences, stats=f"loss {total_loss / steps:.4f}  {rate:,.0f} seq/s"
+            )
     secs = time.perf_counter() - t0
     if progress is not None and task is not None:
         progress.remove_task(task)
-    return {"loss": total_loss / max(steps, 1), "seconds": secs, "seq_per_s": n_seq / secs, "tok_per_s": n_tok / secs}
+    return {
+        "loss": total_loss / max(steps, 1),
+        "seconds": secs,
+        "seq_per_s": n_seq / secs,
+        "tok_per_s": n_tok / secs,
+    }
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
@@ -301,4 +317,3 @@ def load_run(run_dir: str | Path) -> tuple[SequentialModel, dict[str, Any]]:
     model.eval()
     meta = json.loads((run / "config.json").read_text())
     return model, meta
-

@@ -23,9 +23,7 @@ def write_jsonl(folder: Path, name: str, rows: list[dict | None]) -> Path:
     return write(folder, name, "".join("\n" if r is None else json.dumps(r) + "\n" for r in rows))
 
 
-def raises_at(
-    path: Path, row: int | None, column: str | None, *fragments: str, reader=read_events
-) -> DataError:
+def raises_at(path: Path, row: int | None, column: str | None, *fragments: str, reader=read_events) -> DataError:
     with pytest.raises(DataError) as info:
         reader(path)
     err = info.value
@@ -178,9 +176,7 @@ def test_jsonl_errors_count_physical_lines(tmp_path):
 
 def test_parquet_errors_count_rows(tmp_path):
     pq = tmp_path / "events.parquet"
-    pl.DataFrame(
-        {"user_id": ["a", "b", None], "item_id": ["x", "y", "z"], "timestamp": [1, 2, 3]}
-    ).write_parquet(pq)
+    pl.DataFrame({"user_id": ["a", "b", None], "item_id": ["x", "y", "z"], "timestamp": [1, 2, 3]}).write_parquet(pq)
     err = raises_at(pq, 3, "user_id", "row 3")
     assert err.unit == "row"
     pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"], "timestamp": ["1", "soon"]}).write_parquet(pq)

@@ -1,0 +1,68 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from genrec.data.batches import eval_batches, train_batches
+from genrec.data.sequences import build_sequences, leave_one_out
+
+
+def log(rows: list[tuple[str, str, int]], event_types: list[str] | None = None) -> pl.DataFrame:
+    df = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    return df.with_columns(pl.Series("event_type", event_types)) if event_types else df
+
+
+def test_stable_sort_keeps_file_order_on_equal_timestamps() -> None:
+    events = log([("u1", "c", 5), ("u2", "x", 1), ("u1", "a", 3), ("u1", "b", 5), ("u1", "d", 5), ("u2", "y", 0)])
+    seq = build_sequences(events)
+    raw = [[seq.item_vocab.raw(int(i)) for i in seq.user_items(u)] for u in range(seq.num_users)]
+    assert seq.user_vocab.ids == ["u1", "u2"]
+    assert raw == [["a", "c", "b", "d"], ["y", "x"]]  # c, b, d share t=5: file order
+    assert seq.item_vocab.ids[:2] == ["c", "x"]  # first appearance
+    assert seq.offsets.tolist() == [0, 4, 6]
+    assert seq.timestamps.tolist() == [3, 5, 5, 5, 0, 1]
+
+
+def test_funnel_collapses_but_repeat_purchase_stays() -> None:
+    events = log(
+        [("u", "a", 1), ("u", "a", 2), ("u", "a", 3), ("u", "b", 4), ("u", "a", 9)],
+        ["view", "cart", "purchase", "view", "purchase"],
+    )
+    seq = build_sequences(events)
+    assert [seq.item_vocab.raw(int(i)) for i in seq.items] == ["a", "b", "a"]
+    assert [seq.event_vocab.raw(int(e)) for e in seq.event_types] == ["purchase", "view", "purchase"]
+    assert seq.timestamps.tolist() == [1, 4, 9]
+    assert len(build_sequences(events, collapse_repeats=False).items) == 5
+
+
+def test_leave_one_out_split() -> None:
+    events = log([("u1", str(i), i) for i in range(1, 6)] + [("u2", "9", 1), ("u2", "8", 2)])
+    split = leave_one_out(build_sequences(events))
+    seq = split.data
+    assert split.eval_users.tolist() == [0]  # u2 has 2 events: trained on, never evaluated
+    assert [seq.item_vocab.raw(int(i)) for i in split.train_items] == ["1", "2", "3", "9", "8"]
+    users, ends, targets = split.eval_inputs("valid")
+    assert seq.item_vocab.raw(int(targets[0])) == "4" and ends[0] == 3
+    users, ends, targets = split.eval_inputs("test")
+    assert seq.item_vocab.raw(int(targets[0])) == "5" and ends[0] == 4
+    with pytest.raises(ValueError):
+        split.eval_inputs("train")
+
+
+def test_batches_are_jagged_and_shifted() -> None:
+    events = log([("u1", str(i), i) for i in range(1, 8)] + [("u2", str(i), i) for i in range(10, 14)])
+    split = leave_one_out(build_sequences(events))
+    batches = list(train_batches(split, batch_size=8, max_len=3, seed=0))
+    assert len(batches) == 1
+    b = batches[0]
+    assert b.timestamps is not None and b.targets is not None
+    by_user = {}
+    for k, u in enumerate(b.users.tolist()):
+        s, e = int(b.offsets[k]), int(b.offsets[k + 1])
+        by_user[u] = (b.timestamps[s:e].tolist(), split.data.item_vocab.raw(int(b.targets[e - 1])))
+    # u1 trains on events 1..5 (6, 7 held out); window of max_len + 1 = 4 -> inputs t=2,3,4, last target 5
+    assert by_user[0] == ([2, 3, 4], "5")
+    assert by_user[1] == ([10], "11")
+    (batch, targets, seen), *_ = list(eval_batches(split, "test", 4, max_len=3))
+    assert batch.offsets.tolist() == [0, 3, 3 + 3]
+    assert sorted(len(s) for s in seen) == [3, 6]  # seen = the whole history before the target
+    assert np.all(targets.numpy() > 0)

@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from genrec.models import build_model, model_from_config
+
+
+@pytest.mark.parametrize("name", ["hstu", "hstu-large", "sasrec"])
+def test_model_is_causal_over_a_jagged_batch(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_items=50, max_len=16, dropout=0.0).eval()
+    items = torch.randint(1, 51, (20,))
+    offsets = torch.tensor([0, 8, 20])
+    ts = torch.arange(20) * 3600
+    out = model.encode(items, offsets, ts)
+    assert out.shape == (20, 50) and torch.allclose(out.norm(dim=-1), torch.ones(20))
+    changed = items.clone()
+    changed[15] = (changed[15] % 50) + 1  # a later item of the second user
+    out2 = model.encode(changed, offsets, ts)
+    torch.testing.assert_close(out2[:15], out[:15])
+    assert not torch.allclose(out2[15:], out[15:])
+
+
+def test_jagged_batch_equals_one_user_at_a_time() -> None:
+    torch.manual_seed(0)
+    model = build_model("hstu", num_items=30, max_len=16, dropout=0.0).eval()
+    items = torch.randint(1, 31, (17,))
+    offsets = torch.tensor([0, 4, 17])
+    together = model.encode(items, offsets)
+    alone = torch.cat([model.encode(items[:4], torch.tensor([0, 4])), model.encode(items[4:], torch.tensor([0, 13]))])
+    torch.testing.assert_close(together, alone)
+
+
+def test_presets_and_config_roundtrip() -> None:
+    large = build_model("hstu-large", num_items=10)
+    c = large.config
+    assert (c.num_layers, c.num_heads, c.qk_dim, c.v_dim, c.dim, c.max_len) == (8, 2, 25, 25, 50, 200)
+    assert c.temperature == 0.05
+    again = model_from_config(c.to_dict())
+    assert type(again) is type(large) and again.config == c
+    with pytest.raises(ValueError):
+        build_model("bert", num_items=10)

@@ -1,0 +1,67 @@
+"""Top-k recommendations from a trained run for a raw-id history: the inference entry point.
+
+rec = Recommender.from_run("runs/ml1m-hstu")
+rec.recommend(["1193", "661", "914"], k=10)  -> [("2355", 18.2), ...] (raw item ids, logits)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from genrec.data.sequences import PAD, Vocab, load_vocabs
+from genrec.models import SequentialModel
+
+
+@dataclass
+class Recommendation:
+    item_id: str
+    score: float
+
+
+class Recommender:
+    def __init__(self, model: SequentialModel, item_vocab: Vocab, user_vocab: Vocab) -> None:
+        self.model = model.eval()
+        self.item_vocab = item_vocab
+        self.user_vocab = user_vocab
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> Recommender:
+        from genrec.training.trainer import load_run
+
+        model, _ = load_run(run_dir)
+        items, users, _ = load_vocabs(Path(run_dir))
+        return cls(model, items, users)
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        history: list[str],
+        k: int = 10,
+        timestamps: list[int] | None = None,
+        exclude_seen: bool = True,
+        exclude: list[str] | None = None,
+    ) -> list[Recommendation]:
+        """history: raw item ids, oldest first. Items the model does not know are skipped in the input."""
+        known = [(self.item_vocab.index(i), t) for i, t in zip(history, timestamps or [0] * len(history), strict=True)]
+        known = [(i, t) for i, t in known if i != PAD]
+        max_len = self.model.config.max_len
+        window = known[-max_len:]
+        if window:
+            items = torch.tensor([i for i, _ in window])
+            ts = torch.tensor([t for _, t in window]) if timestamps is not None else None
+            state = self.model.user_states(items, torch.tensor([0, len(window)]), ts)
+            scores = self.model.score_all(state)[0]
+        else:  # nothing known about the user: the model cannot personalise, fall back to item norms
+            scores = torch.zeros(self.model.config.num_items + 1)
+        scores[PAD] = float("-inf")
+        banned = {i for i, _ in known} if exclude_seen else set()
+        banned |= {self.item_vocab.index(x) for x in exclude or []} - {PAD}
+        if banned:
+            scores[torch.tensor(sorted(banned))] = float("-inf")
+        top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
+        return [
+            Recommendation(self.item_vocab.raw(int(i)), float(s)) for s, i in zip(top.values, top.indices, strict=True)
+        ]

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import torch
+
+from genrec.data.datasets import load_synthetic
+from genrec.training.losses import next_item_loss
+from genrec.training.trainer import TrainConfig, load_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return load_synthetic("small", seed=1)
+
+
+def small_cfg(out, **kw) -> TrainConfig:
+    base = dict(model="hstu", dataset="synthetic:small", out=str(out), epochs=8, max_len=30, dim=32,
+                batch_size=128, seed=3, threads=2, patience=100)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_short_run_beats_popularity_and_writes_run_folder(shop, tmp_path) -> None:
+    res = train(small_cfg(tmp_path / "run"), dataset=shop)
+    pop_valid = res.history[0]["valid"]  # noqa: F841  (kept for debugging output)
+    assert res.best_valid["NDCG@10"] > 2.0 * _popularity_valid(shop)
+    assert res.test["NDCG@10"] > 2.0 * res.popularity_test["NDCG@10"]
+    for f in (
+        "config.json",
+        "vocab.json",
+        "best.pt",
+        "last.pt",
+        "history.json",
+        "curves.png",
+        "metrics.json",
+    ):
+        assert (tmp_path / "run" / f).exists(), f
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["best_epoch"] == res.best_epoch
+
+
+def _popularity_valid(shop) -> float:
+    from genrec.data.sequences import leave_one_out
+    from genrec.evaluation.evaluate import evaluate_scorer, popularity_scorer
+
+    split = leave_one_out(shop.sequences)
+    return evaluate_scorer(popularity_scorer(split), split, "valid", 30)["NDCG@10"]
+
+
+def test_resume_continues_where_it_stopped(shop, tmp_path) -> None:
+    full = train(small_cfg(tmp_path / "full", epochs=4, model="sasrec", threads=1), dataset=shop)
+    train(small_cfg(tmp_path / "half", epochs=2, model="sasrec", threads=1), dataset=shop)  # "killed" after epoch 2
+    resumed = train(small_cfg(tmp_path / "half", epochs=4, model="sasrec", threads=1), dataset=shop)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(resumed.history, full.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    wa = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "half" / "last.pt")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k])
+
+
+def test_sampled_and_in_batch_losses_track_full_softmax() -> None:
+    g = torch.Generator().manual_seed(0)
+    table = torch.nn.functional.normalize(torch.randn(201, 16, generator=g), dim=-1)
+    targets = torch.randint(1, 201, (64,), generator=g)
+    states = torch.nn.functional.normalize(table[targets] + 0.3 * torch.randn(64, 16, generator=g), dim=-1)
+    full = next_item_loss(states, targets, table, 0.1, "full")
+    sampled = next_item_loss(states, targets, table, 0.1, "sampled", num_negatives=200, generator=g)
+    in_batch = next_item_loss(states, targets, table, 0.1, "in-batch")
+    assert 0 < in_batch < sampled < full * 1.05  # fewer negatives -> smaller loss
+    assert sampled > 0.5 * full
+    with pytest.raises(ValueError):
+        next_item_loss(states, targets, table, 0.1, "bce")
