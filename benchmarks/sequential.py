@@ -1,0 +1,132 @@
+"""Sequential-recommendation benchmark: popularity, SASRec, HSTU, HSTU-large on ML-1M and Amazon Beauty.
+
+Each model is trained with `genrec train` settings listed in SETTINGS (validation picks the epoch; the test
+split is scored once, full catalog, seen items excluded). Finished runs are reused, so the benchmark can be
+run piece by piece (`--datasets ml-1m --models hstu-large`) and then collected:
+
+    python benchmarks/sequential.py                       # everything (hours on 2 cores)
+    python benchmarks/sequential.py --collect-only        # rebuild the JSON/Markdown from finished runs
+
+Writes benchmarks/results/sequential.json (a list of records {dataset, model, split, metrics, best_epoch,
+epochs, train_seconds, command}) and sequential.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from genrec.data.datasets import load_dataset
+from genrec.data.sequences import leave_one_out
+from genrec.evaluation.evaluate import evaluate_scorer, popularity_scorer
+from genrec.evaluation.metrics import METRIC_NAMES
+from genrec.runtime import setup
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# `genrec train` flags per (dataset, model); model presets fill the rest (see genrec/models/__init__.py).
+COMMON = ["--loss", "full", "--precision", "bf16", "--epochs", "200", "--patience", "20"]
+SETTINGS: dict[str, dict[str, list[str]]] = {
+    "ml-1m": {
+        "sasrec": COMMON + ["--time-budget", "30"],
+        "hstu": COMMON + ["--time-budget", "30"],
+        "hstu-large": COMMON + ["--time-budget", "30"],
+    },
+    "amazon-beauty": {
+        "sasrec": COMMON + ["--time-budget", "15"],
+        "hstu": COMMON + ["--time-budget", "15"],
+        "hstu-large": COMMON + ["--time-budget", "15"],
+    },
+}
+
+
+def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
+    return ["genrec", "train", "--model", model, "--dataset", dataset, "--out", str(run_dir)] + SETTINGS[dataset][model]
+
+
+def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[str, Any] | None:
+    run_dir = runs / f"{dataset}-{model}"
+    cmd = train_command(dataset, model, run_dir)
+    if not (run_dir / "metrics.json").exists():
+        if collect_only:
+            return None
+        from typer.main import get_command
+
+        from genrec.cli import app
+
+        get_command(app).main(cmd[1:], standalone_mode=False)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    return {
+        "dataset": dataset,
+        "model": model,
+        "split": "test",
+        "metrics": m["metrics"],
+        "best_epoch": m["best_epoch"],
+        "epochs": m["epochs"],
+        "train_seconds": round(m["train_seconds"], 1),
+        "seconds_to_best_epoch": round(next(h["elapsed"] for h in history if h["epoch"] == m["best_epoch"]), 1),
+        "seq_per_s": round(sum(h["seq_per_s"] for h in history) / len(history), 1),
+        "best_valid": m["best_valid"],
+        "command": shlex.join(cmd),
+    }
+
+
+def popularity(dataset: str) -> dict[str, Any]:
+    split = leave_one_out(load_dataset(dataset).sequences)
+    metrics = evaluate_scorer(popularity_scorer(split), split, "test", max_len=200)
+    cmd = f"python benchmarks/sequential.py --datasets {dataset} --models popularity"
+    return {"dataset": dataset, "model": "popularity", "split": "test", "metrics": metrics, "best_epoch": None,
+            "epochs": 0, "train_seconds": 0.0, "command": cmd}  # fmt: skip
+
+
+def write(records: list[dict[str, Any]]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sequential.json").write_text(json.dumps(records, indent=2))
+    lines = [
+        "# Sequential recommendation (test split, full catalog, seen items excluded)",
+        "",
+        "| dataset | model | " + " | ".join(METRIC_NAMES) + " | best epoch | min to best | train min | seq/s |",
+        "|---" * (len(METRIC_NAMES) + 6) + "|",
+    ]
+    for r in records:
+        to_best = r.get("seconds_to_best_epoch")
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | "
+            + " | ".join(f"{r['metrics'][m]:.4f}" for m in METRIC_NAMES)
+            + f" | {r['best_epoch'] or '-'} | {'-' if to_best is None else f'{to_best / 60:.1f}'}"
+            + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s', '-')} |"
+        )
+    lines += ["", "Commands:", ""] + [f"- {r['dataset']} {r['model']}: `{r['command']}`" for r in records]
+    (RESULTS / "sequential.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=list(SETTINGS))
+    ap.add_argument("--models", nargs="+", default=["popularity", "sasrec", "hstu", "hstu-large"])
+    ap.add_argument("--runs", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--collect-only", action="store_true", help="only gather finished runs")
+    args = ap.parse_args()
+    setup()
+    old = json.loads((RESULTS / "sequential.json").read_text()) if (RESULTS / "sequential.json").exists() else []
+    records = {(r["dataset"], r["model"]): r for r in old}
+    for dataset in args.datasets:
+        for model in args.models:
+            rec = (
+                popularity(dataset)
+                if model == "popularity"
+                else run_model(dataset, model, args.runs, args.collect_only)
+            )
+            if rec is not None:
+                records[(dataset, model)] = rec
+                write(list(records.values()))
+    write(list(records.values()))
+    print((RESULTS / "sequential.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
