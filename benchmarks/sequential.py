@@ -28,18 +28,10 @@ from genrec.runtime import setup
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # `genrec train` flags per (dataset, model); model presets fill the rest (see genrec/models/__init__.py).
-COMMON = ["--loss", "full", "--precision", "bf16", "--epochs", "200", "--patience", "20"]
+COMMON = ["--loss", "full", "--precision", "bf16", "--threads", "1", "--epochs", "200", "--patience", "30"]
 SETTINGS: dict[str, dict[str, list[str]]] = {
-    "ml-1m": {
-        "sasrec": COMMON + ["--time-budget", "30"],
-        "hstu": COMMON + ["--time-budget", "30"],
-        "hstu-large": COMMON + ["--time-budget", "30"],
-    },
-    "amazon-beauty": {
-        "sasrec": COMMON + ["--time-budget", "15"],
-        "hstu": COMMON + ["--time-budget", "15"],
-        "hstu-large": COMMON + ["--time-budget", "15"],
-    },
+    "ml-1m": {m: COMMON + ["--time-budget", "40"] for m in ("sasrec", "hstu", "hstu-large")},
+    "amazon-beauty": {m: COMMON + ["--time-budget", "20"] for m in ("sasrec", "hstu", "hstu-large")},
 }
 
 

@@ -37,13 +37,19 @@ def evaluate_scorer(
     return metrics_from_ranks(evaluation_ranks(scorer, split, which, max_len, batch_size, device))
 
 
-def model_scorer(model: torch.nn.Module) -> Scorer:
-    """Scores the whole catalog with a SequentialModel's state after the last input event."""
+def model_scorer(model: torch.nn.Module, precision: str = "fp32") -> Scorer:
+    """Scores the whole catalog with a SequentialModel's state after the last input event.
+
+    precision="bf16" autocasts the encoder (validation during bf16 training); test scoring uses fp32.
+    """
 
     @torch.no_grad()
     def score(batch: Batch) -> torch.Tensor:
         model.eval()
-        return model.score_all(model.user_states(batch.items, batch.offsets, batch.timestamps))
+        device = batch.items.device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            states = model.user_states(batch.items, batch.offsets, batch.timestamps)
+        return model.score_all(states.float())
 
     return score
 
@@ -61,6 +67,11 @@ def popularity_scorer(split: Split) -> Scorer:
 
 
 def evaluate_model(
-    model: torch.nn.Module, split: Split, which: str = "test", batch_size: int = 256, device: str = "cpu"
+    model: torch.nn.Module,
+    split: Split,
+    which: str = "test",
+    batch_size: int = 256,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    return evaluate_scorer(model_scorer(model), split, which, model.config.max_len, batch_size, device)
+    return evaluate_scorer(model_scorer(model, precision), split, which, model.config.max_len, batch_size, device)

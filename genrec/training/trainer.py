@@ -241,7 +241,7 @@ def train(
                 break
             stats = train_epoch(model, opt, split, cfg, epoch, device, progress)
             t0 = time.perf_counter()
-            valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device))
+            valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
             stats["eval_seconds"] = time.perf_counter() - t0
             elapsed += stats["seconds"] + stats["eval_seconds"]
             rec = {"epoch": epoch, **stats, "elapsed": elapsed, "valid": valid}
