@@ -2,8 +2,8 @@
 
 Variants (each in its own subprocess, because the allocator setting is per process):
     v0        first implementation: masked attention (mask multiply + divide on the (n, n) scores),
-              default glibc allocator, fp32, sampled softmax with 128 negatives shared by the batch
-    +alloc    glibc keeps large freed blocks (genrec.runtime.tune_allocator)
+              4 KB pages for large tensors, fp32, sampled softmax with 128 negatives shared by the batch
+    +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, set by `import genrec`)
     +fused    attention as one bias-add-matmul + SiLU + matmul (causal mask folded into the bias, 1/n into V)
     +bf16     bfloat16 autocast for training
 and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path.
@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
-    # name: (tune allocator, attention, precision, loss, negatives shared by the batch)
+    # name: (huge pages, attention, precision, loss, negatives shared by the batch)
     "v0": (False, "v0", "fp32", "sampled", True),
-    "+alloc": (True, "v0", "fp32", "sampled", True),
+    "+thp": (True, "v0", "fp32", "sampled", True),
     "+fused": (True, "padded", "fp32", "sampled", True),
     "+bf16": (True, "padded", "bf16", "sampled", True),
     "+bf16 per-seq-sampled": (True, "padded", "bf16", "sampled", False),
@@ -58,15 +59,12 @@ def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=Non
 
 
 def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
-    tune, attention, precision, loss, shared = VARIANTS[variant]
+    attention, precision, loss, shared = VARIANTS[variant][1:]
+    import time
+
     import torch
 
-    from genrec import runtime
-
-    if tune:
-        runtime.tune_allocator()
     torch.set_num_threads(threads)
-    import time
 
     import genrec.models.hstu as hstu_mod
     from genrec.data.batches import train_batches
@@ -111,7 +109,9 @@ def main() -> None:
     for model in args.models:
         for variant in VARIANTS:
             cmd = [sys.executable, __file__, "--one", model, variant, "--steps", str(args.steps)]
-            out = subprocess.run(cmd + ["--threads", str(args.threads)], capture_output=True, text=True, check=True)
+            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
+            cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             base = next((r for r in rows if r["model"] == model and r["variant"] == "v0"), row)
             row["speedup_vs_v0"] = row["seq_per_s"] / base["seq_per_s"]
