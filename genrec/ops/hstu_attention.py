@@ -171,6 +171,82 @@ def plan_buckets(lengths: tuple[int, ...], heads: int = 1, tile: int = JAGGED_TI
     return tuple(reversed(plan))
 
 
+def _strip_logits(
+    qp: torch.Tensor,
+    kp: torch.Tensor,
+    tp: torch.Tensor | None,
+    pos_bias: torch.Tensor | None,
+    time_bias: torch.Tensor | None,
+    s: int,
+    e: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Scores of query rows [s, e) against keys [0, e): (B*H, e-s, e), plus the rab indices used (for grads)."""
+    B, H, _, dqk = qp.shape
+    gap = torch.arange(s, e, device=qp.device)[:, None] - torch.arange(e, device=qp.device)[None, :]  # (T, e)
+    pos_idx = None if pos_bias is None else gap.clamp(0, pos_bias.shape[-1] - 1)
+    bias = torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device) if pos_idx is None else pos_bias[pos_idx]
+    bias = bias.masked_fill(gap < 0, -1e9)  # causal: SiLU(-1e9) and its gradient are exactly 0
+    q = qp[:, :, s:e].reshape(B * H, e - s, dqk)
+    k = kp[:, :, :e].reshape(B * H, e, dqk)
+    time_idx = None
+    if time_bias is not None and tp is not None:
+        time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])  # (B, T, e)
+        bias = (time_bias[time_idx] + bias).unsqueeze(1)  # (B, 1, T, e)
+        if H == 1:
+            return torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2)), pos_idx, time_idx
+        # broadcast over heads in the add instead of materialising (B*H, T, e) copies of the bias
+        logits = (torch.bmm(q, k.transpose(1, 2)).view(B, H, e - s, e) + bias).view(B * H, e - s, e)
+        return logits, pos_idx, time_idx
+    return torch.baddbmm(bias, q, k.transpose(1, 2)), pos_idx, time_idx  # (B*H, T, e), bias broadcast
+
+
+class _StripAttention(torch.autograd.Function):
+    """Causal strips with recomputation: no (n, n) tensor outlives its strip, forward or backward.
+
+    Backward recomputes each strip's scores S (one extra Q K^T) and uses, with A = SiLU(S):
+    dV += A^T dO, dS = SiLU'(S) * (dO V^T), dQ = dS K, dK += dS^T Q; rab grads are dS summed into their bins.
+    """
+
+    @staticmethod
+    def forward(ctx, qp, kp, vp, tp, pos_bias, time_bias, tile):  # noqa: ANN001, ANN205
+        B, H, n, dv = vp.shape
+        out = vp.new_empty(B, H, n, dv)
+        for s in range(0, n, tile):
+            e = min(s + tile, n)
+            logits, _, _ = _strip_logits(qp, kp, tp, pos_bias, time_bias, s, e)
+            out[:, :, s:e] = torch.bmm(F.silu(logits), vp[:, :, :e].reshape(B * H, e, dv)).view(B, H, e - s, dv)
+        ctx.save_for_backward(qp, kp, vp, tp, pos_bias, time_bias)
+        ctx.tile = tile
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):  # noqa: ANN001, ANN205
+        qp, kp, vp, tp, pos_bias, time_bias = ctx.saved_tensors
+        B, H, n, dqk = qp.shape
+        dv = vp.shape[-1]
+        dq, dk, dvp = torch.zeros_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
+        dpos = None if pos_bias is None else torch.zeros_like(pos_bias)
+        dtime = None if time_bias is None or tp is None else torch.zeros_like(time_bias)
+        dout = dout.contiguous()
+        for s in range(0, n, ctx.tile):
+            e = min(s + ctx.tile, n)
+            logits, pos_idx, time_idx = _strip_logits(qp, kp, tp, pos_bias, time_bias, s, e)
+            attn = F.silu(logits)  # (B*H, T, e)
+            do = dout[:, :, s:e].reshape(B * H, e - s, dv)
+            v = vp[:, :, :e].reshape(B * H, e, dv)
+            dvp[:, :, :e] += torch.bmm(attn.transpose(1, 2), do).view(B, H, e, dv)
+            ds = torch.ops.aten.silu_backward(torch.bmm(do, v.transpose(1, 2)), logits)  # (B*H, T, e)
+            dq[:, :, s:e] = torch.bmm(ds, kp[:, :, :e].reshape(B * H, e, dqk)).view(B, H, e - s, dqk)
+            dk[:, :, :e] += torch.bmm(ds.transpose(1, 2), qp[:, :, s:e].reshape(B * H, e - s, dqk)).view(B, H, e, dqk)
+            if dpos is not None or dtime is not None:
+                ds_b = ds.view(B, H, e - s, e).sum(1)  # (B, T, e); masked entries carry exactly 0
+                if dpos is not None:
+                    dpos += torch.bincount(pos_idx.flatten(), ds_b.sum(0).flatten(), dpos.shape[0]).to(dpos.dtype)
+                if dtime is not None:
+                    dtime += torch.bincount(time_idx.flatten(), ds_b.flatten(), dtime.shape[0]).to(dtime.dtype)
+        return dq, dk, dvp, None, dpos, dtime, None
+
+
 def _attend_strips(
     qp: torch.Tensor,
     kp: torch.Tensor,
@@ -184,32 +260,14 @@ def _attend_strips(
 
     qp, kp: (B, H, n, Dqk); vp: (B, H, n, Dv) (already divided by the scale, zero on padding);
     tp: (B, n) timestamps or None. Returns (B, H, n, Dv).
+    A bucket that fits one strip runs under plain autograd (its (n, n) tensors are small and recomputing them
+    costs more than keeping them); longer buckets use the recomputing strips, memory O(B H n tile).
     """
-    B, H, n, dqk = qp.shape
-    dv = vp.shape[-1]
-    outs = []
-    for s in range(0, n, tile):
-        e = min(s + tile, n)
-        gap = torch.arange(s, e, device=qp.device)[:, None] - torch.arange(e, device=qp.device)[None, :]  # (T, e)
-        bias = (
-            torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device)
-            if pos_bias is None
-            else pos_bias[gap.clamp(0, pos_bias.shape[-1] - 1)]
-        )
-        bias = bias.masked_fill(gap < 0, -1e9)  # causal: SiLU(-1e9) and its gradient are exactly 0
-        q = qp[:, :, s:e].reshape(B * H, e - s, dqk)
-        k = kp[:, :, :e].reshape(B * H, e, dqk)
-        if time_bias is not None and tp is not None:
-            buckets = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])  # (B, T, e)
-            bias = (time_bias[buckets] + bias).unsqueeze(1)  # (B, 1, T, e)
-            if H == 1:
-                logits = torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2))
-            else:  # broadcast over heads in the add instead of materialising (B*H, T, e) copies of the bias
-                logits = (torch.bmm(q, k.transpose(1, 2)).view(B, H, e - s, e) + bias).view(B * H, e - s, e)
-        else:
-            logits = torch.baddbmm(bias, q, k.transpose(1, 2))  # (B*H, T, e), bias broadcast
-        outs.append(torch.bmm(F.silu(logits), vp[:, :, :e].reshape(B * H, e, dv)).view(B, H, e - s, dv))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    B, H, n, _ = qp.shape
+    if n <= tile:
+        logits, _, _ = _strip_logits(qp, kp, tp, pos_bias, time_bias, 0, n)
+        return torch.bmm(F.silu(logits), vp.reshape(B * H, n, -1)).view(B, H, n, -1)
+    return _StripAttention.apply(qp.contiguous(), kp.contiguous(), vp.contiguous(), tp, pos_bias, time_bias, tile)
 
 
 def hstu_attention_jagged(
