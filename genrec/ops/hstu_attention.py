@@ -9,6 +9,9 @@ bucket(g) = min(floor(log2(max(1, g))), T - 1). There is no softmax: masked entr
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,6 +116,210 @@ def hstu_attention_padded(
     return to_jagged(out.reshape(B, n, H * dv), idx).view(-1, H, dv)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Jagged path: cost ~ sum_i n_i^2 / 2, not B x n_max^2.
+#   1. length bucketing: sequences are sorted by length and cut into a few buckets by a small dynamic program that
+#      minimises (padded (n, n) work + a fixed cost per bucket); each bucket runs the padded kernel on its own
+#      n_max, so padding waste stays small without the caller sorting its batches;
+#   2. causal strips: inside a bucket, query rows are cut into strips of `tile` rows; strip [s, e) only meets keys
+#      [0, e), so the all-zero upper-triangular tiles are never computed (about half the work for long sequences).
+# ---------------------------------------------------------------------------------------------------------------
+
+JAGGED_TILE = 128  # query rows per causal strip; buckets up to this length run as one padded product
+BUCKET_OVERHEAD = 60_000  # fixed cost of one more bucket, in (n, n) score elements (~ per-op overhead on CPU)
+
+
+def _strip_work(n: int, tile: int) -> int:
+    """(n, n) score elements computed for one head of one length-n sequence with causal strips."""
+    return sum((e := min(s + tile, n)) * (e - s) for s in range(0, n, tile))
+
+
+def _grid(n: int) -> int:
+    """Padded length a sequence of length n may be rounded up to: multiples of 8, then steps of 1/32 .. 1/16 of n."""
+    if n <= 64:
+        return max(8, -(-n // 8) * 8)
+    step = 1 << max(3, n.bit_length() - 5)  # 1/32 .. 1/16 of n
+    return -(-n // step) * step
+
+
+@lru_cache(maxsize=64)
+def plan_buckets(lengths: tuple[int, ...], heads: int = 1, tile: int = JAGGED_TILE) -> tuple[tuple[int, int], ...]:
+    """Cut sequences (sorted by length) into buckets: ((count, padded_len), ...) in increasing length.
+
+    Minimises sum_b count_b * heads * strip_work(padded_len_b) + BUCKET_OVERHEAD * strips_b over cut points
+    on the distinct rounded lengths (O(K^2), K <= ~100), cached per batch shape since every layer asks again.
+    """
+    rounded = sorted(_grid(max(n, 1)) for n in lengths)
+    values, counts = np.unique(np.array(rounded, dtype=np.int64), return_counts=True)
+    K = len(values)
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    work = np.array([_strip_work(int(v), tile) for v in values], dtype=np.float64) * heads
+    fixed = np.array([BUCKET_OVERHEAD * -(-int(v) // tile) for v in values], dtype=np.float64)
+    best = np.full(K + 1, np.inf)
+    best[0] = 0.0
+    cut = np.zeros(K + 1, dtype=np.int64)
+    for j in range(1, K + 1):  # bucket = distinct values i..j-1, padded to values[j-1]
+        i = np.arange(j)
+        cost = best[:j] + (cum[j] - cum[i]) * work[j - 1] + fixed[j - 1]
+        cut[j] = int(np.argmin(cost))
+        best[j] = cost[cut[j]]
+    plan, j = [], K
+    while j > 0:
+        i = int(cut[j])
+        plan.append((int(cum[j] - cum[i]), int(values[j - 1])))
+        j = i
+    return tuple(reversed(plan))
+
+
+def _strip_logits(
+    qp: torch.Tensor,
+    kp: torch.Tensor,
+    tp: torch.Tensor | None,
+    pos_bias: torch.Tensor | None,
+    time_bias: torch.Tensor | None,
+    s: int,
+    e: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Scores of query rows [s, e) against keys [0, e): (B*H, e-s, e), plus the rab indices used (for grads)."""
+    B, H, _, dqk = qp.shape
+    gap = torch.arange(s, e, device=qp.device)[:, None] - torch.arange(e, device=qp.device)[None, :]  # (T, e)
+    pos_idx = None if pos_bias is None else gap.clamp(0, pos_bias.shape[-1] - 1)
+    bias = torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device) if pos_idx is None else pos_bias[pos_idx]
+    bias = bias.masked_fill(gap < 0, -1e9)  # causal: SiLU(-1e9) and its gradient are exactly 0
+    q = qp[:, :, s:e].reshape(B * H, e - s, dqk)
+    k = kp[:, :, :e].reshape(B * H, e, dqk)
+    time_idx = None
+    if time_bias is not None and tp is not None:
+        time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])  # (B, T, e)
+        bias = (time_bias[time_idx] + bias).unsqueeze(1)  # (B, 1, T, e)
+        if H == 1:
+            return torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2)), pos_idx, time_idx
+        # broadcast over heads in the add instead of materialising (B*H, T, e) copies of the bias
+        logits = (torch.bmm(q, k.transpose(1, 2)).view(B, H, e - s, e) + bias).view(B * H, e - s, e)
+        return logits, pos_idx, time_idx
+    return torch.baddbmm(bias, q, k.transpose(1, 2)), pos_idx, time_idx  # (B*H, T, e), bias broadcast
+
+
+class _StripAttention(torch.autograd.Function):
+    """Causal strips with recomputation: no (n, n) tensor outlives its strip, forward or backward.
+
+    Backward recomputes each strip's scores S (one extra Q K^T) and uses, with A = SiLU(S):
+    dV += A^T dO, dS = SiLU'(S) * (dO V^T), dQ = dS K, dK += dS^T Q; rab grads are dS summed into their bins.
+    """
+
+    @staticmethod
+    def forward(ctx, qp, kp, vp, tp, pos_bias, time_bias, tile):  # noqa: ANN001, ANN205
+        B, H, n, dv = vp.shape
+        out = vp.new_empty(B, H, n, dv)
+        for s in range(0, n, tile):
+            e = min(s + tile, n)
+            logits, _, _ = _strip_logits(qp, kp, tp, pos_bias, time_bias, s, e)
+            out[:, :, s:e] = torch.bmm(F.silu(logits), vp[:, :, :e].reshape(B * H, e, dv)).view(B, H, e - s, dv)
+        ctx.save_for_backward(qp, kp, vp, tp, pos_bias, time_bias)
+        ctx.tile = tile
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):  # noqa: ANN001, ANN205
+        qp, kp, vp, tp, pos_bias, time_bias = ctx.saved_tensors
+        B, H, n, dqk = qp.shape
+        dv = vp.shape[-1]
+        dq, dk, dvp = torch.zeros_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
+        dpos = None if pos_bias is None else torch.zeros_like(pos_bias)
+        dtime = None if time_bias is None or tp is None else torch.zeros_like(time_bias)
+        dout = dout.contiguous()
+        for s in range(0, n, ctx.tile):
+            e = min(s + ctx.tile, n)
+            logits, pos_idx, time_idx = _strip_logits(qp, kp, tp, pos_bias, time_bias, s, e)
+            attn = F.silu(logits)  # (B*H, T, e)
+            do = dout[:, :, s:e].reshape(B * H, e - s, dv)
+            v = vp[:, :, :e].reshape(B * H, e, dv)
+            dvp[:, :, :e] += torch.bmm(attn.transpose(1, 2), do).view(B, H, e, dv)
+            ds = torch.ops.aten.silu_backward(torch.bmm(do, v.transpose(1, 2)), logits)  # (B*H, T, e)
+            dq[:, :, s:e] = torch.bmm(ds, kp[:, :, :e].reshape(B * H, e, dqk)).view(B, H, e - s, dqk)
+            dk[:, :, :e] += torch.bmm(ds.transpose(1, 2), qp[:, :, s:e].reshape(B * H, e - s, dqk)).view(B, H, e, dqk)
+            if dpos is not None or dtime is not None:
+                ds_b = ds.view(B, H, e - s, e).sum(1)  # (B, T, e); masked entries carry exactly 0
+                if dpos is not None:
+                    dpos += torch.bincount(pos_idx.flatten(), ds_b.sum(0).flatten(), dpos.shape[0]).to(dpos.dtype)
+                if dtime is not None:
+                    dtime += torch.bincount(time_idx.flatten(), ds_b.flatten(), dtime.shape[0]).to(dtime.dtype)
+        return dq, dk, dvp, None, dpos, dtime, None
+
+
+def _attend_strips(
+    qp: torch.Tensor,
+    kp: torch.Tensor,
+    vp: torch.Tensor,
+    tp: torch.Tensor | None,
+    pos_bias: torch.Tensor | None,
+    time_bias: torch.Tensor | None,
+    tile: int,
+) -> torch.Tensor:
+    """Padded causal HSTU attention, computed strip by strip below the diagonal.
+
+    qp, kp: (B, H, n, Dqk); vp: (B, H, n, Dv) (already divided by the scale, zero on padding);
+    tp: (B, n) timestamps or None. Returns (B, H, n, Dv).
+    A bucket that fits one strip runs under plain autograd (its (n, n) tensors are small and recomputing them
+    costs more than keeping them); longer buckets use the recomputing strips, memory O(B H n tile).
+    """
+    B, H, n, _ = qp.shape
+    if n <= tile:
+        logits, _, _ = _strip_logits(qp, kp, tp, pos_bias, time_bias, 0, n)
+        return torch.bmm(F.silu(logits), vp.reshape(B * H, n, -1)).view(B, H, n, -1)
+    return _StripAttention.apply(qp.contiguous(), kp.contiguous(), vp.contiguous(), tp, pos_bias, time_bias, tile)
+
+
+def hstu_attention_jagged(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    pos_bias: torch.Tensor | None = None,
+    time_bias: torch.Tensor | None = None,
+    timestamps: torch.Tensor | None = None,
+    scale: float | None = None,
+    tile: int = JAGGED_TILE,
+) -> torch.Tensor:
+    """Length-bucketed, causally-stripped path; same result as the reference. Shapes as hstu_attention_reference.
+
+    Work is ~ sum_b count_b * n_b^2 / 2 over a few length buckets (see plan_buckets), memory the same order:
+    one short batch no longer pays for its one long user, and a long user no longer pays for the upper triangle.
+    """
+    lengths = lengths_from_offsets(offsets)
+    B, H = len(lengths), q.shape[1]
+    if B == 0 or q.shape[0] == 0:
+        return v.new_zeros(v.shape)
+    if scale is None:  # each user's own length, applied to V (jagged, small) rather than to (n, n) scores
+        v = v / torch.repeat_interleave(lengths.to(v.dtype).clamp(min=1), lengths)[:, None, None]
+    else:
+        v = v / scale
+    lens = lengths.tolist()
+    plan = plan_buckets(tuple(lens), H, tile)
+    order = sorted(range(B), key=lens.__getitem__)  # sequences by length; buckets are runs of this order
+    starts = offsets[:-1].tolist()
+    outs, rows, first = [], [], 0
+    for count, n in plan:
+        seqs = order[first : first + count]
+        first += count
+        blens = [lens[b] for b in seqs]
+        # token rows of this bucket's sequences, in bucket order, and their slots in a (count * n) padded layout
+        tok = torch.cat([torch.arange(starts[b], starts[b] + lens[b]) for b in seqs]).to(q.device)
+        boff = torch.tensor([0] + blens, device=q.device).cumsum(0)
+        idx = padded_index(boff, n)
+        qp = to_padded(q.index_select(0, tok), idx, count, n).permute(0, 2, 1, 3)  # (count, H, n, Dqk)
+        kp = to_padded(k.index_select(0, tok), idx, count, n).permute(0, 2, 1, 3)
+        vp = to_padded(v.index_select(0, tok), idx, count, n).permute(0, 2, 1, 3)
+        tp = None
+        if time_bias is not None and timestamps is not None:
+            tp = to_padded(timestamps.index_select(0, tok), idx, count, n)  # (count, n)
+        out = _attend_strips(qp, kp, vp, tp, pos_bias, time_bias, tile)  # (count, H, n, Dv)
+        outs.append(to_jagged(out.permute(0, 2, 1, 3), idx))  # (tokens of bucket, H, Dv)
+        rows.append(tok)
+    out_sorted = torch.cat(outs, 0)  # rows in bucket order; scatter them back to the caller's jagged order
+    return out_sorted.new_zeros(out_sorted.shape).index_copy(0, torch.cat(rows), out_sorted)
+
+
 def hstu_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -124,9 +331,11 @@ def hstu_attention(
     scale: float | None = None,
     backend: str = "padded",
 ) -> torch.Tensor:
-    """q, k: (sum N, H, Dqk); v: (sum N, H, Dv) -> (sum N, H, Dv). backend: 'padded' | 'reference'."""
+    """q, k: (sum N, H, Dqk); v: (sum N, H, Dv) -> (sum N, H, Dv). backend: 'padded' | 'jagged' | 'reference'."""
     if backend == "reference":
         return hstu_attention_reference(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
     if backend == "padded":
         return hstu_attention_padded(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
+    if backend == "jagged":
+        return hstu_attention_jagged(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
     raise ValueError(f"unknown HSTU attention backend {backend!r}")

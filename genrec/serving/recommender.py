@@ -2,6 +2,7 @@
 
 rec = Recommender.from_run("runs/ml1m-hstu")
 rec.recommend(["1193", "661", "914"], k=10)  -> [("2355", 18.2), ...] (raw item ids, logits)
+rec.score_candidates(["1193", "661"], ["2355", "1"])  -> the candidates ranked, HSTU via M-FALCON
 """
 
 from __future__ import annotations
@@ -65,3 +66,47 @@ class Recommender:
         return [
             Recommendation(self.item_vocab.raw(int(i)), float(s)) for s, i in zip(top.values, top.indices, strict=True)
         ]
+
+    @torch.no_grad()
+    def score_candidates(
+        self,
+        history: list[str],
+        candidates: list[str],
+        timestamps: list[int] | None = None,
+        request_time: int | None = None,
+        head: str = "retrieval",
+        micro_batch: int = 1024,
+    ) -> list[Recommendation]:
+        """Rank a given candidate set (raw item ids) for one user, best first.
+
+        head="retrieval": the next-item logit the model was trained for (any model; one history encoding).
+        head="target": HSTU's target-aware candidate states via M-FALCON (genrec.models.mfalcon): the history is
+        encoded once and candidates are scored in micro-batches against its cached K/V.
+        Unknown candidate ids raise ValueError naming them; unknown history items are skipped as in recommend().
+        """
+        from genrec.models.hstu import HSTU
+        from genrec.models.mfalcon import score_candidates
+
+        unknown = [c for c in candidates if self.item_vocab.index(c) == PAD]
+        if unknown:
+            raise ValueError(f"candidates: unknown item ids {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        if head not in ("retrieval", "target"):
+            raise ValueError(f"head: expected 'retrieval' or 'target', got {head!r}")
+        if timestamps is not None and len(timestamps) != len(history):
+            raise ValueError(f"timestamps: {len(timestamps)} values for {len(history)} history items")
+        known = [(self.item_vocab.index(i), t) for i, t in zip(history, timestamps or [0] * len(history), strict=True)]
+        # leave room for the candidate's own position inside max_len
+        window = [(i, t) for i, t in known if i != PAD][-(self.model.config.max_len - 1) :]
+        items = torch.tensor([i for i, _ in window], dtype=torch.long)
+        ts = torch.tensor([t for _, t in window], dtype=torch.long) if timestamps is not None else None
+        cand = torch.tensor([self.item_vocab.index(c) for c in candidates], dtype=torch.long)
+        if isinstance(self.model, HSTU):
+            scores = score_candidates(self.model, items, ts, cand, micro_batch, request_time, head)
+        elif head == "retrieval":
+            state = self.model.user_states(items, torch.tensor([0, len(window)]), ts)[0] if window else None
+            table = self.model.item_table()[cand]
+            scores = table @ state / self.model.config.temperature if state is not None else torch.zeros(len(cand))
+        else:
+            raise ValueError(f"head='target' needs an HSTU model, this run holds {type(self.model).__name__}")
+        order = torch.argsort(scores, descending=True, stable=True)
+        return [Recommendation(candidates[int(i)], float(scores[i])) for i in order]
