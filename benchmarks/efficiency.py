@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,9 +36,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates: see genrec/runtime.py
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 from genrec.models import build_model  # noqa: E402
 from genrec.models.hstu import HSTUConfig, HSTULayer  # noqa: E402
 from genrec.models.mfalcon import candidate_states, encode_with_cache, naive_score_candidates  # noqa: E402
-from genrec.runtime import tune_allocator  # noqa: E402
 
 DIM, HEADS, HEAD_DIM = 50, 2, 25  # hstu-large's layer width and heads (ML-1M reference settings)
 
@@ -91,7 +93,6 @@ def _rss_bytes() -> int:
 
 def measure_layer(spec: dict) -> dict:
     """Child process: time and peak memory of forward + backward for one layer on one batch of lengths."""
-    tune_allocator()
     torch.set_num_threads(spec["threads"])
     dev = torch.device(spec["device"])
     torch.manual_seed(0)
@@ -311,7 +312,6 @@ def main() -> None:
         return
     from rich.progress import Progress
 
-    tune_allocator()
     threads = a.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     reps = 2 if a.quick else 3
