@@ -51,6 +51,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     loss: str = "sampled"
     num_negatives: int = 128
+    shared_negatives: bool = False  # one negative set for the whole batch (cheaper, learns worse: see losses.md)
     # model overrides; None = preset / dataset default
     max_len: int | None = None
     dim: int | None = None
@@ -165,7 +166,7 @@ def train_epoch(
                 cfg.loss,
                 cfg.num_negatives,
                 generator=gen,
-                offsets=batch.offsets,
+                offsets=None if cfg.shared_negatives else batch.offsets,
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
