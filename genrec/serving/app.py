@@ -23,7 +23,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path as PathParam, Query, Request
+from fastapi import FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -179,8 +180,11 @@ def _field(loc: tuple | list) -> str:
 
 
 def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    """422 with a one-line summary naming the fields; details keep only JSON-safe parts (inputs can be NaN,
+    bytes or huge, and pydantic's ctx can hold exception objects)."""
     summary = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
-    return JSONResponse(status_code=422, content={"error": summary, "detail": jsonable_encoder(errors)})
+    detail = [{"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors[:50]]  # fmt: skip
+    return JSONResponse(status_code=422, content={"error": summary, "detail": detail})
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -381,7 +385,9 @@ def create_app(
         return HistoryResponse(user_id=user_id, known_user=h.num_dataset > 0, total=n, events=events)
 
     @app.get("/v1/items/{item_id}", response_model=ItemResponse, tags=["items"])
-    def item(item_id: Annotated[str, PathParam(min_length=1, max_length=256, pattern=_ID)]) -> ItemResponse | JSONResponse:
+    def item(
+        item_id: Annotated[str, PathParam(min_length=1, max_length=256, pattern=_ID)],
+    ) -> ItemResponse | JSONResponse:
         """Catalog attributes of an item and whether the current model can recommend it."""
         bundle = ready_bundle()
         idx = bundle.vocab.index(item_id)
@@ -420,7 +426,9 @@ def create_app(
         tags=["admin"],
         responses={401: {"description": "missing or wrong bearer token"}, 403: {"description": "no token configured"}},
     )
-    def reload(req: ReloadRequest, authorization: Annotated[str | None, Header()] = None) -> ReloadResponse | JSONResponse:
+    def reload(
+        req: ReloadRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> ReloadResponse | JSONResponse:
         """Load another run and swap it in atomically; requests in flight finish on the old one."""
         token = config.admin_token
         if not token:

@@ -21,9 +21,7 @@ def serve(
     run_dir: Path = typer.Argument(..., help="a run folder written by `genrec train` / `genrec quickstart`"),
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="TCP port"),
-    store: str | None = typer.Option(
-        None, help="sqlite:///PATH (default: RUN_DIR/events.db) or redis://HOST:PORT/DB"
-    ),
+    store: str | None = typer.Option(None, help="sqlite:///PATH (default: RUN_DIR/events.db) or redis://HOST:PORT/DB"),
     config: Path | None = typer.Option(None, help="serving config (.toml / .json): rules, stages, limits, token"),
     admin_token: str | None = typer.Option(
         None, envvar="GENREC_ADMIN_TOKEN", help="bearer token for /v1/admin/reload (else from the config)"

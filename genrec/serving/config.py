@@ -1,25 +1,25 @@
 """Serving configuration: a TOML or JSON file, every field optional (see docs in each dataclass).
 
-    # serving.toml
-    store = "sqlite:///runs/events.db"
-    admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/admin/reload is disabled
-    max_k = 100
-    max_batch = 1000
+# serving.toml
+store = "sqlite:///runs/events.db"
+admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/admin/reload is disabled
+max_k = 100
+max_batch = 1000
 
-    [rules]
-    exclude_seen = true
-    exclude_purchased = true
-    exclude_out_of_stock = true
-    max_per_category = 3
-    boosts = [{ field = "category", value = "c3", weight = 0.5 }]
+[rules]
+exclude_seen = true
+exclude_purchased = true
+exclude_out_of_stock = true
+max_per_category = 3
+boosts = [{ field = "category", value = "c3", weight = 0.5 }]
 
-    [[stages]]                          # the pipeline, in order; "factory" plugs in your own stage
-    name = "retrieval"
-    num_candidates = 300
-    [[stages]]
-    name = "popular"
-    [[stages]]
-    name = "rerank"
+[[stages]]                          # the pipeline, in order; "factory" plugs in your own stage
+name = "retrieval"
+num_candidates = 300
+[[stages]]
+name = "popular"
+[[stages]]
+name = "rerank"
 """
 
 from __future__ import annotations

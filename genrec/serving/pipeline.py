@@ -103,7 +103,10 @@ class Candidates:
     def select(self, order: list[int] | torch.Tensor) -> Candidates:
         idx = torch.as_tensor(order, dtype=torch.long)
         return Candidates(
-            self.items[idx], self.scores[idx], [self.stages[i] for i in idx.tolist()], [self.tiers[i] for i in idx.tolist()]
+            self.items[idx],
+            self.scores[idx],
+            [self.stages[i] for i in idx.tolist()],
+            [self.tiers[i] for i in idx.tolist()],
         )
 
 

@@ -76,7 +76,7 @@ def test_cold_start_is_context_aware_popular(client: TestClient, bundle: Serving
     plain = rec(client, "brand-new-user", k=10)
     assert plain["cold_start"] and not plain["known_user"]
     assert {it["stage"] for it in plain["items"]} == {"popular"}
-    top = max(range(1, bundle.num_items + 1), key=lambda i: (bundle.popularity[i] if bundle.base_mask[i] else -1))
+    top = max(range(1, bundle.num_items + 1), key=lambda i: bundle.popularity[i] if bundle.base_mask[i] else -1)
     assert plain["items"][0]["item_id"] == bundle.vocab.raw(top)
     by_region = {r: [it["item_id"] for it in rec(client, "new", k=10, context={"region": r})["items"]] for r in ("north", "south")}  # fmt: skip
     assert by_region["north"] != by_region["south"]

@@ -44,7 +44,9 @@ def test_category_cap_and_boost(tiny_run: Path, tmp_path: Path, bundle: ServingM
 
 
 def test_exclude_purchased_only(tiny_run: Path, tmp_path: Path, bundle: ServingModel) -> None:
-    b = build(tiny_run, tmp_path, rules={"exclude_seen": False, "exclude_purchased": True, "exclude_out_of_stock": False})
+    b = build(
+        tiny_run, tmp_path, rules={"exclude_seen": False, "exclude_purchased": True, "exclude_out_of_stock": False}
+    )
     user = bundle.users.ids[2]
     top = recommend(b, user, k=5)
     bought, viewed = top.items[0].item(), top.items[1].item()  # two items the model likes: buy one, view the other
@@ -108,7 +110,7 @@ def test_history_joins_dataset_and_live_and_collapses_repeats(bundle: ServingMod
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
-    p.write_text('max_k = 10\n[rules]\nmax_per_categry = 3\n')
+    p.write_text("max_k = 10\n[rules]\nmax_per_categry = 3\n")
     with pytest.raises(ConfigError, match="rules: unknown key.*max_per_categry"):
         load_config(p)
     p.write_text("max_batch = 0\n")
