@@ -475,7 +475,11 @@ def create_app(
             "ready": b is not None and store_ok,
             "model": b.describe() if b else None,
             "load_error": state.load_error,
-            "store": {"url": _redact(state.store.url), "ok": store_ok},
+            "store": {
+                "url": _redact(state.store.url),
+                "ok": store_ok,
+                "durable": _durable(state.store) if store_ok else None,
+            },
         }
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
@@ -508,6 +512,14 @@ def _store_call(fn: Any, *args: Any) -> Any:
         if type(e).__module__.startswith("redis"):
             raise _StoreDown(str(e)) from None
         raise
+
+
+def _durable(store: EventStore) -> bool | None:
+    """Whether an acknowledged event survives a crash of the store (Redis: AOF with appendfsync always)."""
+    try:
+        return store.durable()
+    except Exception:  # noqa: BLE001 - e.g. CONFIG disabled on a managed Redis: unknown
+        return None
 
 
 def _redact(url: str) -> str:

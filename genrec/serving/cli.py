@@ -32,9 +32,10 @@ def serve(
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from genrec.runtime import tune_allocator
+    from genrec.runtime import setup
     from genrec.serving.app import create_app
     from genrec.serving.config import ConfigError, load_config
+    from genrec.serving.pipeline import ServingModel
     from genrec.serving.store import StoreError
 
     if not (run_dir / "best.pt").is_file() or not (run_dir / "config.json").is_file():
@@ -44,14 +45,16 @@ def serve(
         cfg = load_config(config, store=store, admin_token=admin_token, threads=threads)
         if store is None and (config is None or "store" not in _keys(config)):
             cfg.store = f"sqlite:///{(run_dir / 'events.db').resolve()}"
-        app = create_app(cfg, run_dir=run_dir)
-    except (ConfigError, StoreError, ValueError) as e:
+        setup(cfg.threads)
+        with console.status(f"loading {run_dir}"):
+            bundle = ServingModel.load(run_dir, cfg)  # before binding the port: a broken run fails fast
+        app = create_app(cfg, bundle=bundle)
+    except (ConfigError, StoreError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    except Exception as e:  # a store that cannot be opened (redis down, unwritable path)
-        console.print(f"[red]error:[/] cannot open store {cfg.store}: {type(e).__name__}: {e}")
+    except Exception as e:  # a store that cannot be opened (redis down, unwritable path), a broken checkpoint
+        console.print(f"[red]error:[/] cannot start: {type(e).__name__}: {e}")
         raise typer.Exit(2) from None
-    tune_allocator()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"genrec serving {run_dir} on http://{host}:{port} (docs: /docs, store: {cfg.store})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

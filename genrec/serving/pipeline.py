@@ -319,7 +319,12 @@ class ServingModel:
         dataset = None
         if config.dataset_history:
             train = meta.get("train", {})
-            dataset = _load_dataset(train.get("dataset", ""), int(train.get("seed", 0)))
+            try:
+                dataset = _load_dataset(train.get("dataset", ""), int(train.get("seed", 0)))
+            except (FileNotFoundError, ValueError) as e:
+                raise FileNotFoundError(
+                    f"{e} (the run's dataset seeds known users' history; or set dataset_history = false)"
+                ) from None
         bundle = cls(run_dir, Recommender(model, items, users), meta, config, dataset)
         bundle.warmup()
         return bundle

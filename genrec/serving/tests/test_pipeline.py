@@ -140,3 +140,14 @@ def test_prometheus_text_format() -> None:
     assert 'lat_seconds_bucket{s="retrieval",le="+Inf"} 4' in text
     assert 'lat_seconds_count{s="retrieval"} 4' in text and "# TYPE lat_seconds histogram" in text
     assert torch.isfinite(torch.tensor(float(text.split('lat_seconds_sum{s="retrieval"} ')[1].split()[0])))
+
+
+def test_documented_example_config_loads(tmp_path: Path) -> None:
+    import genrec.serving.config as config_module
+
+    example = config_module.__doc__.split("\n\n", 1)[1]
+    p = tmp_path / "serving.toml"
+    p.write_text(example)
+    cfg = load_config(p)
+    assert cfg.rules.max_per_category == 3 and cfg.rules.boosts[0].value == "c3"
+    assert [s["name"] for s in cfg.stages] == ["retrieval", "popular", "rerank"]
