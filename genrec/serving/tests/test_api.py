@@ -203,3 +203,38 @@ def test_store_contents_match_after_events(client: TestClient, tmp_path: Path) -
     s = SQLiteStore(tmp_path / "ev.db")
     assert {s.get("s1").item_id, s.get("s2").item_id} == {"i1", "i2"}
     s.close()
+
+
+def test_new_item_is_served_once_a_model_knows_it(client: TestClient, bundle: ServingModel, tmp_path: Path) -> None:
+    """An event on an item no model knows is stored; after a reload to a run trained with it, it is served."""
+    import polars as pl
+    from rich.console import Console
+
+    from genrec.data.synthetic import generate_shop, shop_config
+    from genrec.training.trainer import TrainConfig, train
+
+    shop = generate_shop(shop_config("tiny", seed=42))
+    buyers = shop.events["user_id"].unique(maintain_order=True).to_list()[:40]
+    new = pl.DataFrame({"user_id": buyers, "item_id": ["sku-new"] * 40, "timestamp": [TS] * 40,
+                        "event_type": ["view"] * 40, "value": [None] * 40}, schema=shop.events.schema)  # fmt: skip
+    data = tmp_path / "shop"
+    data.mkdir()
+    pl.concat([shop.events, new]).write_parquet(data / "events.parquet")
+    row = pl.DataFrame([{**shop.catalog.row(0, named=True), "item_id": "sku-new", "category": "new-cat", "in_stock": True}])  # fmt: skip
+    pl.concat([shop.catalog, row.cast(shop.catalog.schema)]).write_parquet(data / "catalog.parquet")
+    run = tmp_path / "run-with-new-item"
+    train(TrainConfig(model="hstu", dataset=str(data / "events.parquet"), epochs=1, max_len=20, dim=16, threads=1, out=str(run)), console=Console(quiet=True))  # fmt: skip
+
+    shopper = "late-shopper"
+    r = client.post("/v1/events", json=events(("n1", shopper, "sku-new"), ("n2", shopper, bundle.vocab.raw(5))))
+    assert r.json()["unknown_items"] == 1
+    assert not client.get("/v1/items/sku-new").json()["known_to_model"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/admin/reload", json={"run_dir": str(run)}, headers=auth).status_code == 200
+    item = client.get("/v1/items/sku-new").json()
+    assert item["known_to_model"] and item["in_catalog"] and item["popularity"] == 40
+    other = bundle.users.ids[-1]  # a dataset user who never saw it
+    got = rec(client, other, k=5, filters={"category": "new-cat"})["items"]
+    assert [(it["item_id"], it["stage"]) for it in got] == [("sku-new", "retrieval")]
+    # the shopper's stored event now counts as history the model reads, and the item is excluded as seen
+    assert rec(client, shopper, k=5, filters={"category": "new-cat"})["items"] == []
