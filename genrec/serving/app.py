@@ -14,6 +14,7 @@ finish on the model they started with.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import secrets
@@ -273,11 +274,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import anyio.to_thread
         import torch
 
         torch.set_num_threads(config.threads)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.max_concurrency
         if state.bundle is None:
             threading.Thread(target=load_initial, name="genrec-load", daemon=True).start()
+        else:
+            # the startup model lives as long as the process: keep its objects out of the cyclic GC's passes
+            gc.collect()
+            gc.freeze()
         yield
         state.store.close()
 
@@ -366,7 +373,7 @@ def create_app(
         """The user's history as the model reads it: dataset events, then live events (last `limit`)."""
         bundle = ready_bundle()
         live = _store_call(state.store.history, user_id, config.live_history)
-        h = bundle.history(user_id, live)
+        h = bundle.history(user_id, live, details=True)
         if not len(h.items):
             return _error(404, f"unknown user {user_id!r}: no dataset history and no stored events")
         n = len(h.items)

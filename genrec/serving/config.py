@@ -71,6 +71,7 @@ class ServeConfig:
     max_body_bytes: int = 4 * 1024 * 1024  # any body over this -> 413 before parsing
     live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
     threads: int = 1  # torch intra-op threads: requests already run in parallel threads
+    max_concurrency: int = 8  # requests computed at once (thread pool size); more only adds GIL contention
     dataset_history: bool = True  # seed known users' history from the run's dataset
     rules: RerankRules = field(default_factory=RerankRules)
     stages: list[dict[str, Any]] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STAGES])
@@ -120,7 +121,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServeConfig
             raise ConfigError(f"{p}: expected a table of settings at the top level")
     data.update({k: v for k, v in overrides.items() if v is not None})
     cfg = _build(ServeConfig, data, str(path or "config"))
-    for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads"):
+    for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
             raise ConfigError(f"{path or 'config'}: {name} must be a positive integer")
     return cfg

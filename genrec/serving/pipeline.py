@@ -65,7 +65,7 @@ class History:
     timestamps: np.ndarray
     purchased: np.ndarray
     num_dataset: int  # the first num_dataset entries come from the run's dataset
-    raw_items: list[str]
+    raw_items: list[str]  # the three display lists are filled only by history(..., details=True)
     event_types: list[str]
     event_ids: list[str | None]
 
@@ -339,17 +339,22 @@ class ServingModel:
         """0-based dataset user index, -1 if the dataset does not know the user."""
         return self.users.index(user_id) - 1
 
-    def history(self, user_id: str, live: list[StoredEvent]) -> History:
+    def history(self, user_id: str, live: list[StoredEvent], details: bool = False) -> History:
+        """Dataset + live history. details=False skips the per-event raw ids and types (display only), which
+        cost a Python loop over a long dataset history on every recommendation."""
         u = self.user_index(user_id)
+        raw: list[str] = []
+        types: list[str] = []
         if u >= 0:
             a, b = int(self.hist_offsets[u]), int(self.hist_offsets[u + 1])
             items, times, bought = self.hist_items[a:b], self.hist_times[a:b], self.hist_purchased[a:b]
-            raw = [self.vocab.raw(int(i)) if i != PAD else "" for i in items]
-            types = (
-                [self.hist_types[int(c) - 1] for c in self.hist_type_codes[a:b]]
-                if self.hist_types is not None
-                else ["interaction"] * (b - a)
-            )
+            if details:
+                raw = [self.vocab.raw(int(i)) if i != PAD else "" for i in items]
+                types = (
+                    [self.hist_types[int(c) - 1] for c in self.hist_type_codes[a:b]]
+                    if self.hist_types is not None
+                    else ["interaction"] * (b - a)
+                )
         else:
             items, times, bought = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
             raw, types = [], []
@@ -365,9 +370,9 @@ class ServingModel:
             timestamps=all_times,
             purchased=np.concatenate([bought, l_bought]),
             num_dataset=len(items),
-            raw_items=raw + [e.item_id for e in live],
-            event_types=types + [e.event_type for e in live],
-            event_ids=[None] * len(items) + [e.event_id for e in live],
+            raw_items=raw + [e.item_id for e in live] if details else [],
+            event_types=types + [e.event_type for e in live] if details else [],
+            event_ids=[None] * len(items) + [e.event_id for e in live] if details else [],
         )
 
     def context(
