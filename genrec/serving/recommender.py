@@ -36,7 +36,7 @@ class Recommender:
         items, users, _ = load_vocabs(Path(run_dir))
         return cls(model, items, users)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers edit the returned scores in place
     def scores(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalog after one user's history: exact matmul, no index.
 

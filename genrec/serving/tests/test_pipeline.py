@@ -151,3 +151,15 @@ def test_documented_example_config_loads(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert cfg.rules.max_per_category == 3 and cfg.rules.boosts[0].value == "c3"
     assert [s["name"] for s in cfg.stages] == ["retrieval", "popular", "rerank"]
+
+
+def test_offline_recommender_agrees_with_the_served_retrieval(bundle: ServingModel) -> None:
+    """Recommender.recommend (CLI path) and the served pipeline share Recommender.scores: same top items."""
+    b = bundle
+    user = b.users.ids[4]
+    h = b.history(user, [], details=True)
+    offline = b.rec.recommend(h.raw_items, k=10, timestamps=h.timestamps.tolist(), exclude_seen=True)
+    assert len(offline) == 10 and not {r.item_id for r in offline} & set(h.raw_items)
+    served = recommend(b, user, k=b.num_items)
+    in_stock_offline = [r.item_id for r in offline if b.catalog.in_stock[b.vocab.index(r.item_id)]]
+    assert [b.vocab.raw(int(i)) for i in served.items[: len(in_stock_offline)]] == in_stock_offline
