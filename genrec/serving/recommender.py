@@ -27,6 +27,7 @@ class Recommender:
         self.model = model.eval()
         self.item_vocab = item_vocab
         self.user_vocab = user_vocab
+        self._table: torch.Tensor | None = None  # (num_items + 1, D) cached item_table()
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Recommender:
@@ -35,6 +36,23 @@ class Recommender:
         model, _ = load_run(run_dir)
         items, users, _ = load_vocabs(Path(run_dir))
         return cls(model, items, users)
+
+    @torch.no_grad()  # not inference_mode: callers edit the returned scores in place
+    def scores(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the whole catalog after one user's history: exact matmul, no index.
+
+        items: (N,) item indices (no padding), oldest first; only the last max_len are read.
+        timestamps: (N,) unix seconds or None. Returns (num_items + 1,) with column 0 (padding) = -inf.
+        """
+        max_len = self.model.config.max_len
+        items = items[-max_len:]
+        ts = timestamps[-max_len:] if timestamps is not None else None
+        state = self.model.user_states(items, torch.tensor([0, len(items)]), ts)  # (1, D)
+        if self._table is None:  # the normalised item table is fixed for an eval-mode model: compute once
+            self._table = self.model.item_table().detach()
+        scores = (state @ self._table.T)[0] / self.model.config.temperature
+        scores[PAD] = float("-inf")
+        return scores
 
     @torch.no_grad()
     def recommend(
@@ -48,16 +66,13 @@ class Recommender:
         """history: raw item ids, oldest first. Items the model does not know are skipped in the input."""
         known = [(self.item_vocab.index(i), t) for i, t in zip(history, timestamps or [0] * len(history), strict=True)]
         known = [(i, t) for i, t in known if i != PAD]
-        max_len = self.model.config.max_len
-        window = known[-max_len:]
-        if window:
-            items = torch.tensor([i for i, _ in window])
-            ts = torch.tensor([t for _, t in window]) if timestamps is not None else None
-            state = self.model.user_states(items, torch.tensor([0, len(window)]), ts)
-            scores = self.model.score_all(state)[0]
+        if known:
+            items = torch.tensor([i for i, _ in known])
+            ts = torch.tensor([t for _, t in known]) if timestamps is not None else None
+            scores = self.scores(items, ts)
         else:  # nothing known about the user: the model cannot personalise, fall back to item norms
             scores = torch.zeros(self.model.config.num_items + 1)
-        scores[PAD] = float("-inf")
+            scores[PAD] = float("-inf")
         banned = {i for i, _ in known} if exclude_seen else set()
         banned |= {self.item_vocab.index(x) for x in exclude or []} - {PAD}
         if banned:

@@ -1,0 +1,537 @@
+"""The HTTP API: FastAPI app over a ServingModel (hot-swappable) and an EventStore.
+
+    app = create_app(ServeConfig(store="sqlite:///events.db"), run_dir="runs/ml1m-hstu")
+    uvicorn.run(app, host="127.0.0.1", port=8000)          # OpenAPI UI at /docs
+
+Endpoints: POST /v1/recommend, GET /v1/users/{id}/history, GET /v1/items/{id}, POST /v1/events,
+POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Bad input is a 422 that names the field (413 for an
+oversize body or event batch); a request never sees a stack trace.
+
+Concurrency: endpoints are sync functions run in the server's thread pool (torch and SQLite release the
+GIL). Each request reads `state.bundle` once, so a reload that swaps the reference lets requests in flight
+finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import secrets
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from genrec.serving.config import ServeConfig
+from genrec.serving.metrics import ServingMetrics
+from genrec.serving.pipeline import Filters, RequestError, ServingModel
+from genrec.serving.store import Event, EventStore, open_store
+
+log = logging.getLogger("genrec.serving")
+
+_ID = r"^[^\x00-\x1f\x7f]+$"  # any printable text; control characters would corrupt logs and keys
+IdStr = Annotated[str, Field(min_length=1, max_length=256, pattern=_ID)]
+Scalar = str | int | float | bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# request / response models
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)  # numeric ids are fine as ids
+
+
+class RecommendFilters(_Strict):
+    category: IdStr | list[IdStr] | None = Field(None, description="one catalog category or a list of them")
+    price_min: float | None = Field(None, ge=0, allow_inf_nan=False)
+    price_max: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _range(self) -> RecommendFilters:
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise ValueError("price_min must not exceed price_max")
+        return self
+
+    def to_filters(self) -> Filters:
+        cats = [self.category] if isinstance(self.category, str) else self.category
+        return Filters(categories=cats, price_min=self.price_min, price_max=self.price_max)
+
+
+class RecommendRequest(_Strict):
+    user_id: IdStr
+    k: int = Field(10, strict=True, description="number of items, 1..max_k (config, default 100)")
+    context: dict[Annotated[str, Field(max_length=64)], Scalar] | None = Field(
+        None, description="e.g. {region: north, age_group: 25-34, category: c3}; drives cold start", max_length=32
+    )
+    exclude_item_ids: list[IdStr] | None = Field(None, max_length=10_000)
+    filters: RecommendFilters | None = None
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    stage: str = Field(description="the pipeline stage that produced this item")
+    category: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    cold_start: bool = Field(description="no known history: context-aware popular items")
+    known_user: bool = Field(description="the run's dataset has this user")
+    history_length: int
+    context_used: list[str]
+    model: str
+    timings_ms: dict[str, float]
+
+
+class EventIn(_Strict):
+    event_id: IdStr = Field(max_length=128, description="client-chosen; a repeat is stored once")
+    user_id: IdStr
+    item_id: IdStr
+    event_type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["view"])
+    timestamp: int = Field(strict=True, ge=0, lt=10**11, description="unix seconds")
+
+
+class EventBatch(_Strict):
+    events: list[EventIn] = Field(min_length=1, description="at most max_batch (config, default 1000): else 413")
+
+
+class EventsResponse(BaseModel):
+    stored: int
+    duplicates: int
+    unknown_items: int = Field(description="events on items the current model does not know (stored anyway)")
+
+
+class HistoryEvent(BaseModel):
+    item_id: str
+    event_type: str
+    timestamp: int
+    source: str = Field(description="dataset | live")
+    event_id: str | None = None
+    known_to_model: bool
+
+
+class HistoryResponse(BaseModel):
+    user_id: str
+    known_user: bool
+    total: int
+    events: list[HistoryEvent]
+
+
+class ItemResponse(BaseModel):
+    item_id: str
+    known_to_model: bool
+    in_catalog: bool
+    seen_in_events: bool
+    popularity: int = Field(description="interactions in the run's dataset")
+    attributes: dict[str, Any]
+
+
+class ReloadRequest(_Strict):
+    run_dir: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("run_dir must not contain NUL")
+        return v
+
+
+class ReloadResponse(BaseModel):
+    run_dir: str
+    previous_run_dir: str | None
+    num_items: int
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------------
+# state, errors, middleware
+# ---------------------------------------------------------------------------------------------------
+
+
+class ServerState:
+    def __init__(self, config: ServeConfig, store: EventStore, metrics: ServingMetrics) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.bundle: ServingModel | None = None
+        self.load_error: str | None = None
+        self.reload_lock = threading.Lock()
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> JSONResponse:
+    """422 with a one-line summary naming the fields; details keep only JSON-safe parts (inputs can be NaN,
+    bytes or huge, and pydantic's ctx can hold exception objects)."""
+    summary = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
+    detail = [{"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors[:50]]  # fmt: skip
+    return JSONResponse(status_code=422, content={"error": summary, "detail": detail})
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, **extra})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitAndMetrics:
+    """Pure ASGI middleware: 413 for bodies over the limit, request counts and latency per route template."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.state.config.max_body_bytes
+        t0 = time.perf_counter()
+        status = 500
+        started = False
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise _TooLarge
+            seen = 0
+
+            async def limited_receive() -> dict:
+                nonlocal seen
+                msg = await receive()
+                if msg["type"] == "http.request":
+                    seen += len(msg.get("body", b""))
+                    if seen > limit:
+                        raise _TooLarge
+                return msg
+
+            async def tracking_send(msg: dict) -> None:
+                nonlocal status, started
+                if msg["type"] == "http.response.start":
+                    status, started = msg["status"], True
+                await send(msg)
+
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if started:
+                raise
+            status = 413
+            resp = _error(413, f"request body over the limit of {limit} bytes")
+            await resp(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            m = self.state.metrics
+            m.requests.inc(endpoint=endpoint, method=scope.get("method", ""), status=str(status))
+            m.latency.observe(time.perf_counter() - t0, endpoint=endpoint)
+
+
+# ---------------------------------------------------------------------------------------------------
+# app
+# ---------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    config: ServeConfig,
+    run_dir: str | Path | None = None,
+    bundle: ServingModel | None = None,
+    store: EventStore | None = None,
+) -> FastAPI:
+    """The API. Give a loaded `bundle`, or a `run_dir` to load in the background (readyz says when)."""
+    if bundle is None and run_dir is None:
+        raise ValueError("create_app needs run_dir or bundle")
+    metrics = ServingMetrics()
+    state = ServerState(config, store or open_store(config.store), metrics)
+    state.bundle = bundle
+
+    def load_initial() -> None:
+        try:
+            state.bundle = ServingModel.load(run_dir, config)  # type: ignore[arg-type]
+            log.info("model from %s ready", run_dir)
+        except Exception as e:  # noqa: BLE001 - reported by /readyz, the process stays up for diagnosis
+            state.load_error = f"{type(e).__name__}: {e}"
+            log.error("cannot load %s: %s", run_dir, state.load_error)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import anyio.to_thread
+        import torch
+
+        torch.set_num_threads(config.threads)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.max_concurrency
+        if state.bundle is None:
+            threading.Thread(target=load_initial, name="genrec-load", daemon=True).start()
+        else:
+            # the startup model lives as long as the process: keep its objects out of the cyclic GC's passes
+            gc.collect()
+            gc.freeze()
+        yield
+        state.store.close()
+
+    app = FastAPI(
+        title="genrec serving",
+        version="1",
+        description="Multi-stage recommendations (sequence-model retrieval, popular backfill, rule re-ranking) "
+        "over live user history.",
+        lifespan=lifespan,
+    )
+    app.state.genrec = state
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _unprocessable(list(exc.errors()))
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
+        loc = ["body", *exc.field.split(".")]
+        return _unprocessable([{"loc": loc, "msg": exc.message, "type": "value_error"}])
+
+    def ready_bundle() -> ServingModel:
+        b = state.bundle
+        if b is None:
+            raise _NotReady(state.load_error or "model is loading")
+        return b
+
+    @app.exception_handler(_NotReady)
+    async def on_not_ready(request: Request, exc: _NotReady) -> JSONResponse:
+        return _error(503, f"not ready: {exc}")
+
+    @app.exception_handler(_StoreDown)
+    async def on_store_down(request: Request, exc: _StoreDown) -> JSONResponse:
+        return _error(503, f"event store unavailable: {exc}")
+
+    # ---- recommendations ----
+    @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"])
+    def recommend(req: RecommendRequest) -> RecommendResponse:
+        """Top-k items for a user: the sequence model reads the user's dataset history plus every stored event."""
+        if not 1 <= req.k <= config.max_k:
+            raise RequestError("k", f"must be between 1 and {config.max_k}, got {req.k}")
+        bundle = ready_bundle()  # one reference for the whole request: a reload cannot change it mid-way
+        t0 = time.perf_counter()
+        live = _store_call(state.store.history, req.user_id, config.live_history)
+        t1 = time.perf_counter()
+        ctx = bundle.context(
+            req.user_id,
+            req.k,
+            live,
+            context=req.context,
+            exclude=req.exclude_item_ids,
+            filters=req.filters.to_filters() if req.filters else None,
+        )
+        t2 = time.perf_counter()
+        ctx.timings = {"history": t1 - t0, "prepare": t2 - t1}
+        cands = bundle.run(ctx)
+        for name, secs in ctx.timings.items():
+            metrics.stage_latency.observe(secs, stage=name)
+        metrics.recommendations.inc(path="cold_start" if ctx.cold_start else "model")
+        cat = bundle.catalog
+        items = [
+            RecommendedItem(
+                item_id=bundle.vocab.raw(i),
+                score=s if math.isfinite(s) else 0.0,
+                stage=st,
+                category=cat.category_names[c] if (c := int(cat.category[i])) >= 0 else None,
+            )
+            for i, s, st in zip(cands.items.tolist(), cands.scores.tolist(), cands.stages, strict=True)
+        ]
+        return RecommendResponse(
+            user_id=req.user_id,
+            items=items,
+            cold_start=ctx.cold_start,
+            known_user=ctx.known_user,
+            history_length=len(ctx.history.items),
+            context_used=ctx.context_used,
+            model=str(bundle.run_dir),
+            timings_ms={k: round(v * 1e3, 4) for k, v in ctx.timings.items()},
+        )
+
+    @app.get("/v1/users/{user_id}/history", response_model=HistoryResponse, tags=["users"])
+    def user_history(
+        user_id: Annotated[str, PathParam(min_length=1, max_length=256, pattern=_ID)],
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> HistoryResponse | JSONResponse:
+        """The user's history as the model reads it: dataset events, then live events (last `limit`)."""
+        bundle = ready_bundle()
+        live = _store_call(state.store.history, user_id, config.live_history)
+        h = bundle.history(user_id, live, details=True)
+        if not len(h.items):
+            return _error(404, f"unknown user {user_id!r}: no dataset history and no stored events")
+        n = len(h.items)
+        start = max(0, n - limit)
+        events = [
+            HistoryEvent(
+                item_id=h.raw_items[j],
+                event_type=h.event_types[j],
+                timestamp=int(h.timestamps[j]),
+                source="dataset" if j < h.num_dataset else "live",
+                event_id=h.event_ids[j],
+                known_to_model=bool(h.items[j] != 0),
+            )
+            for j in range(start, n)
+        ]
+        return HistoryResponse(user_id=user_id, known_user=h.num_dataset > 0, total=n, events=events)
+
+    @app.get("/v1/items/{item_id}", response_model=ItemResponse, tags=["items"])
+    def item(
+        item_id: Annotated[str, PathParam(min_length=1, max_length=256, pattern=_ID)],
+    ) -> ItemResponse | JSONResponse:
+        """Catalog attributes of an item and whether the current model can recommend it."""
+        bundle = ready_bundle()
+        idx = bundle.vocab.index(item_id)
+        row = bundle.catalog.row(item_id)
+        seen = bool(_store_call(state.store.has_item, item_id))
+        if idx == 0 and row is None and not seen:
+            return _error(404, f"unknown item {item_id!r}")
+        return ItemResponse(
+            item_id=item_id,
+            known_to_model=idx != 0,
+            in_catalog=row is not None,
+            seen_in_events=seen,
+            popularity=int(bundle.popularity[idx]) if idx else 0,
+            attributes=jsonable_encoder({k: v for k, v in (row or {}).items() if k != "item_id"}),
+        )
+
+    # ---- events ----
+    @app.post("/v1/events", response_model=EventsResponse, tags=["events"])
+    def events(batch: EventBatch) -> EventsResponse | JSONResponse:
+        """Store a batch durably (fsynced before the reply), idempotent on event_id; the user's next
+        recommendation reads them."""
+        if len(batch.events) > config.max_batch:
+            return _error(413, f"events: batch of {len(batch.events)} is over the limit of {config.max_batch}")
+        evs = [Event(e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp) for e in batch.events]
+        res = _store_call(state.store.add, evs)
+        metrics.events_ingested.inc(res.stored)
+        metrics.events_duplicate.inc(res.duplicates)
+        b = state.bundle
+        unknown = sum(1 for e in evs if b is None or b.vocab.index(e.item_id) == 0)
+        return EventsResponse(stored=res.stored, duplicates=res.duplicates, unknown_items=unknown)
+
+    # ---- admin ----
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadResponse,
+        tags=["admin"],
+        responses={401: {"description": "missing or wrong bearer token"}, 403: {"description": "no token configured"}},
+    )
+    def reload(
+        req: ReloadRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> ReloadResponse | JSONResponse:
+        """Load another run and swap it in atomically; requests in flight finish on the old one."""
+        token = config.admin_token
+        if not token:
+            return _error(403, "admin endpoints are disabled: set admin_token in the config or GENREC_ADMIN_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given.encode(), token.encode()):  # fmt: skip
+            return JSONResponse(status_code=401, content={"error": "missing or wrong bearer token"}, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        path = Path(req.run_dir)
+        if not (path / "best.pt").is_file():
+            raise RequestError("run_dir", f"{req.run_dir!r} is not a run folder with best.pt")
+        if not state.reload_lock.acquire(blocking=False):
+            return _error(409, "a reload is already in progress")
+        try:
+            t0 = time.perf_counter()
+            try:
+                new = ServingModel.load(path, config)
+            except Exception as e:  # noqa: BLE001 - a broken run is the caller's input, the old model keeps serving
+                metrics.reloads.inc(outcome="failed")
+                raise RequestError("run_dir", f"cannot load {req.run_dir!r}: {type(e).__name__}: {e}") from None
+            old = state.bundle
+            state.bundle = new  # the atomic swap: one reference assignment
+            metrics.reloads.inc(outcome="ok")
+            return ReloadResponse(
+                run_dir=str(path),
+                previous_run_dir=str(old.run_dir) if old else None,
+                num_items=new.num_items,
+                seconds=time.perf_counter() - t0,
+            )
+        finally:
+            state.reload_lock.release()
+
+    # ---- operations ----
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        """Model loaded and store reachable (readiness)."""
+        b = state.bundle
+        store_ok = state.store.ping()
+        body = {
+            "ready": b is not None and store_ok,
+            "model": b.describe() if b else None,
+            "load_error": state.load_error,
+            "store": {
+                "url": _redact(state.store.url),
+                "ok": store_ok,
+                "durable": _durable(state.store) if store_ok else None,
+            },
+        }
+        return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests, latency per endpoint and stage, events ingested."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(BodyLimitAndMetrics, state=state)
+    return app
+
+
+class _NotReady(Exception):
+    pass
+
+
+class _StoreDown(Exception):
+    pass
+
+
+def _store_call(fn: Any, *args: Any) -> Any:
+    """Store I/O; a connection failure becomes a 503 rather than a stack trace."""
+    import sqlite3
+
+    try:
+        return fn(*args)
+    except sqlite3.OperationalError as e:
+        raise _StoreDown(str(e)) from None
+    except Exception as e:
+        if type(e).__module__.startswith("redis"):
+            raise _StoreDown(str(e)) from None
+        raise
+
+
+def _durable(store: EventStore) -> bool | None:
+    """Whether an acknowledged event survives a crash of the store (Redis: AOF with appendfsync always)."""
+    try:
+        return store.durable()
+    except Exception:  # noqa: BLE001 - e.g. CONFIG disabled on a managed Redis: unknown
+        return None
+
+
+def _redact(url: str) -> str:
+    """Hide a password in redis://:PASSWORD@host URLs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

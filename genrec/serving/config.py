@@ -1,0 +1,127 @@
+"""Serving configuration: a TOML or JSON file, every field optional (see docs in each dataclass).
+
+# serving.toml
+store = "sqlite:///runs/events.db"
+admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/admin/reload is disabled
+max_k = 100
+max_batch = 1000
+
+[rules]
+exclude_seen = true
+exclude_purchased = true
+exclude_out_of_stock = true
+max_per_category = 3
+boosts = [{ field = "category", value = "c3", weight = 0.5 }]
+
+[[stages]]                          # the pipeline, in order; "factory" plugs in your own stage
+name = "retrieval"
+num_candidates = 300
+[[stages]]
+name = "popular"
+[[stages]]
+name = "rerank"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A problem in the serving config, naming the file and key."""
+
+
+@dataclass
+class Boost:
+    """Add `weight` to the score of items whose catalog `field` equals `value` (item_id works as a field)."""
+
+    field: str
+    value: str
+    weight: float
+
+
+@dataclass
+class RerankRules:
+    exclude_seen: bool = True  # drop every item in the user's history
+    exclude_purchased: bool = True  # drop purchased items even when exclude_seen is off
+    exclude_out_of_stock: bool = True  # catalog column in_stock == false
+    max_per_category: int | None = None  # at most this many items of one catalog category in a response
+    boosts: list[Boost] = field(default_factory=list)
+    purchase_types: list[str] = field(default_factory=lambda: ["purchase"])  # event types that mean "bought"
+
+
+DEFAULT_STAGES: list[dict[str, Any]] = [
+    {"name": "retrieval", "num_candidates": 300},
+    {"name": "popular"},
+    {"name": "rerank"},
+]
+
+
+@dataclass
+class ServeConfig:
+    store: str = "sqlite:///genrec-events.db"
+    admin_token: str | None = None
+    max_k: int = 100  # k in [1, max_k], else 422
+    max_batch: int = 1000  # events per POST /v1/events, else 413
+    max_body_bytes: int = 4 * 1024 * 1024  # any body over this -> 413 before parsing
+    live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
+    threads: int = 1  # torch intra-op threads: requests already run in parallel threads
+    max_concurrency: int = 8  # requests computed at once (thread pool size); more only adds GIL contention
+    dataset_history: bool = True  # seed known users' history from the run's dataset
+    rules: RerankRules = field(default_factory=RerankRules)
+    stages: list[dict[str, Any]] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STAGES])
+
+    def __post_init__(self) -> None:
+        if self.admin_token is None:
+            self.admin_token = os.environ.get("GENREC_ADMIN_TOKEN") or None
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(known)}")
+    kw = dict(data)
+    if cls is ServeConfig and "rules" in kw:
+        if not isinstance(kw["rules"], dict):
+            raise ConfigError(f"{where}: 'rules' must be a table")
+        kw["rules"] = _build(RerankRules, kw["rules"], f"{where}, rules")
+    if cls is RerankRules and "boosts" in kw:
+        boosts = kw["boosts"]
+        if not isinstance(boosts, list) or not all(isinstance(b, dict) for b in boosts):
+            raise ConfigError(f"{where}, boosts: expected a list of {{field, value, weight}} tables")
+        kw["boosts"] = [_build(Boost, b, f"{where}, boosts[{i}]") for i, b in enumerate(boosts)]
+    if cls is ServeConfig and "stages" in kw:
+        st = kw["stages"]
+        if not isinstance(st, list) or not all(isinstance(s, dict) and "name" in s for s in st):
+            raise ConfigError(f"{where}, stages: expected a list of tables with a 'name'")
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> ServeConfig:
+    """Config from a .toml / .json file (or defaults), then non-None keyword overrides (CLI flags)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{p}: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a table of settings at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = _build(ServeConfig, data, str(path or "config"))
+    for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ConfigError(f"{path or 'config'}: {name} must be a positive integer")
+    return cfg
