@@ -179,5 +179,9 @@ def quickstart(
     console.print(json.dumps({"test": result.test["NDCG@10"], "popularity": result.popularity_test["NDCG@10"]}))
 
 
+from genrec.serving.cli import serve  # noqa: E402  (registered last: the serving layer sits on top)
+
+app.command()(serve)
+
 if __name__ == "__main__":
     app()
