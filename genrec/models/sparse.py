@@ -1,0 +1,77 @@
+"""Sparse-feature declarations shared by the ranking and retrieval models.
+
+A model never sees raw ids: it gets a TorchRec KeyedJaggedTensor whose keys are feature names, and it
+declares the embedding tables those keys look up. Keeping every table in an EmbeddingBagCollection lets a
+later scale-out step shard them (row- or table-wise) without touching the model code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+
+@dataclass
+class TableSpec:
+    """One embedding table: `num_embeddings` rows (row 0 = unseen/missing bucket) read by `features`."""
+
+    name: str  # table name; prefixed "t_" so it never collides with a feature name
+    num_embeddings: int
+    features: list[str]
+    pooling: str = "sum"  # "sum" | "mean": how a multi-valued feature's rows are pooled
+    wide_only: bool = False  # crossed features: only the wide (linear) part reads them
+
+
+@dataclass
+class FeatureSchema:
+    """What a model's inputs look like: `dense` column names and the sparse tables."""
+
+    dense: list[str]
+    tables: list[TableSpec] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSchema:
+        return cls(dense=list(d["dense"]), tables=[TableSpec(**t) for t in d["tables"]])
+
+    def sparse_keys(self, include_wide_only: bool = True) -> list[str]:
+        return [f for t in self.tables if include_wide_only or not t.wide_only for f in t.features]
+
+
+def make_ebc(tables: list[TableSpec], dim: int, init_std: float | None = None) -> EmbeddingBagCollection:
+    """An EmbeddingBagCollection with one `dim`-wide table per TableSpec, on CPU."""
+    pool = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
+    ebc = EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(
+                name=t.name,
+                embedding_dim=dim,
+                num_embeddings=t.num_embeddings,
+                feature_names=list(t.features),
+                pooling=pool[t.pooling],
+            )
+            for t in tables
+        ],
+        device=torch.device("cpu"),
+    )
+    if init_std is not None:
+        for p in ebc.parameters():
+            nn.init.normal_(p, std=init_std)
+    return ebc
+
+
+def mlp(sizes: list[int], final_activation: bool = True, dropout: float = 0.0) -> nn.Sequential:
+    """Linear-ReLU stack through `sizes` (sizes[0] = input width)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
