@@ -1,8 +1,8 @@
 """Feature rows for CTR-style models: a dense matrix plus per-key jagged sparse ids, sliced into KJT batches.
 
-    dense:  (R, F_dense) float32
-    sparse: for every key, values (sum_r n_r,) int64 and offsets (R + 1,) (single-valued keys: n_r = 1)
-    labels: (R,) float32 in {0, 1}; groups: (R,) int64 list id (a user's candidate list), optional
+dense:  (R, F_dense) float32
+sparse: for every key, values (sum_r n_r,) int64 and offsets (R + 1,) (single-valued keys: n_r = 1)
+labels: (R,) float32 in {0, 1}; groups: (R,) int64 list id (a user's candidate list), optional
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ def recent_items(data: SequenceData, users: np.ndarray, ends: np.ndarray, h: int
     return data.items[idx], offsets
 
 
-def context_ids(data: SequenceData, tables: FeatureTables, users: np.ndarray, ends: np.ndarray) -> dict[str, np.ndarray]:
+def context_ids(
+    data: SequenceData, tables: FeatureTables, users: np.ndarray, ends: np.ndarray
+) -> dict[str, np.ndarray]:
     """Request context per row: hour and weekday of the target event's time, type of the last seen event."""
     out: dict[str, np.ndarray] = {}
     if tables.has_time and data.timestamps is not None:
@@ -127,14 +129,20 @@ class RankingFeaturizer:
                 sp.add(f"x_u_{n}_cand_cat", hash_cross(ids[users], cand_cat, b))
         # share of the recent items in the candidate's category: a cheap, strong ranking signal
         same = (t.category[hist] == np.repeat(cand_cat, hist_len)) & (np.repeat(cand_cat, hist_len) > 0)
-        share = np.add.reduceat(same.astype(np.float32), np.minimum(hist_off[:-1], max(len(hist) - 1, 0))) if len(hist) else np.zeros(r)
+        share = (
+            np.add.reduceat(same.astype(np.float32), np.minimum(hist_off[:-1], max(len(hist) - 1, 0)))
+            if len(hist)
+            else np.zeros(r)
+        )
         share = np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0)
         cols = [t.items.num[n][cands] for n in t.items.num] + [t.users.num[n][users] for n in t.users.num]
         cols += [np.log1p(ends - d.offsets[users]).astype(np.float32), share.astype(np.float32)]
         dense = np.stack(cols, 1).astype(np.float32)
         if cfg.extra_dense:
             if extra is None or extra.shape != (r, len(cfg.extra_dense)):
-                raise ValueError(f"rows need extra dense columns {cfg.extra_dense} of shape ({r}, {len(cfg.extra_dense)})")
+                raise ValueError(
+                    f"rows need extra dense columns {cfg.extra_dense} of shape ({r}, {len(cfg.extra_dense)})"
+                )
             dense = np.concatenate([dense, extra.astype(np.float32)], 1)
         lab = np.zeros(r, np.float32) if labels is None else np.asarray(labels, np.float32)
         return Rows(dense, sp, lab, groups)

@@ -126,7 +126,9 @@ def _ml1m(ds: Dataset, root: Path) -> tuple[RawTable, RawTable, list]:
     for i, ln in _read_lines(root / "ml-1m/sasrec/sas_to_original_users.txt"):
         parts = ln.split()
         if len(parts) != 2:
-            raise DataError(root / "ml-1m/sasrec/sas_to_original_users.txt", "expected 'sasrec_user original_user'", row=i)
+            raise DataError(
+                root / "ml-1m/sasrec/sas_to_original_users.txt", "expected 'sasrec_user original_user'", row=i
+            )
         mapping[parts[1]] = parts[0]
     attrs: dict[str, list[str]] = {}
     path = root / "ml-1m/original/users.dat"
@@ -260,4 +262,3 @@ def build_feature_tables(ds: Dataset, split: Split, root: Path | None = None) ->
         has_time=seq.timestamps is not None,
         num_event_types=len(seq.event_vocab) if seq.event_vocab is not None else 0,
     )
-

@@ -55,8 +55,9 @@ class TwoTower(nn.Module):
         self.user_tower = Tower(config.user_schema, config.emb_dim, config.hidden, config.dim)
         self.item_tower = Tower(config.item_schema, config.emb_dim, config.hidden, config.dim)
 
-    def in_batch_loss(self, users: torch.Tensor, pos_items: torch.Tensor, item_ids: torch.Tensor,
-                      log_q: torch.Tensor) -> torch.Tensor:
+    def in_batch_loss(
+        self, users: torch.Tensor, pos_items: torch.Tensor, item_ids: torch.Tensor, log_q: torch.Tensor
+    ) -> torch.Tensor:
         """users: (B, d), pos_items: (B, d) towers' outputs for B (user, next item) pairs; item_ids: (B,)
         their ids; log_q: (B,) log sampling probability of each item. Softmax over the batch's items with
         the log-Q correction; a row's other copies of its own positive are masked (not negatives)."""

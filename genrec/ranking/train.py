@@ -94,9 +94,7 @@ def ctr_metrics(rows: Rows, probs: np.ndarray) -> dict[str, float]:
     return m
 
 
-def fit_ctr(
-    model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console: Console | None = None
-) -> CTRResult:
+def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console: Console | None = None) -> CTRResult:
     """Mini-batch BCE with Adam (both parts of Wide & Deep too: the paper's FTRL/AdaGrad split is not used)."""
     console = console or Console()
     torch.manual_seed(cfg.seed)
