@@ -52,7 +52,8 @@ from genrec.training.trainer import atomic_save, load_checkpoint, load_run, writ
 class Context:
     """A dataset with its split and feature tables, loaded once and shared by every run that uses it."""
 
-    def __init__(self, dataset: str, seed: int = 0, ds: Dataset | None = None) -> None:
+    def __init__(self, dataset: str, seed: int = 42, ds: Dataset | None = None) -> None:
+        # seed only matters for the synthetic shop; 42 is genrec's TrainConfig default, so HSTU runs line up
         self.name = dataset
         self.ds = ds or load_dataset(dataset, seed=seed)
         self.split: Split = leave_one_out(self.ds.sequences)
@@ -137,8 +138,8 @@ def load_retriever(run: str | Path, ctx: Context, use_ann: bool = True) -> Retri
     if meta.get("kind") == "two-tower":
         return load_two_tower(run, ctx, use_ann)
     model, _ = load_run(run)
-    if model.config.num_items != ctx.ds.sequences.num_items:
-        raise ValueError(f"{run} knows {model.config.num_items} items, the dataset has {ctx.ds.sequences.num_items}")
+    if meta.get("dataset") != ctx.ds.sequences.summary():
+        raise ValueError(f"{run} was trained on {meta.get('dataset')}, this dataset is {ctx.ds.sequences.summary()}")
     return HSTURetriever(model, ctx.ds.sequences, name=meta["train"]["model"])
 
 
@@ -244,18 +245,20 @@ def train_ranking_model(model: str, dataset: str, out: str | Path, **opts: Any) 
     retrieval=[RUN_DIR, ...] (HSTU and/or two-tower runs on the same dataset)."""
     console = opts.pop("console", None) or Console()
     setup(opts.pop("threads", None))
-    ctx = opts.pop("context", None) or Context(dataset, seed=opts.get("seed", 0))
+    if model != "two-tower" and model not in RANKERS:
+        raise ValueError(f"unknown model {model!r}: choose from two-tower, {', '.join(RANKERS)}")
+    retrieval = opts.pop("retrieval", None)
+    if model in RANKERS and not retrieval:
+        raise ValueError(f"--model {model} needs --retrieval RUN_DIR[,RUN_DIR] (an HSTU and/or two-tower run)")
+    ctx = opts.pop("context", None) or Context(dataset, seed=opts.pop("data_seed", 42))
     out = Path(out)
-    if model == "two-tower":
-        return train_two_tower(ctx, out, console, **opts)
-    if model in RANKERS:
-        retrieval = opts.pop("retrieval", None)
-        if not retrieval:
-            raise ValueError(f"--model {model} needs --retrieval RUN_DIR[,RUN_DIR] (an HSTU and/or two-tower run)")
-        if isinstance(retrieval, str):
-            retrieval = [r for r in retrieval.split(",") if r]
-        return train_ranker(ctx, model, out, retrieval, console, **opts)
-    raise ValueError(f"unknown model {model!r}: choose from two-tower, {', '.join(RANKERS)}")
+    try:
+        if model == "two-tower":
+            return train_two_tower(ctx, out, console, **opts)
+        runs = [r for r in retrieval.split(",") if r] if isinstance(retrieval, str) else list(retrieval)
+        return train_ranker(ctx, model, out, runs, console, **opts)
+    except TypeError as e:  # an option the chosen model's config does not have
+        raise ValueError(f"bad option for --model {model}: {e}") from None
 
 
 __all__ = ["Context", "pipeline_evaluate", "train_ranking_model"]
