@@ -163,7 +163,7 @@ def _user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], console: Console, **opts: Any) -> dict:
     setup_opts = {k: opts.pop(k) for k in ("k", "n_hard", "n_random", "max_users", "holdout", "history_len",
-                                            "use_ann", "test_users") if k in opts}  # fmt: skip
+                                            "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
     k = setup_opts.get("k", 200)
     stage = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
     fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=stage.feature_names())
@@ -174,11 +174,16 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     rng = np.random.default_rng(ccfg.seed)
     hold = rng.random(len(users)) < setup_opts.get("holdout", 0.1)
     sample = {"n_hard": setup_opts.get("n_hard", 20), "n_random": setup_opts.get("n_random", 10)}
+    sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
+    lists = setup_opts.get("lists_per_user", 5)
     with _progress(console) as prog:
-        tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog, **sample)
+        tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
+                           lists_per_user=lists, **sample)  # fmt: skip
         va = training_rows(stage, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample)
         test_users = _user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
         te = training_rows(stage, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
+    if min(len(tr), len(va)) == 0:
+        raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
     scaler = DenseScaler().fit(tr.dense)
     for rows in (tr, va, te):
         rows.dense = scaler.transform(rows.dense)

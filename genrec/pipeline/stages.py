@@ -76,23 +76,46 @@ def training_rows(
     seed: int = 0,
     batch: int = 256,
     progress: Progress | None = None,
+    only_retrieved: bool = True,
+    lists_per_user: int = 1,
 ) -> Rows:
     """One list per user: the real next item (label 1), `n_hard` negatives sampled from its retrieved
-    candidates and `n_random` uniform unseen items (label 0). Rows of a list are contiguous (groups = user)."""
+    candidates (rank r drawn with weight 1/sqrt(r): the top of the list, where the ranker's order matters,
+    is sampled most) and `n_random` uniform unseen items (label 0). Rows of a list are contiguous (groups =
+    user). only_retrieved: keep only lists whose positive the retrieval stage found, so positives carry the
+    retrieval features they can have when the ranker is used (a not-retrieved item is never ranked).
+    lists_per_user > 1 adds lists at the positions just before the split's target (inside the retrievers'
+    training part: more data, but their retrieval scores are in-sample, so more optimistic)."""
     rng = np.random.default_rng(seed)
     u_all, e_all, t_all = eval_positions(split, which, users)
+    if lists_per_user > 1:
+        u0, e0 = u_all, e_all
+        shifts = np.arange(lists_per_user)
+        u_all, e_all = np.repeat(u0, lists_per_user), (e0[:, None] - shifts[None, :]).ravel()
+        ok = e_all - split.data.offsets[u_all] >= 2  # keep at least two history items
+        u_all, e_all = u_all[ok], e_all[ok]
+        t_all = split.data.items[e_all]
     n_items = split.data.num_items
     parts = []
+    w = 1.0 / np.sqrt(np.arange(1, stage.k + 1))
     task = progress.add_task(f"{which} rows", total=len(u_all)) if progress else None
     for p in range(0, len(u_all), batch):
         u, e, t = u_all[p : p + batch], e_all[p : p + batch], t_all[p : p + batch]
         seen = seen_lists(split, u, e)
         out = stage.run(u, e, seen)
+        if only_retrieved:
+            keep = (out.merged == t[:, None]).any(1)
+            u, e, t, seen = u[keep], e[keep], t[keep], [s for s, k in zip(seen, keep, strict=True) if k]
+            out = RetrievalOutput([q[torch.from_numpy(keep)] for q in out.queries], [x[keep] for x in out.lists],
+                                  out.merged[keep])  # fmt: skip
+            if not len(u):
+                continue
         items = np.zeros((len(u), 1 + n_hard + n_random), np.int64)
         items[:, 0] = t
         for b in range(len(u)):
-            pool = out.merged[b][(out.merged[b] != t[b]) & (out.merged[b] > 0)]
-            items[b, 1 : 1 + n_hard] = rng.choice(pool, n_hard, replace=len(pool) < n_hard)
+            ok = (out.merged[b] != t[b]) & (out.merged[b] > 0)
+            pool, pw = out.merged[b][ok], w[: len(ok)][ok]
+            items[b, 1 : 1 + n_hard] = rng.choice(pool, n_hard, replace=len(pool) < n_hard, p=pw / pw.sum())
             bad = set(seen[b].tolist()) | {int(t[b])}
             rand = [int(x) for x in rng.integers(1, n_items + 1, 4 * n_random + 8) if int(x) not in bad]
             items[b, 1 + n_hard :] = (rand * n_random)[:n_random]
