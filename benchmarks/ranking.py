@@ -55,13 +55,13 @@ CRITEO: dict[str, dict[str, Any]] = {
 FULL = {
     "hstu": {"epochs": 200, "patience": 20, "time_budget_s": 40 * 60, "loss": "full"},
     "two_tower": {"epochs": 30, "max_pairs_per_epoch": 1_000_000, "patience": 3},
-    "ranker": {"epochs": 20, "patience": 3, "max_users": None, "test_users": 3000, "lists_per_user": 5},
+    "ranker": {"epochs": 20, "patience": 3, "max_users": None, "test_users": 3000},
     "eval_users": None,
 }
 QUICK = {
     "hstu": {"epochs": 40, "patience": 4, "time_budget_s": 90},
     "two_tower": {"epochs": 6, "max_pairs_per_epoch": 100_000, "patience": 2},
-    "ranker": {"epochs": 6, "patience": 2, "max_users": 1500, "test_users": 500, "lists_per_user": 3},
+    "ranker": {"epochs": 6, "patience": 2, "max_users": 3000, "test_users": 500},
     "eval_users": 300,
 }
 

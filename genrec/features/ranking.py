@@ -81,6 +81,7 @@ class RankingFeaturizer:
             [f"i_{n}" for n in t.items.num]
             + [f"u_{n}" for n in t.users.num]
             + ["hist_len_log", "recent_cat_share"]
+            + (["covisit_last", "covisit_recent"] if self.t.covisit is not None else [])
             + list(self.cfg.extra_dense)
         )
 
@@ -137,6 +138,11 @@ class RankingFeaturizer:
         share = np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0)
         cols = [t.items.num[n][cands] for n in t.items.num] + [t.users.num[n][users] for n in t.users.num]
         cols += [np.log1p(ends - d.offsets[users]).astype(np.float32), share.astype(np.float32)]
+        if t.covisit is not None:  # how often the candidate followed the last / the recent items in training
+            last_c = t.covisit.lookup(last, cands)
+            rec = t.covisit.lookup(hist, np.repeat(cands, hist_len))
+            rec_sum = np.bincount(np.repeat(np.arange(r), hist_len), weights=rec, minlength=r)
+            cols += [np.log1p(last_c), np.log1p(rec_sum).astype(np.float32)]
         dense = np.stack(cols, 1).astype(np.float32)
         if cfg.extra_dense:
             if extra is None or extra.shape != (r, len(cfg.extra_dense)):

@@ -26,6 +26,7 @@ import polars as pl
 from genrec.data.datasets import Dataset, data_dir
 from genrec.data.io import DataError
 from genrec.data.sequences import Split
+from genrec.features.covisit import CoVisitation
 from genrec.features.encoders import CategoryEncoder, NumericScaler
 
 
@@ -78,6 +79,7 @@ class FeatureTables:
     num_users: int
     has_time: bool  # request-time context (hour, weekday) is available
     num_event_types: int  # 0 when the log has no event types
+    covisit: CoVisitation | None = None  # item -> next-item counts of the training sequences
 
 
 def _year(title: str) -> float:
@@ -261,4 +263,5 @@ def build_feature_tables(ds: Dataset, split: Split, root: Path | None = None) ->
         num_users=seq.num_users,
         has_time=seq.timestamps is not None,
         num_event_types=len(seq.event_vocab) if seq.event_vocab is not None else 0,
+        covisit=CoVisitation.from_split(split),
     )

@@ -169,13 +169,14 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=stage.feature_names())
     feat = ctx.featurizer(fcfg)
     mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
+    opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
     ccfg = CTRConfig(**opts)
     users = _user_subset(ctx.split.eval_users, setup_opts.get("max_users"), ccfg.seed)
     rng = np.random.default_rng(ccfg.seed)
     hold = rng.random(len(users)) < setup_opts.get("holdout", 0.1)
     sample = {"n_hard": setup_opts.get("n_hard", 20), "n_random": setup_opts.get("n_random", 10)}
     sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
-    lists = setup_opts.get("lists_per_user", 5)
+    lists = setup_opts.get("lists_per_user", 1)
     with _progress(console) as prog:
         tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
                            lists_per_user=lists, **sample)  # fmt: skip

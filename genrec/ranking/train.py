@@ -67,6 +67,7 @@ class CTRConfig:
     weight_decay: float = 0.0
     patience: int = 3
     seed: int = 0
+    select: str = "AUC"  # validation metric that picks the epoch: "AUC" or, for candidate lists, "NDCG@10"
 
 
 @dataclass
@@ -118,9 +119,11 @@ def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console:
         valid_m = ctr_metrics(valid, predict(model, valid))
         rec = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0, **valid_m}
         history.append(rec)
-        improved = valid_m["AUC"] > best
+        if cfg.select not in valid_m:
+            raise ValueError(f"cannot select epochs on {cfg.select!r}: validation gives {', '.join(valid_m)}")
+        improved = valid_m[cfg.select] > best
         if improved:
-            best, best_epoch, best_state = valid_m["AUC"], epoch, copy.deepcopy(model.state_dict())
+            best, best_epoch, best_state = valid_m[cfg.select], epoch, copy.deepcopy(model.state_dict())
         console.print(
             f"epoch {epoch:2d}  loss {rec['loss']:.4f}  valid AUC {valid_m['AUC']:.4f} "
             f"logloss {valid_m['logloss']:.4f}" + ("  [green]best" if improved else "")

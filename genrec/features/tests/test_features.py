@@ -79,3 +79,17 @@ def test_feature_tables_and_rows_on_hand_made_tables():
         for key in spec.features:
             assert rows.sparse.values[key].max(initial=0) < spec.num_embeddings
     assert isinstance(kjt.values(), torch.Tensor)
+
+
+def test_covisitation_counts_training_prefixes_only():
+    ds = _hand_dataset()
+    split = leave_one_out(ds.sequences)
+    t = build_feature_tables(ds, split)
+    v = ds.sequences.item_vocab.index
+    cv = t.covisit
+    got = cv.lookup(
+        np.array([v("a"), v("a"), v("b"), v("c"), v("c"), 0]),
+        np.array([v("b"), v("c"), v("c"), v("d"), v("a"), v("a")]),
+    )
+    # train prefixes: u1 = a b c (d, e held out), u2 = a (b, f held out): c -> d is a validation transition
+    np.testing.assert_array_equal(got, [1, 1, 1, 0, 0, 0])
