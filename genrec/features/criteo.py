@@ -18,7 +18,7 @@ import numpy as np
 from genrec.data.io import DataError
 from genrec.features.encoders import CategoryEncoder, NumericScaler, hash_cross
 from genrec.features.jagged import Rows, SparseColumns
-from genrec.models.sparse import FeatureSchema, TableSpec
+from genrec.features.schema import FeatureSchema, TableSpec
 
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]

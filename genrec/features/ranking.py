@@ -22,8 +22,8 @@ from genrec.data.batches import gather_windows
 from genrec.data.sequences import SequenceData
 from genrec.features.encoders import hash_cross
 from genrec.features.jagged import Rows, SparseColumns, take_jagged
+from genrec.features.schema import FeatureSchema, TableSpec
 from genrec.features.tables import FeatureTables
-from genrec.models.sparse import FeatureSchema, TableSpec
 
 ITEM_TABLE = "t_item_id"  # never "items": a later sharding plan keys tables by name
 
