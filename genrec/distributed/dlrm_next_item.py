@@ -87,23 +87,32 @@ class DLRMNextItem(nn.Module):
             for p in [*self.user.parameters(), *self.cand.parameters()]:
                 nn.init.normal_(p, std=0.02)
 
-    def features(self, items: torch.Tensor, offsets: torch.Tensor) -> KeyedJaggedTensor:
+    def features(self, items: torch.Tensor, offsets: torch.Tensor, stride: int | None = None) -> KeyedJaggedTensor:
+        """KJT of the three features, one sample per position, padded with empty bags to `stride` samples
+        (sharded EBCs need the same batch size on every rank)."""
         c = self.config
         hist, hist_len = window_bags(items, offsets, c.hist_len)
         recent, recent_len = window_bags(items, offsets, c.recent_len)
         ones = torch.ones_like(items)
+        pad = torch.zeros((stride or len(items)) - len(items), dtype=items.dtype, device=items.device)
         return KeyedJaggedTensor.from_lengths_sync(
             keys=list(FEATURES),
             values=torch.cat([hist, recent, items]),
-            lengths=torch.cat([hist_len, recent_len, ones]).int(),
+            lengths=torch.cat([hist_len, pad, recent_len, pad, ones, pad]).int(),
         )
 
     def encode(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        stride: int | None = None,
     ) -> torch.Tensor:
-        """(sum N,) items, (B + 1,) offsets -> (sum N, D) L2-normalised user vectors (one per position)."""
-        pooled = self.user(self.features(items, offsets))  # KeyedTensor
-        embs = torch.stack([pooled[f] for f in FEATURES], 1)  # (N, F, D): read by key, never by position
+        """(sum N,) items, (B + 1,) offsets -> (sum N, D) L2-normalised user vectors (one per position).
+        stride >= sum N: the per-rank batch size all ranks agreed on (sharded use)."""
+        pooled = self.user(self.features(items, offsets, stride))  # KeyedTensor, (stride, D) per key
+        N = len(items)
+        embs = torch.stack([pooled[f][:N] for f in FEATURES], 1)  # (N, F, D): read by key, never by position
         dots = torch.bmm(embs, embs.transpose(1, 2))  # (N, F, F) pairwise interactions
         i, j = torch.triu_indices(len(FEATURES), len(FEATURES), offset=1)
         x = torch.cat([embs.flatten(1), dots[:, i, j]], 1)
@@ -116,9 +125,12 @@ class DLRMNextItem(nn.Module):
         )
         return F.normalize(self.cand(kjt)["cand_item"], dim=-1)
 
-    def forward(self, items: torch.Tensor, offsets: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        """Sharded path: (N, D) states and (M, D) candidate rows in one forward -> (N, M) logits."""
-        return self.encode(items, offsets) @ self.candidates(cand).T / self.config.temperature
+    def forward(
+        self, items: torch.Tensor, offsets: torch.Tensor, cand: torch.Tensor, stride: int | None = None
+    ) -> torch.Tensor:
+        """Sharded path: (N, D) states and (M, D) candidate rows in one forward -> (N, M) logits.
+        Every rank must pass the same stride (>= its N) and the same number M of candidates."""
+        return self.encode(items, offsets, stride=stride) @ self.candidates(cand).T / self.config.temperature
 
     # SequentialModel interface (unsharded use: trainer.train_epoch, evaluation.evaluate_model)
     def item_table(self) -> torch.Tensor:

@@ -9,8 +9,9 @@ DistributedModelParallel then gives each rank only its shards, and wraps everyth
 Tables train with a fused optimizer inside the TBE kernel (no table gradient is ever materialised); on
 CPU fbgemm offers EXACT_ROWWISE_ADAGRAD / EXACT_ADAGRAD / EXACT_SGD only, on CUDA also ADAM.
 
-Gradient semantics (TorchRec's): dense gradients are averaged over ranks by DDP, a table row's gradient
-is the *sum* of its ranks' contributions. Adagrad/Adam are invariant to that constant factor (up to eps).
+Gradient semantics: DDP averages dense gradients over ranks, and TorchRec's all-to-all backward divides the
+table gradients it returns by the world size (comm_ops gradient division, on by default), so every weight
+sees the gradient of the rank-averaged loss, as a single process on the concatenated batch would (tested).
 """
 
 from __future__ import annotations

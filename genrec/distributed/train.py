@@ -260,6 +260,20 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
     return result
 
 
+def load_distributed_run(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """One process, no process group: the model of a distributed run's sharded checkpoint (written by any
+    number of ranks), reassembled into a plain SequentialModel for evaluation or serving."""
+    from genrec.distributed.checkpoint import load_unsharded
+    from genrec.models import model_from_config
+
+    run = Path(run_dir)
+    meta = json.loads((run / "config.json").read_text())
+    module = ShardableSequential(model_from_config(meta["model"]), device="cpu", copy_weights=False)
+    load_unsharded(run / "ckpt" / which, module)
+    model = module.to_sequential(module.ec.embeddings["t_item"].weight.detach().clone())
+    return model, meta
+
+
 app = typer.Typer(add_completion=False)
 
 
