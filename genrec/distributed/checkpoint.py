@@ -1,11 +1,11 @@
 """Sharded checkpoints with torch.distributed.checkpoint (DCP).
 
-    save_sharded(dir, dmp)       every rank writes its own table shards (+ fused optimizer state); dense
-                                 weights are written once. Written to dir.tmp, then renamed (a kill never
-                                 leaves a torn checkpoint).
-    load_sharded(dir, dmp)       same world size (resume): each rank reads back exactly its shards.
-    load_unsharded(dir, module)  one process, no process group: the full tables of an N-rank checkpoint are
-                                 reassembled into an unsharded module (evaluation, serving, export).
+save_sharded(dir, dmp)       every rank writes its own table shards (+ fused optimizer state); dense
+                             weights are written once. Written to dir.tmp, then renamed (a kill never
+                             leaves a torn checkpoint).
+load_sharded(dir, dmp)       same world size (resume): each rank reads back exactly its shards.
+load_unsharded(dir, module)  one process, no process group: the full tables of an N-rank checkpoint are
+                             reassembled into an unsharded module (evaluation, serving, export).
 """
 
 from __future__ import annotations

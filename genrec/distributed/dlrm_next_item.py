@@ -74,7 +74,9 @@ class DLRMNextItem(nn.Module):
                                ("t_last", "last_item", total)]),
             device=torch.device(device),
         )  # fmt: skip
-        self.cand = EmbeddingBagCollection(tables=_tables(c, [("t_cand", "cand_item", total)]), device=torch.device(device))
+        self.cand = EmbeddingBagCollection(
+            tables=_tables(c, [("t_cand", "cand_item", total)]), device=torch.device(device)
+        )
         n = len(FEATURES)
         layers: list[nn.Module] = []
         width = n * c.dim + n * (n - 1) // 2

@@ -196,7 +196,9 @@ def init_tables_normal_(dmp: nn.Module, std: float, seed: int, zero_rows: dict[s
     for key, shards in local_table_shards(dmp).items():
         for (r0, c0), t in shards:
             g = torch.Generator().manual_seed(seed * 1_000_003 + r0 * 4099 + c0)
-            t.copy_(torch.randn(t.shape, generator=g) * std)
+            for s in range(0, t.shape[0], 1 << 18):  # in blocks: no second full-size temporary
+                block = t[s : s + (1 << 18)]
+                block.copy_(torch.randn(block.shape, generator=g) * std)
             row = (zero_rows or {}).get(key)
             if row is not None and r0 <= row < r0 + t.shape[0]:
                 t[row - r0].zero_()
@@ -205,3 +207,21 @@ def init_tables_normal_(dmp: nn.Module, std: float, seed: int, zero_rows: dict[s
 def shard_bytes(dmp: nn.Module) -> int:
     """Bytes of embedding-table shards held by this rank (weights only, no optimizer state)."""
     return sum(t.numel() * t.element_size() for shards in local_table_shards(dmp).values() for _, t in shards)
+
+
+def fused_optimizer_bytes(dmp: nn.Module) -> int:
+    """Bytes of the fused table optimizer's state (e.g. one float per row for row-wise Adagrad) on this rank."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    total = 0
+
+    def visit(x: object) -> None:
+        nonlocal total
+        if isinstance(x, ShardedTensor):
+            total += sum(s.tensor.numel() * s.tensor.element_size() for s in x.local_shards())
+        elif isinstance(x, dict):
+            for v in x.values():
+                visit(v)
+
+    visit(dmp.fused_optimizer.state_dict()["state"])  # type: ignore[attr-defined]
+    return total

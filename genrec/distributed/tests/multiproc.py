@@ -34,7 +34,9 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tupl
 
 def run_world(fn: Callable[..., None], world: int = 2, args: tuple[Any, ...] = (), timeout_s: float = 120) -> None:
     """fn(rank, world, *args) on `world` processes; a failure in any re-raises here, a hang is killed."""
-    ctx = mp.start_processes(_entry, args=(world, free_port(), fn, args), nprocs=world, join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _entry, args=(world, free_port(), fn, args), nprocs=world, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + timeout_s
     while not ctx.join(timeout=1.0):
         if time.monotonic() > deadline:
