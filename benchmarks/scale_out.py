@@ -85,7 +85,7 @@ def planner_report(num_items: int, dim: int) -> dict:
             plan = describe_plan(make_plan(module, world, None, budget, "cpu"))
             out[f"world_{world}"] = {"plan": plan}
         except ValueError as e:
-            out[f"world_{world}"] = {"error": str(e).split(":")[0]}
+            out[f"world_{world}"] = {"error": str(e).split("\n")[0][:300]}
     return out
 
 
