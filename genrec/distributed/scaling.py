@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from genrec.data.datasets import load_dataset
 from genrec.data.sequences import leave_one_out
 from genrec.distributed.dlrm_next_item import DLRMNextItem, DLRMNextItemConfig
-from genrec.evaluation.evaluate import evaluate_model
+from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.models import build_model
 from genrec.runtime import setup
 from genrec.training.trainer import TrainConfig, train_epoch, write_json
@@ -60,7 +60,7 @@ class ScalingConfig:
 
 def quick_config(**overrides: Any) -> ScalingConfig:
     base = ScalingConfig(dataset="synthetic:small", name="scaling_quick", epochs=3, max_len=30, num_negatives=64,
-                         hstu_sizes=list(QUICK_HSTU), dlrm_sizes=list(QUICK_DLRM))  # fmt: skip
+                         batch_size=64, lr=3e-3, hstu_sizes=list(QUICK_HSTU), dlrm_sizes=list(QUICK_DLRM))  # fmt: skip
     for k, v in overrides.items():
         setattr(base, k, v)
     return base
@@ -127,6 +127,7 @@ def run_study(cfg: ScalingConfig, console: Console | None = None) -> dict[str, A
     console.print(f"scaling study on {ds.sequences.name}: {ds.sequences.num_users:,} users, {V:,} items, "
                   f"{cfg.epochs} epochs per size")  # fmt: skip
     t0 = time.perf_counter()
+    popularity = evaluate_scorer(popularity_scorer(split), split, "valid", cfg.max_len)["NDCG@10"]
     families: dict[str, list[dict[str, Any]]] = {"hstu": [], "dlrm": []}
     for layers, dim in cfg.hstu_sizes:
         torch.manual_seed(cfg.seed)
@@ -158,6 +159,7 @@ def run_study(cfg: ScalingConfig, console: Console | None = None) -> dict[str, A
         "config": asdict(cfg),
         "dataset": ds.sequences.summary(),
         "flops_counted_by": "torch.utils.flop_counter.FlopCounterMode over every training step (fwd+bwd)",
+        "popularity_ndcg10": popularity,
         "families": families,
         "fits": fits,
         "verdict": verdict(families, fits),
@@ -183,6 +185,13 @@ def verdict(families: dict[str, list[dict]], fits: dict[str, dict]) -> str:
         parts.append(f"{fam}: NDCG@10 ~ C^{b:.3f} over its sizes; largest vs next size {gain:+.4f}")
     h, d = (max(r["best"]["ndcg10"] for r in families[f]) for f in ("hstu", "dlrm"))
     parts.append(f"best NDCG@10 hstu {h:.4f} vs dlrm {d:.4f}")
+    runs = [r for rs in families.values() for r in rs]
+    unconverged = sum(r["best"]["epoch"] == len(r["epochs"]) for r in runs)
+    if unconverged:
+        parts.append(
+            f"{unconverged} of {len(runs)} sizes peaked at their last epoch (still improving): the fits describe "
+            "this training budget, not converged models; plateaus cannot be judged from them"
+        )
     return "; ".join(parts)
 
 
@@ -190,7 +199,8 @@ def markdown(res: dict[str, Any]) -> str:
     c = res["config"]
     lines = [f"# Scaling study: {res['dataset']['name']}", "",
              f"{c['epochs']} epochs per size, max_len {c['max_len']}, batch {c['batch_size']}, sampled softmax with "
-             f"{c['num_negatives']} negatives. FLOPs: {res['flops_counted_by']}. Validation NDCG@10, full catalog.", "",
+             f"{c['num_negatives']} negatives, AdamW lr {c['lr']}. FLOPs: {res['flops_counted_by']}. Validation "
+             f"NDCG@10, full catalog (popularity: {res['popularity_ndcg10']:.4f}).", "",
              "| family | size | params (non-table) | training FLOPs | FLOPs to best | best NDCG@10 | best epoch |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for fam, runs in res["families"].items():
@@ -224,6 +234,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         xs = np.geomspace(min(r["flops_to_best"] for r in runs), max(r["flops_to_best"] for r in runs), 50)
         if np.isfinite(f["b"]):
             ax.plot(xs, f["A"] * xs ** f["b"], color=colors[fam], ls="--", label=f"{fam}: NDCG ~ C^{f['b']:.3f}")
+    ax.axhline(res["popularity_ndcg10"], color="gray", ls=":", label="popularity")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="training FLOPs (counted)", ylabel="validation NDCG@10",
@@ -239,6 +250,7 @@ def scaling(
     quick: bool = typer.Option(False, help="synthetic:small, 3 epochs, small sizes (a few minutes on CPU)"),
     epochs: int | None = typer.Option(None, help="epochs per size (default 20; quick 3)"),
     max_len: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None, help="AdamW learning rate (default 1e-3; quick 3e-3)"),
     out: Path = typer.Option(Path("benchmarks/results")),
     threads: int | None = typer.Option(None),
 ) -> None:
@@ -253,6 +265,8 @@ def scaling(
         cfg.epochs = epochs
     if max_len:
         cfg.max_len = max_len
+    if lr:
+        cfg.lr = lr
     try:
         run_study(cfg)
     except (ValueError, FileNotFoundError) as e:

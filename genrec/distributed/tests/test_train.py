@@ -85,3 +85,18 @@ def test_distributed_run_serves(runs: dict[str, Path]) -> None:
     raw_items = json.loads((run / "vocab.json").read_text())["items"]
     recs = rec.recommend(raw_items[:3], 5)
     assert len(recs) == 5 and all(r.item_id in raw_items for r in recs)
+
+
+def test_launch_train_maps_cli_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`genrec train --nproc-per-node N` hands its options to this module's flags (None / False dropped)."""
+    import genrec.distributed.train as t
+
+    seen: dict = {}
+    monkeypatch.setattr(t, "launch", lambda n, argv: seen.update(n=n, argv=argv) or 0)
+    assert t.launch_train(2, model="hstu", batch_size=64, max_len=None, sharding="row-wise", out=Path("r")) == 0
+    assert seen == {"n": 2, "argv": ["--model", "hstu", "--batch-size", "64", "--sharding", "row-wise", "--out", "r"]}
+    # every mapped flag exists on the entry point
+    import typer.main
+
+    names = {o for p in typer.main.get_command(t.app).params for o in p.opts}
+    assert {"--model", "--batch-size", "--sharding", "--out", "--time-budget", "--layers"} <= names
