@@ -53,8 +53,24 @@ def train(
     retrieval: str | None = typer.Option(
         None, help="rankers (wide-deep, dlrm, lr): retrieval run folders (HSTU, two-tower), comma-separated"
     ),
+    nproc_per_node: int = typer.Option(
+        1, help="processes on this host; >1: item table sharded by TorchRec, encoder under DDP"
+    ),
+    sharding: str | None = typer.Option(
+        None, help="with --nproc-per-node: table-wise | row-wise | column-wise (default: TorchRec's planner)"
+    ),
 ) -> None:
     """Train a model; validation picks the epoch, the test split is scored once."""
+    if nproc_per_node > 1 or sharding:
+        from genrec.distributed.train import launch_train
+
+        raise typer.Exit(
+            launch_train(
+                nproc_per_node, model=model, dataset=dataset, out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                num_negatives=num_negatives, sharding=sharding, max_len=max_len, dim=dim, layers=layers,
+                heads=heads, dropout=dropout, patience=patience, seed=seed, threads=threads, time_budget=time_budget,
+            )
+        )  # fmt: skip
     from genrec.pipeline.cli import RANKING_MODELS, run_train
 
     if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
@@ -188,9 +204,11 @@ def quickstart(
 
 
 from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
+from genrec.distributed.scaling import scaling  # noqa: E402
 from genrec.serving.cli import serve  # noqa: E402
 
 app.command()(serve)
+app.command()(scaling)
 app.add_typer(pipeline_app, name="pipeline")
 
 if __name__ == "__main__":
