@@ -203,8 +203,8 @@ def quickstart(
     console.print(json.dumps({"test": result.test["NDCG@10"], "popularity": result.popularity_test["NDCG@10"]}))
 
 
-from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
 from genrec.distributed.scaling import scaling  # noqa: E402
+from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
 from genrec.serving.cli import serve  # noqa: E402
 
 app.command()(serve)
