@@ -132,8 +132,7 @@ def train_examples(
 ) -> Examples:
     """Every position t >= 1 of each user's last max_len events: 1 positive + num_negatives sampled items.
 
-    Negatives are drawn from `pop` (training popularity); a draw that hits the positive itself is kept (rare,
-    a little label noise) rather than re-drawn, to keep this vectorised.
+    Negatives are drawn from `pop` (training popularity) among items the user has no training event on.
     """
     rng = np.random.default_rng(seed)
     lengths = np.minimum(data.lengths, max_len)
@@ -153,7 +152,17 @@ def train_examples(
     cuts = np.repeat(cut, k)
     pos_items = data.items[hist_idx[pos_flat]]
     items = np.repeat(pos_items, k).reshape(-1, k)
-    items[:, 1:] = _sample(pop, len(cut) * num_negatives, rng).reshape(-1, num_negatives)
+    # negatives: items this user never interacted with in the training data (as at test time); re-drawn a
+    # few times, a rare leftover collision stays (label noise) to keep this vectorised
+    own = np.unique(np.repeat(users, data.lengths[users]) * (data.num_items + 1) + data.items[_ranges(data.offsets[users], data.offsets[users + 1])[0]])
+    neg_user = np.repeat(users[user_of], num_negatives)
+    neg = _sample(pop, len(neg_user), rng)
+    for _ in range(5):
+        bad = np.flatnonzero(np.isin(neg_user * (data.num_items + 1) + neg, own))
+        if not len(bad):
+            break
+        neg[bad] = _sample(pop, len(bad), rng)
+    items[:, 1:] = neg.reshape(-1, num_negatives)
     labels = np.repeat(data.negative_labels[None], len(cut) * k, 0).reshape(-1, k, len(data.tasks))
     labels[:, 0] = data.task_labels[data.actions[hist_idx[pos_flat]]]
     return Examples(
