@@ -42,16 +42,18 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.generative_ranking import baselines as bl  # noqa: E402
 from genrec.generative_ranking.data import load_action_dataset  # noqa: E402
-from genrec.generative_ranking.examples import Examples, popularity, split_train, test_examples, train_examples  # noqa: E402
+from genrec.generative_ranking.examples import Examples, popularity, split_train, eval_examples, train_examples  # noqa: E402
 from genrec.generative_ranking.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu  # noqa: E402
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig  # noqa: E402
 
 # name -> (max_users quick, max_users full)
-DATASETS = {"synthetic:small": (600, None), "ml-100k": (400, None), "ml-1m": (300, None)}
+DATASETS = {"synthetic:small": (600, None), "ml-100k": (300, None), "ml-1m": (300, None)}
 SETTINGS = {
-    "quick": {"max_len": 50, "window": 5, "negatives": 50, "train_negatives": 2, "hstu_epochs": 6, "feat_epochs": 3, "dim": 48},
-    "full": {"max_len": 200, "window": 5, "negatives": 100, "train_negatives": 4, "hstu_epochs": 20, "feat_epochs": 5, "dim": 64},
+    "quick": {"max_len": 50, "window": 5, "negatives": 50, "train_negatives": 2, "hstu_epochs": 8, "feat_epochs": 3,
+              "dim": 48, "dropout": 0.2, "weight_decay": 0.1},
+    "full": {"max_len": 200, "window": 5, "negatives": 100, "train_negatives": 2, "hstu_epochs": 20, "feat_epochs": 5,
+             "dim": 64, "dropout": 0.2, "weight_decay": 0.1},
 }
 
 
@@ -60,7 +62,8 @@ def build_hstu(data, mode: str, s: dict, attributes: bool) -> HSTURanker:  # noq
     model = HSTURanker(
         HSTURankerConfig(
             num_items=data.num_items, num_actions=data.num_actions, num_tasks=len(data.tasks), attributes=attrs,
-            token_mode=mode, max_len=s["max_len"], dim=s["dim"], use_time=data.timestamps is not None,
+            token_mode=mode, max_len=s["max_len"], dim=s["dim"], dropout=s.get("dropout", 0.1),
+            use_time=data.timestamps is not None,
         )
     )
     if attributes:
@@ -94,7 +97,7 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
     train, evaluated = split_train(data, s["window"])
     pop = popularity(train)
     trx = train_examples(train, s["max_len"], s["train_negatives"], pop, seed)
-    tex = test_examples(data, evaluated, s["window"], s["max_len"], s["negatives"], pop, seed + 1)
+    tex = eval_examples(data, evaluated, s["window"], s["max_len"], s["negatives"], pop, seed + 1)
     groups = tex.cand_user()
     console.print(f"[bold]{name}[/]: {data.summary()} | train rows {trx.num_candidates}, test lists {tex.num_users}")
     rows: dict[str, dict] = {}
@@ -115,7 +118,7 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
         models, scaler, keys, secs = bl.fit_issue3(kind, data, ftr, trx.labels, epochs=s["feat_epochs"], seed=seed)
         record(f"{kind} (issue 3)", bl.predict_issue3(models, scaler, keys, data, fte), secs)
 
-    cfg = RankTrainConfig(epochs=s["hstu_epochs"], lr=3e-3, batch_users=16, seed=seed)
+    cfg = RankTrainConfig(epochs=s["hstu_epochs"], lr=2e-3, batch_users=16, weight_decay=s["weight_decay"], seed=seed)
     trained = {}
     for tok in ("summed", "interleaved"):
         m = build_hstu(data, tok, s, attributes=bool(data.item_attributes))

@@ -6,9 +6,10 @@ A user's examples, jagged over users:
 A candidate with cut c is "appended after the first c history events": it may look at history[:c] and
 itself, never at another candidate nor at history[c:]. Its time is the time the prediction is made for.
 
-train_examples  every history position t >= 1 is a cut: the real event t is a positive (labels from its action)
-                and num_negatives popularity-sampled items share its cut and time (labels = negative_labels).
-test_examples   the last `window` events of each evaluated user are held out: history = the events before, one
+train_examples  every history position t >= 1 is a cut: the next `horizon` real events from t are positives
+                (labels from their actions) and num_negatives popularity-sampled items share the cut and time
+                (labels = negative_labels).
+eval_examples   the last `window` events of each evaluated user are held out: history = the events before, one
                 cut at its end (all candidates share one prefix: M-FALCON), candidates = the distinct held-out
                 items (labels from the highest action on each) + num_negatives popularity-sampled items the
                 user never interacted with, all at the request time = the first held-out event's time.
@@ -128,11 +129,21 @@ def split_train(data: ActionSequences, window: int, min_history: int = 2) -> tup
 
 
 def train_examples(
-    data: ActionSequences, max_len: int, num_negatives: int, pop: np.ndarray, seed: int
+    data: ActionSequences,
+    max_len: int,
+    num_negatives: int,
+    pop: np.ndarray,
+    seed: int,
+    horizon: int = 1,
+    cut_every: int = 1,
 ) -> Examples:
-    """Every position t >= 1 of each user's last max_len events: 1 positive + num_negatives sampled items.
+    """Every position t >= 1 of each user's last max_len events is a cut with positives and negatives.
 
-    Negatives are drawn from `pop` (training popularity) among items the user has no training event on.
+    Positives: the distinct items of events t .. t + horizon - 1 (labels from the highest action on each), so
+    training matches test lists, whose positives are the next `window` events (horizon = window); negatives:
+    num_negatives items drawn from `pop` (training popularity) among items the user has no training event on.
+    All of a cut's candidates get the time of event t. cut_every > 1 keeps every cut_every-th cut (random phase
+    per user): about horizon / cut_every positives per event, so a longer horizon need not cost more rows.
     """
     rng = np.random.default_rng(seed)
     lengths = np.minimum(data.lengths, max_len)
@@ -141,45 +152,60 @@ def train_examples(
     hist_idx, hist_off = _ranges(starts, ends)
     times = data.timestamps if data.timestamps is not None else np.zeros(len(data.items), np.int64)
     n = lengths[users]
-    per_user = (n - 1) * (1 + num_negatives)
-    cand_off = np.zeros(len(users) + 1, np.int64)
-    np.cumsum(per_user, out=cand_off[1:])
-    # cut t in 1..n-1 per user; each cut gives (1 + num_negatives) rows
+    # cut t in 1..n-1 per user
     user_of = np.repeat(np.arange(len(users)), n - 1)
     cut = np.arange(int((n - 1).sum())) - np.repeat(np.cumsum(n - 1) - (n - 1), n - 1) + 1
-    pos_flat = hist_off[user_of] + cut  # index into hist arrays of the positive event
-    k = 1 + num_negatives
-    cuts = np.repeat(cut, k)
-    pos_items = data.items[hist_idx[pos_flat]]
-    items = np.repeat(pos_items, k).reshape(-1, k)
+    if cut_every > 1:
+        phase = rng.integers(0, cut_every, len(users))
+        keep = (cut + phase[user_of]) % cut_every == 0
+        user_of, cut = user_of[keep], cut[keep]
+    C, h, k = len(cut), horizon, num_negatives
+    ahead = cut[:, None] + np.arange(h)  # (C, h) event positions t .. t+h-1 inside the user's window
+    in_seq = ahead < n[user_of][:, None]
+    flat = hist_idx[hist_off[user_of][:, None] + np.where(in_seq, ahead, 0)]
+    p_items = np.where(in_seq, data.items[flat], 0)
+    p_act = np.where(in_seq, data.actions[flat], 0)
+    same = (p_items[:, :, None] == p_items[:, None, :]) & in_seq[:, None, :]  # (C, h, h)
+    first = ~(same & (np.arange(h)[None, :] < np.arange(h)[:, None])[None]).any(2)  # no earlier copy in the row
+    best_act = np.where(same, p_act[:, None, :], 0).max(2)  # highest action over the copies
     # negatives: items this user never interacted with in the training data (as at test time); re-drawn a
     # few times, a rare leftover collision stays (label noise) to keep this vectorised
-    own = np.unique(np.repeat(users, data.lengths[users]) * (data.num_items + 1) + data.items[_ranges(data.offsets[users], data.offsets[users + 1])[0]])
-    neg_user = np.repeat(users[user_of], num_negatives)
+    own = np.unique(
+        np.repeat(users, data.lengths[users]) * (data.num_items + 1)
+        + data.items[_ranges(data.offsets[users], data.offsets[users + 1])[0]]
+    )
+    neg_user = np.repeat(users[user_of], k)
     neg = _sample(pop, len(neg_user), rng)
     for _ in range(5):
         bad = np.flatnonzero(np.isin(neg_user * (data.num_items + 1) + neg, own))
         if not len(bad):
             break
         neg[bad] = _sample(pop, len(bad), rng)
-    items[:, 1:] = neg.reshape(-1, num_negatives)
-    labels = np.repeat(data.negative_labels[None], len(cut) * k, 0).reshape(-1, k, len(data.tasks))
-    labels[:, 0] = data.task_labels[data.actions[hist_idx[pos_flat]]]
+    T = len(data.tasks)
+    items = np.concatenate([p_items, neg.reshape(C, k)], 1)  # (C, h + k)
+    valid = np.concatenate([in_seq & first, np.ones((C, k), bool)], 1)
+    labels = np.concatenate(
+        [data.task_labels[best_act], np.broadcast_to(data.negative_labels, (C, k, T))], 1
+    )  # (C, h + k, T)
+    per_user = np.bincount(np.repeat(user_of, valid.sum(1)), minlength=len(users))
+    cand_off = np.zeros(len(users) + 1, np.int64)
+    np.cumsum(per_user, out=cand_off[1:])
+    t_cut = times[hist_idx[hist_off[user_of] + cut]]
     return Examples(
         hist_items=data.items[hist_idx],
         hist_actions=data.actions[hist_idx],
         hist_times=times[hist_idx],
         hist_offsets=hist_off,
-        cand_items=items.reshape(-1),
-        cand_cuts=cuts,
-        cand_times=np.repeat(times[hist_idx[pos_flat]], k),
+        cand_items=items[valid],
+        cand_cuts=np.broadcast_to(cut[:, None], valid.shape)[valid],
+        cand_times=np.broadcast_to(t_cut[:, None], valid.shape)[valid],
         cand_offsets=cand_off,
-        labels=labels.reshape(-1, len(data.tasks)).astype(np.float32),
+        labels=labels[valid].astype(np.float32),
         users=users,
     )
 
 
-def test_examples(
+def eval_examples(
     data: ActionSequences, evaluated: np.ndarray, window: int, max_len: int, num_negatives: int, pop: np.ndarray, seed: int
 ) -> Examples:
     """One candidate list per evaluated user (see the module doc): held-out items + sampled unseen items."""
