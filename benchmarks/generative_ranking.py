@@ -42,7 +42,14 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.generative_ranking import baselines as bl  # noqa: E402
 from genrec.generative_ranking.data import load_action_dataset  # noqa: E402
-from genrec.generative_ranking.examples import Examples, popularity, split_train, eval_examples, train_examples  # noqa: E402
+from genrec.generative_ranking.examples import (  # noqa: E402
+    Examples,
+    eval_examples,
+    item_statistics,
+    popularity,
+    split_train,
+    train_examples,
+)
 from genrec.generative_ranking.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu  # noqa: E402
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig  # noqa: E402
@@ -50,24 +57,51 @@ from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig  # noqa: E402
 # name -> (max_users quick, max_users full)
 DATASETS = {"synthetic:small": (600, None), "ml-100k": (300, None), "ml-1m": (300, None)}
 SETTINGS = {
-    "quick": {"max_len": 50, "window": 5, "negatives": 50, "train_negatives": 2, "hstu_epochs": 8, "feat_epochs": 3,
-              "dim": 48, "dropout": 0.2, "weight_decay": 0.1},
-    "full": {"max_len": 200, "window": 5, "negatives": 100, "train_negatives": 2, "hstu_epochs": 20, "feat_epochs": 5,
-             "dim": 64, "dropout": 0.2, "weight_decay": 0.1},
+    "quick": {
+        "max_len": 50,
+        "window": 5,
+        "negatives": 50,
+        "train_negatives": 2,
+        "hstu_epochs": 8,
+        "feat_epochs": 3,
+        "dim": 48,
+        "dropout": 0.2,
+        "weight_decay": 0.0,
+    },
+    "full": {
+        "max_len": 200,
+        "window": 5,
+        "negatives": 100,
+        "train_negatives": 2,
+        "hstu_epochs": 20,
+        "feat_epochs": 5,
+        "dim": 64,
+        "dropout": 0.2,
+        "weight_decay": 0.0,
+    },
 }
 
 
-def build_hstu(data, mode: str, s: dict, attributes: bool) -> HSTURanker:  # noqa: ANN001
+def build_hstu(data, mode: str, s: dict, attributes: bool, stats: np.ndarray | None = None) -> HSTURanker:  # noqa: ANN001
     attrs = data.attribute_sizes() if attributes else {}
     model = HSTURanker(
         HSTURankerConfig(
-            num_items=data.num_items, num_actions=data.num_actions, num_tasks=len(data.tasks), attributes=attrs,
-            token_mode=mode, max_len=s["max_len"], dim=s["dim"], dropout=s.get("dropout", 0.1),
+            num_items=data.num_items,
+            num_actions=data.num_actions,
+            num_tasks=len(data.tasks),
+            attributes=attrs,
+            num_item_stats=0 if stats is None else stats.shape[1],
+            token_mode=mode,
+            max_len=s["max_len"],
+            dim=s["dim"],
+            dropout=s.get("dropout", 0.1),
             use_time=data.timestamps is not None,
         )
     )
     if attributes:
         model.set_item_attributes({k: torch.from_numpy(v) for k, v in data.item_attributes.items()})
+    if stats is not None:
+        model.set_item_stats(torch.from_numpy(stats))
     return model
 
 
@@ -82,9 +116,16 @@ def naive_predict(model: HSTURanker, ex: Examples) -> np.ndarray:
                 k = min(64, m - s)
                 n = len(one.hist_items)
                 rep = Examples(
-                    np.tile(one.hist_items, k), np.tile(one.hist_actions, k), np.tile(one.hist_times, k),
-                    np.arange(k + 1) * n, one.cand_items[s : s + k], one.cand_cuts[s : s + k],
-                    one.cand_times[s : s + k], np.arange(k + 1), one.labels[s : s + k], np.zeros(k, np.int64),
+                    np.tile(one.hist_items, k),
+                    np.tile(one.hist_actions, k),
+                    np.tile(one.hist_times, k),
+                    np.arange(k + 1) * n,
+                    one.cand_items[s : s + k],
+                    one.cand_cuts[s : s + k],
+                    one.cand_times[s : s + k],
+                    np.arange(k + 1),
+                    one.labels[s : s + k],
+                    np.zeros(k, np.int64),
                 )
                 out.append(torch.sigmoid(model(**rep.tensors())).numpy())
     return np.concatenate(out)
@@ -103,8 +144,15 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
     rows: dict[str, dict] = {}
 
     def record(model_name: str, probs: np.ndarray, seconds: float, extra: dict | None = None) -> None:
-        rows[model_name] = {**ranking_report(data.tasks, tex.labels, probs, groups), "train_seconds": seconds, **(extra or {})}
-        console.print(f"  {model_name:22s} " + " ".join(f"{k}={v:.4f}" for k, v in rows[model_name].items() if isinstance(v, float)))
+        rows[model_name] = {
+            **ranking_report(data.tasks, tex.labels, probs, groups),
+            "train_seconds": seconds,
+            **(extra or {}),
+        }
+        console.print(
+            f"  {model_name:22s} "
+            + " ".join(f"{k}={v:.4f}" for k, v in rows[model_name].items() if isinstance(v, float))
+        )
 
     counts = bl.task_counts(train)
     t0 = time.perf_counter()
@@ -118,16 +166,17 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
         models, scaler, keys, secs = bl.fit_issue3(kind, data, ftr, trx.labels, epochs=s["feat_epochs"], seed=seed)
         record(f"{kind} (issue 3)", bl.predict_issue3(models, scaler, keys, data, fte), secs)
 
-    cfg = RankTrainConfig(epochs=s["hstu_epochs"], lr=2e-3, batch_users=16, weight_decay=s["weight_decay"], seed=seed)
+    cfg = RankTrainConfig(epochs=s["hstu_epochs"], lr=3e-3, batch_users=16, weight_decay=s["weight_decay"], seed=seed)
     trained = {}
+    stats = item_statistics(train)  # training data only
     for tok in ("summed", "interleaved"):
-        m = build_hstu(data, tok, s, attributes=bool(data.item_attributes))
+        m = build_hstu(data, tok, s, attributes=bool(data.item_attributes), stats=stats)
         hist = fit_hstu(m, trx, cfg, quiet=True)
         record(f"hstu-{tok}", predict_hstu(m, tex), hist[-1]["seconds"], {"final_train_loss": hist[-1]["loss"]})
         trained[tok] = m
     best = max(("summed", "interleaved"), key=lambda t: np.nanmean([rows[f"hstu-{t}"][f"{k}/auc"] for k in data.tasks]))
     if data.item_attributes:
-        m = build_hstu(data, best, s, attributes=False)
+        m = build_hstu(data, best, s, attributes=False, stats=stats)
         hist = fit_hstu(m, trx, cfg, quiet=True)
         record(f"hstu-{best}-no-attributes", predict_hstu(m, tex), hist[-1]["seconds"])
 

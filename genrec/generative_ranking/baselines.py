@@ -167,7 +167,9 @@ class DLRMStyle(nn.Module):
         for e in self.attrs:
             nn.init.normal_(e.weight, std=0.05)
 
-    def forward(self, dense: torch.Tensor, cand: torch.Tensor, attrs: torch.Tensor, win: torch.Tensor, act: torch.Tensor):
+    def forward(
+        self, dense: torch.Tensor, cand: torch.Tensor, attrs: torch.Tensor, win: torch.Tensor, act: torch.Tensor
+    ):
         """dense (R, F), cand (R,), attrs (R, A), win / act (R, W) -> (R, T) logits."""
         e = self.item(win)  # (R, W, d), zero rows for padding
         vecs = [self.bottom(dense), self.item(cand)]
@@ -204,7 +206,13 @@ def _tensors(f: Features, scaler: DenseScaler, rows: np.ndarray | slice) -> tupl
 
 
 def fit_dlrm_style(
-    data: ActionSequences, train: Features, labels: np.ndarray, epochs: int = 3, batch: int = 512, lr: float = 2e-3, seed: int = 0
+    data: ActionSequences,
+    train: Features,
+    labels: np.ndarray,
+    epochs: int = 3,
+    batch: int = 512,
+    lr: float = 2e-3,
+    seed: int = 0,
 ) -> tuple[DLRMStyle, DenseScaler, float]:
     """Returns the model, its dense scaler and the training seconds."""
     torch.manual_seed(seed)
@@ -284,8 +292,14 @@ def _kjt(data: ActionSequences, f: Features, rows: np.ndarray | slice, keys: lis
 
 
 def fit_issue3(
-    kind: str, data: ActionSequences, train: Features, labels: np.ndarray, epochs: int = 3, batch: int = 512,
-    lr: float = 2e-3, seed: int = 0,
+    kind: str,
+    data: ActionSequences,
+    train: Features,
+    labels: np.ndarray,
+    epochs: int = 3,
+    batch: int = 512,
+    lr: float = 2e-3,
+    seed: int = 0,
 ) -> tuple[list[nn.Module], DenseScaler, list[str], float]:
     """One single-logit issue-3 model per task, trained with the masked loss on that task's labels."""
     from genrec.models.dlrm import DLRM, DLRMConfig

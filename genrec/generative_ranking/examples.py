@@ -103,6 +103,15 @@ def popularity(data: ActionSequences) -> np.ndarray:
     return np.bincount(data.items, minlength=data.num_items + 1).astype(np.float64)
 
 
+def item_statistics(train: ActionSequences) -> np.ndarray:
+    """(num_items + 1, T) float32: log(1 + how often each item earned each task's label in `train`),
+    standardised per column; the per-item counters a feature ranker gets, as dense item attributes."""
+    counts = np.zeros((train.num_items + 1, len(train.tasks)))
+    np.add.at(counts, train.items, np.nan_to_num(train.task_labels[train.actions]))
+    x = np.log1p(counts)
+    return ((x - x.mean(0)) / (x.std(0) + 1e-6)).astype(np.float32)
+
+
 def _sample(pop: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     cdf = np.cumsum(pop / pop.sum())
     return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(pop) - 1)
@@ -206,7 +215,13 @@ def train_examples(
 
 
 def eval_examples(
-    data: ActionSequences, evaluated: np.ndarray, window: int, max_len: int, num_negatives: int, pop: np.ndarray, seed: int
+    data: ActionSequences,
+    evaluated: np.ndarray,
+    window: int,
+    max_len: int,
+    num_negatives: int,
+    pop: np.ndarray,
+    seed: int,
 ) -> Examples:
     """One candidate list per evaluated user (see the module doc): held-out items + sampled unseen items."""
     rng = np.random.default_rng(seed)
@@ -237,7 +252,10 @@ def eval_examples(
                     if len(negs) == num_negatives:
                         break
         lab = np.concatenate(
-            [data.task_labels[np.array(list(best.values()), np.int64)], np.repeat(data.negative_labels[None], len(negs), 0)]
+            [
+                data.task_labels[np.array(list(best.values()), np.int64)],
+                np.repeat(data.negative_labels[None], len(negs), 0),
+            ]
         )
         c_items.append(np.concatenate([pos, np.array(negs, np.int64)]))
         c_times.append(np.full(len(pos) + len(negs), times[cut]))

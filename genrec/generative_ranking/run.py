@@ -1,8 +1,8 @@
 """Train an HSTU ranker on a dataset and keep it as a run folder that serving can load.
 
-    run_dir/ranker.pt    {"config": HSTURankerConfig dict, "model": state_dict}   (load: weights_only=True)
-    run_dir/meta.json    item ids (index i <-> item_ids[i - 1]), action names, event type -> action id, tasks,
-                         the training settings and the held-out test metrics
+run_dir/ranker.pt    {"config": HSTURankerConfig dict, "model": state_dict}   (load: weights_only=True)
+run_dir/meta.json    item ids (index i <-> item_ids[i - 1]), action names, event type -> action id, tasks,
+                     the training settings and the held-out test metrics
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genrec.generative_ranking.data import SHOP_ACTIONS, ActionSequences, load_action_dataset
-from genrec.generative_ranking.examples import popularity, split_train, eval_examples, train_examples
+from genrec.generative_ranking.examples import eval_examples, item_statistics, popularity, split_train, train_examples
 from genrec.generative_ranking.metrics import ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig
@@ -30,6 +30,7 @@ class RankerRunConfig:
     max_users: int | None = None
     token_mode: str = "summed"  # the better mode in benchmarks/results/generative_ranking*.md
     attributes: bool = True
+    item_stats: bool = True  # per-item log counts per task (training data) as a dense item attribute
     max_len: int = 200
     dim: int = 64
     dropout: float = 0.2
@@ -39,8 +40,8 @@ class RankerRunConfig:
     horizon: int = 1  # positives per training cut: the next `horizon` events
     cut_every: int = 1
     epochs: int = 10
-    lr: float = 2e-3
-    weight_decay: float = 0.1
+    lr: float = 3e-3
+    weight_decay: float = 0.0
     batch_users: int = 16
 
 
@@ -53,13 +54,14 @@ def event_actions(data: ActionSequences) -> dict[str, int]:
     return {name: i + 1 for i, name in enumerate(data.action_names)}
 
 
-def build_ranker(data: ActionSequences, cfg: RankerRunConfig) -> HSTURanker:
+def build_ranker(data: ActionSequences, cfg: RankerRunConfig, stats: np.ndarray | None = None) -> HSTURanker:
     model = HSTURanker(
         HSTURankerConfig(
             num_items=data.num_items,
             num_actions=data.num_actions,
             num_tasks=len(data.tasks),
             attributes=data.attribute_sizes() if cfg.attributes else {},
+            num_item_stats=0 if stats is None else stats.shape[1],
             token_mode=cfg.token_mode,
             max_len=cfg.max_len,
             dim=cfg.dim,
@@ -69,6 +71,8 @@ def build_ranker(data: ActionSequences, cfg: RankerRunConfig) -> HSTURanker:
     )
     if cfg.attributes and data.item_attributes:
         model.set_item_attributes({k: torch.from_numpy(v) for k, v in data.item_attributes.items()})
+    if stats is not None:
+        model.set_item_stats(torch.from_numpy(stats))
     return model
 
 
@@ -81,7 +85,7 @@ def train_ranker(cfg: RankerRunConfig, out: str | Path, quiet: bool = False) -> 
         train, cfg.max_len, cfg.train_negatives, pop, cfg.seed, horizon=cfg.horizon, cut_every=cfg.cut_every
     )
     tex = eval_examples(data, evaluated, cfg.window, cfg.max_len, cfg.negatives, pop, cfg.seed + 1)
-    model = build_ranker(data, cfg)
+    model = build_ranker(data, cfg, item_statistics(train) if cfg.item_stats else None)
     tcfg = RankTrainConfig(
         epochs=cfg.epochs, batch_users=cfg.batch_users, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed
     )

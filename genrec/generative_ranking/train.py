@@ -43,14 +43,15 @@ class RankTrainConfig:
 
 def _progress(disable: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), disable=disable,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        disable=disable,
     )
 
 
-def fit_hstu(
-    model: HSTURanker, train: Examples, cfg: RankTrainConfig, quiet: bool = False
-) -> list[dict[str, float]]:
+def fit_hstu(model: HSTURanker, train: Examples, cfg: RankTrainConfig, quiet: bool = False) -> list[dict[str, float]]:
     """Adam over batches of users (all of a user's cuts in one pass). Returns per-epoch loss and seconds."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -65,7 +66,9 @@ def fit_hstu(
             model.train()
             order = rng.permutation(train.num_users)
             pool = cfg.batch_users * 16
-            order = np.concatenate([p[np.argsort(lengths[p])] for p in np.array_split(order, max(1, len(order) // pool))])
+            order = np.concatenate(
+                [p[np.argsort(lengths[p])] for p in np.array_split(order, max(1, len(order) // pool))]
+            )
             batches = [order[i : i + cfg.batch_users] for i in range(0, len(order), cfg.batch_users)]
             rng.shuffle(batches)
             total, seen = 0.0, 0
@@ -90,7 +93,11 @@ def fit_hstu(
 
 def _cand_rows(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     starts, ends = offsets[rows], offsets[rows + 1]
-    idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(rows) else np.zeros(0, np.int64)
+    idx = (
+        np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+        if len(rows)
+        else np.zeros(0, np.int64)
+    )
     return idx, torch.from_numpy(idx.astype(np.int64))
 
 

@@ -4,7 +4,9 @@ Tokens (token_mode):
   "summed"       one token per event: e_item + e_action (+ attribute embeddings), positions 0..n-1;
   "interleaved"  two tokens per event, item then action (Zhai et al. 2024's generative ranking layout):
                  [e_item_1 + t_item, e_action_1 + t_action, e_item_2 + t_item, ...], positions 0..2n-1.
-  e_item = item embedding * sqrt(D) + sum of the item's attribute embeddings (category, brand, price bucket...).
+  e_item = item embedding * sqrt(D) + sum of the item's attribute embeddings (category, brand, price bucket...)
+         (+ optionally a linear map of dense item statistics, e.g. log counts per action from the training data:
+         the counter features a DLRM gets, given to HSTU as an item-side attribute).
 Candidates: a candidate c with cut k is a token appended after the first k events: e_item(c) + e_action(0)
 ("action unknown") in summed mode, e_item(c) + t_item in interleaved mode (an item token whose action is
 still to come), at position r * k (r = tokens per event). It attends to the r * k history tokens before the
@@ -41,6 +43,7 @@ class HSTURankerConfig:
     num_actions: int  # action ids 1..num_actions; 0 = unknown (candidates)
     num_tasks: int
     attributes: dict[str, int] = field(default_factory=dict)  # attribute name -> table size (codes 0..size-1)
+    num_item_stats: int = 0  # dense per-item statistics (e.g. log counts per action) added through a Linear
     token_mode: str = "summed"
     max_len: int = 200  # history events
     dim: int = 64
@@ -144,14 +147,21 @@ class HSTURanker(nn.Module):
         self.item_emb = nn.Embedding(c.num_items + 1, c.dim, padding_idx=0)
         self.action_emb = nn.Embedding(c.num_actions + 1, c.dim)  # row 0: unknown action (candidates)
         self.type_emb = nn.Embedding(2, c.dim)  # interleaved: item token / action token
-        self.attr_emb = nn.ModuleDict({name: nn.Embedding(size, c.dim, padding_idx=0) for name, size in c.attributes.items()})
+        self.attr_emb = nn.ModuleDict(
+            {name: nn.Embedding(size, c.dim, padding_idx=0) for name, size in c.attributes.items()}
+        )
         # item index -> attribute codes; filled by set_item_attributes, saved with the weights
         self.register_buffer("item_attrs", torch.zeros(c.num_items + 1, len(c.attributes), dtype=torch.long))
+        self.register_buffer("item_stats", torch.zeros(c.num_items + 1, c.num_item_stats))
+        self.stats_proj = nn.Linear(c.num_item_stats, c.dim) if c.num_item_stats else None
         self.input_dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(HSTULayer(self.hstu_config) for _ in range(c.num_layers))
         self.head = nn.Sequential(
             nn.LayerNorm(c.dim), nn.Linear(c.dim, c.head_hidden), nn.SiLU(), nn.Linear(c.head_hidden, c.num_tasks)
         )
+        if self.stats_proj is not None:  # start as if there were no stats: counts must not swamp the ids
+            nn.init.zeros_(self.stats_proj.weight)
+            nn.init.zeros_(self.stats_proj.bias)
         for emb in (self.item_emb, self.action_emb, self.type_emb, *self.attr_emb.values()):
             nn.init.normal_(emb.weight, std=0.02)
         with torch.no_grad():
@@ -167,15 +177,25 @@ class HSTURanker(nn.Module):
         for i, name in enumerate(self.config.attributes):
             codes = torch.as_tensor(attributes[name], dtype=torch.long)
             if codes.shape != (self.config.num_items + 1,) or int(codes.max()) >= self.config.attributes[name]:
-                raise ValueError(f"attribute {name!r}: expected ({self.config.num_items + 1},) codes < {self.config.attributes[name]}")
+                raise ValueError(
+                    f"attribute {name!r}: expected ({self.config.num_items + 1},) codes < {self.config.attributes[name]}"
+                )
             self.item_attrs[:, i] = codes
 
+    def set_item_stats(self, stats: torch.Tensor) -> None:
+        """stats: (num_items + 1, num_item_stats) float, computed on training data only (standardise them)."""
+        if tuple(stats.shape) != tuple(self.item_stats.shape):
+            raise ValueError(f"item stats: expected shape {tuple(self.item_stats.shape)}, got {tuple(stats.shape)}")
+        self.item_stats.copy_(stats)
+
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
-        """(R,) item indices -> (R, D): scaled item embedding + attribute embeddings."""
+        """(R,) item indices -> (R, D): scaled item embedding + attribute embeddings (+ projected item stats)."""
         x = self.item_emb(items) * self.config.dim**0.5
         codes = self.item_attrs[items]  # (R, A)
         for i, emb in enumerate(self.attr_emb.values()):
             x = x + emb(codes[:, i])
+        if self.stats_proj is not None:
+            x = x + self.stats_proj(self.item_stats[items])
         return x
 
     def history_tokens(
@@ -241,7 +261,10 @@ class HSTURanker(nn.Module):
         request_time: the candidates' time (default: the last history event's). Keeps the last max_len events.
         """
         n = min(int(hist_items.shape[0]), self.config.max_len)
-        hist_items, hist_actions = hist_items[-n:] if n else hist_items[:0], hist_actions[-n:] if n else hist_actions[:0]
+        hist_items, hist_actions = (
+            hist_items[-n:] if n else hist_items[:0],
+            hist_actions[-n:] if n else hist_actions[:0],
+        )
         if hist_times is None:
             hist_times = torch.zeros_like(hist_items)
         hist_times = hist_times[-n:] if n else hist_times[:0]
@@ -273,8 +296,15 @@ def appended_logits(model: HSTURanker, hist_items, hist_actions, hist_times, can
     for layer in model.layers:
         u, v, q, k = _project(layer, x)
         a = hstu_attention(
-            q, k, v, off, layer.pos_bias, layer.time_bias if c.use_time else None, ts if c.use_time else None,
-            scale=float(model.hstu_config.max_len), backend="reference",
+            q,
+            k,
+            v,
+            off,
+            layer.pos_bias,
+            layer.time_bias if c.use_time else None,
+            ts if c.use_time else None,
+            scale=float(model.hstu_config.max_len),
+            backend="reference",
         )
         x = _finish(layer, x, a.reshape(x.shape[0], -1), u)
     return model.head(x[-1:])[0]

@@ -9,7 +9,7 @@ import torch
 
 from genrec.generative_ranking import baselines as bl
 from genrec.generative_ranking.data import collapse_runs, load_shop
-from genrec.generative_ranking.examples import popularity, split_train, eval_examples, train_examples
+from genrec.generative_ranking.examples import eval_examples, popularity, split_train, train_examples
 from genrec.generative_ranking.metrics import auc, ndcg_at_k, ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, multitask_loss, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig, appended_logits
@@ -26,12 +26,20 @@ def make_model(shop, mode: str, attributes: bool = True, seed: int = 0, **kw) ->
     torch.manual_seed(seed)
     m = HSTURanker(
         HSTURankerConfig(
-            shop.num_items, shop.num_actions, len(shop.tasks), shop.attribute_sizes() if attributes else {},
-            token_mode=mode, max_len=30, dim=16, **kw,
+            shop.num_items,
+            shop.num_actions,
+            len(shop.tasks),
+            shop.attribute_sizes() if attributes else {},
+            token_mode=mode,
+            max_len=30,
+            dim=16,
+            num_item_stats=3 if attributes else 0,
+            **kw,
         )
     )
     if attributes:
         m.set_item_attributes({k: torch.from_numpy(v) for k, v in shop.item_attributes.items()})
+        m.set_item_stats(torch.randn(shop.num_items + 1, 3))
     # random (not initial) weights, so that every path carries signal
     with torch.no_grad():
         for p in m.parameters():
@@ -58,7 +66,16 @@ def test_later_action_does_not_change_earlier_predictions(shop, mode: str) -> No
     cuts = torch.tensor([0, 2, 5, 6, 9, 12])  # candidate j sees events [0, cuts[j])
 
     def logits(acts: torch.Tensor, its: torch.Tensor) -> torch.Tensor:
-        return model(its, acts, times, torch.tensor([0, n]), cands, cuts, times[cuts.clamp(max=n - 1)], torch.tensor([0, len(cands)]))
+        return model(
+            its,
+            acts,
+            times,
+            torch.tensor([0, n]),
+            cands,
+            cuts,
+            times[cuts.clamp(max=n - 1)],
+            torch.tensor([0, len(cands)]),
+        )
 
     base = logits(actions, items)
     t = 6  # change event 6's action and item: candidates with cut <= 6 must not move, later ones must

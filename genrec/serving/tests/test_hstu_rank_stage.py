@@ -26,7 +26,12 @@ def ranker_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundle_with(tiny_run: Path, tmp_path: Path, ranker_run: Path, **opts) -> ServingModel:
     stages = [
         {"name": "retrieval", "num_candidates": 40},
-        {"name": "hstu_rank", "factory": "genrec.serving.hstu_rank_stage:make_stage", "run_dir": str(ranker_run), **opts},
+        {
+            "name": "hstu_rank",
+            "factory": "genrec.serving.hstu_rank_stage:make_stage",
+            "run_dir": str(ranker_run),
+            **opts,
+        },
         {"name": "rerank"},
     ]
     path = tmp_path / "serving.json"
