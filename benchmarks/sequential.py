@@ -30,8 +30,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # `genrec train` flags per (dataset, model); model presets fill the rest (see genrec/models/__init__.py).
 COMMON = ["--loss", "full", "--precision", "bf16", "--threads", "1", "--epochs", "200", "--patience", "30"]
 SETTINGS: dict[str, dict[str, list[str]]] = {
-    "ml-1m": {m: COMMON + ["--lr", "2e-3", "--time-budget", "40"] for m in ("sasrec", "hstu", "hstu-large")},
-    "amazon-beauty": {m: COMMON + ["--time-budget", "20"] for m in ("sasrec", "hstu", "hstu-large")},
+    "ml-1m": {
+        "sasrec": COMMON + ["--lr", "2e-3", "--time-budget", "25"],
+        "hstu": COMMON + ["--lr", "2e-3", "--time-budget", "25"],
+        "hstu-large": COMMON + ["--lr", "2e-3", "--time-budget", "60"],
+    },
+    "amazon-beauty": {m: COMMON + ["--time-budget", "15"] for m in ("sasrec", "hstu", "hstu-large")},
 }
 
 

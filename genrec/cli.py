@@ -27,7 +27,7 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 @app.command()
 def train(
-    model: str = typer.Option("hstu", help="sasrec | hstu | hstu-large"),
+    model: str = typer.Option("hstu", help="sasrec | hstu | hstu-large | two-tower | wide-deep | dlrm | lr"),
     dataset: str = typer.Option("synthetic", help="ml-1m | ml-100k | amazon-beauty | synthetic[:SIZE] | PATH"),
     out: Path = typer.Option(Path("runs/run"), help="run folder (resumed if it holds a checkpoint)"),
     epochs: int = typer.Option(100),
@@ -50,8 +50,16 @@ def train(
     precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast for training; evaluation stays fp32)"),
     time_budget: float | None = typer.Option(None, help="minutes of training before stopping"),
     restart: bool = typer.Option(False, help="ignore a checkpoint in --out and start over"),
+    retrieval: str | None = typer.Option(
+        None, help="rankers (wide-deep, dlrm, lr): retrieval run folders (HSTU, two-tower), comma-separated"
+    ),
 ) -> None:
-    """Train a sequential recommender; validation picks the epoch, the test split is scored once."""
+    """Train a model; validation picks the epoch, the test split is scored once."""
+    from genrec.pipeline.cli import RANKING_MODELS, run_train
+
+    if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
+        run_train(model, dataset, out, retrieval=retrieval, threads=threads, seed=seed)
+        return
     from genrec.training.trainer import TrainConfig
     from genrec.training.trainer import train as run_training
 
@@ -179,9 +187,11 @@ def quickstart(
     console.print(json.dumps({"test": result.test["NDCG@10"], "popularity": result.popularity_test["NDCG@10"]}))
 
 
-from genrec.serving.cli import serve  # noqa: E402  (registered last: the serving layer sits on top)
+from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
+from genrec.serving.cli import serve  # noqa: E402
 
 app.command()(serve)
+app.add_typer(pipeline_app, name="pipeline")
 
 if __name__ == "__main__":
     app()

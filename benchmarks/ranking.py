@@ -1,0 +1,232 @@
+"""Multi-stage pipeline benchmark (retrieval -> ranker -> re-rank, measured after each stage) + Criteo CTR check.
+
+Per dataset (ML-1M, Amazon Beauty by default):
+  1. HSTU retrieval run: --hstu-run DATASET=DIR (e.g. from benchmarks/sequential.py: runs/bench/ml-1m-hstu);
+     without one, runs/bench/DATASET-hstu is used if it exists, else a short HSTU is trained here (and the
+     records say so).
+  2. two-tower run (item tower indexed with faiss HNSW; recall@100 vs exact search and latency recorded).
+  3. rankers (DLRM, Wide & Deep) trained on the validation targets with hard negatives from the fused
+     retrieval candidates + random items (retrieval scores as features).
+  4. pipeline evaluation on the test split, full catalog, seen items excluded: records for the stages
+     hstu-only, two-tower-only, retrieval (fused top-K, recall@K), ranking and rerank (one pair per ranker).
+Criteo sample: logistic regression, Wide & Deep and DLRM trained on train.tsv, epoch picked on dev.tsv,
+AUC / logloss on test.tsv, mean and std over --criteo-seeds seeds.
+
+    python benchmarks/ranking.py --quick                    # minutes: ml-100k, few epochs, 300 test users
+    python benchmarks/ranking.py --hstu-run ml-1m=runs/bench/ml-1m-hstu --hstu-run amazon-beauty=runs/bench/amazon-beauty-hstu
+
+Writes benchmarks/results/ranking.json (records {"dataset", "stage", "model", "metrics", "command"} and
+{"dataset": "criteo-sample", "model", "metrics": {"AUC", "logloss", ...}}), ranking.md and ranking.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from genrec.data.datasets import data_dir
+from genrec.features.criteo import load_criteo
+from genrec.pipeline.runs import Context, pipeline_evaluate, train_ranking_model
+from genrec.ranking.train import CTRConfig, build_ranker, ctr_metrics, fit_ctr, predict
+from genrec.runtime import setup
+from genrec.training.trainer import TrainConfig, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+console = Console()
+
+# Criteo sample (7,200 training rows): settings picked on dev.tsv from a small grid (lr, weight decay,
+# embedding width, dropout); the small data favour small embeddings and dropout.
+CRITEO: dict[str, dict[str, Any]] = {
+    "logistic-regression": {"kind": "lr", "model": {}, "train": {"lr": 3e-3}},
+    "wide-deep": {"kind": "wide-deep", "model": {"dim": 8, "deep_layers": [64, 32], "dropout": 0.3},
+                  "train": {"lr": 1e-3, "weight_decay": 1e-5}},
+    "dlrm": {"kind": "dlrm", "model": {"dim": 8, "dropout": 0.3}, "train": {"lr": 1e-3, "weight_decay": 1e-5}},
+}  # fmt: skip
+
+FULL = {
+    "hstu": {"epochs": 200, "patience": 20, "time_budget_s": 40 * 60, "loss": "full"},
+    "two_tower": {"epochs": 30, "max_pairs_per_epoch": 1_000_000, "patience": 3},
+    "ranker": {"epochs": 20, "patience": 3, "max_users": None, "test_users": 3000},
+    "eval_users": None,
+}
+QUICK = {
+    "hstu": {"epochs": 40, "patience": 4, "time_budget_s": 90},
+    "two_tower": {"epochs": 6, "max_pairs_per_epoch": 100_000, "patience": 2},
+    "ranker": {"epochs": 6, "patience": 2, "max_users": 3000, "test_users": 500},
+    "eval_users": 300,
+}
+
+
+def criteo_records(seeds: int) -> list[dict[str, Any]]:
+    data = load_criteo(data_dir())
+    quiet = Console(quiet=True)
+    records = []
+    for name, spec in CRITEO.items():
+        aucs, losses, epochs = [], [], []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = build_ranker(spec["kind"], data.schema, **spec["model"])
+            cfg = CTRConfig(epochs=40, batch_size=256, patience=3, seed=seed, **spec["train"])
+            res = fit_ctr(model, data.train, data.dev, cfg, quiet)
+            m = ctr_metrics(data.test, predict(model, data.test))
+            aucs.append(m["AUC"]), losses.append(m["logloss"]), epochs.append(res.best_epoch)
+        metrics = {"AUC": float(np.mean(aucs)), "logloss": float(np.mean(losses)), "AUC_std": float(np.std(aucs)),
+                   "logloss_std": float(np.std(losses)), "seeds": seeds, "best_epochs": epochs}  # fmt: skip
+        console.print(f"criteo {name}: test AUC {metrics['AUC']:.4f} ± {metrics['AUC_std']:.4f}, "
+                      f"logloss {metrics['logloss']:.4f}")  # fmt: skip
+        records.append({"dataset": "criteo-sample", "model": name, "metrics": metrics, "split": "test",
+                        "settings": spec, "command": "python benchmarks/ranking.py --criteo-only"})  # fmt: skip
+    return records
+
+
+def hstu_run(dataset: str, given: dict[str, str], runs: Path, mode: dict, ctx: Context) -> tuple[Path, str]:
+    if dataset in given:
+        return Path(given[dataset]), "given"
+    default = Path("runs/bench") / f"{dataset}-hstu"
+    if (default / "best.pt").exists():
+        return default, "runs/bench"
+    out = runs / dataset / "hstu"
+    if not (out / "best.pt").exists():
+        train(TrainConfig(model="hstu", dataset=dataset, out=str(out), threads=1, **mode["hstu"]), dataset=ctx.ds,
+              console=console)  # fmt: skip
+    return out, f"trained here: {mode['hstu']}"
+
+
+def dataset_records(dataset: str, args: argparse.Namespace, mode: dict) -> list[dict[str, Any]]:
+    t0 = time.perf_counter()
+    ctx = Context(dataset)
+    runs = args.runs
+    hstu, hstu_origin = hstu_run(dataset, dict(x.split("=", 1) for x in args.hstu_run), runs, mode, ctx)
+    tt = runs / dataset / "two-tower"
+    if not (tt / "metrics.json").exists():
+        train_ranking_model("two-tower", dataset, tt, context=ctx, console=console, threads=1, **mode["two_tower"])
+    tt_metrics = json.loads((tt / "metrics.json").read_text())
+    retrieval = [str(hstu), str(tt)]
+    cmd = " ".join(shlex.quote(a) for a in sys.argv)
+    records: list[dict[str, Any]] = [
+        {"dataset": dataset, "stage": "two-tower-ann", "model": "hnsw", "metrics": tt_metrics["ann"], "command": cmd}
+    ]
+    base_done = False
+    for kind in args.rankers:
+        run = runs / dataset / kind
+        if not (run / "metrics.json").exists():
+            train_ranking_model(kind, dataset, run, context=ctx, console=console, threads=1, retrieval=retrieval,
+                                **mode["ranker"])  # fmt: skip
+        rm = json.loads((run / "metrics.json").read_text())
+        res = pipeline_evaluate(ctx, retrieval, str(run), console, k=args.k, cap=args.cap,
+                                max_users=mode["eval_users"])  # fmt: skip
+        for stage, m in res.items():
+            if stage in ("ranking", "rerank"):
+                extra = {"ranker_test_rows": rm["test_rows"]} if stage == "ranking" else {"cap": args.cap}
+                records.append(
+                    {"dataset": dataset, "stage": stage, "model": kind, "metrics": m, "command": cmd, **extra}
+                )
+            elif not base_done:
+                model = {"hstu-only": f"hstu ({hstu_origin})", "retrieval": f"hstu + two-tower, RRF top-{args.k}"}
+                records.append({"dataset": dataset, "stage": stage, "model": model.get(stage, stage), "metrics": m,
+                                "command": cmd})  # fmt: skip
+        base_done = True
+    console.print(f"{dataset} done in {(time.perf_counter() - t0) / 60:.1f} min")
+    return records
+
+
+def write(records: list[dict[str, Any]], quick: bool) -> None:
+    """Merge with the existing results: records of the datasets measured now replace the old ones."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "ranking_quick" if quick else "ranking"
+    old_path = RESULTS / f"{name}.json"
+    if old_path.exists():
+        fresh = {r["dataset"] for r in records}
+        records = [r for r in json.loads(old_path.read_text()) if r["dataset"] not in fresh] + records
+    (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=2))
+    lines = [f"# Multi-stage pipeline{' (quick mode: small runs, subset of test users)' if quick else ''}", ""]
+    pipe = [r for r in records if r["dataset"] != "criteo-sample" and r["stage"] != "two-tower-ann"]
+    if pipe:
+        lines += ["Test split, full catalog, seen items excluded; the same users for every stage.", "",
+                  "| dataset | stage | model | HR@10 | NDCG@10 | recall@K | users |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in pipe:
+            m = r["metrics"]
+            rec = next((f"{v:.4f}" for k, v in m.items() if k.startswith("recall@")), "")
+            lines.append(f"| {r['dataset']} | {r['stage']} | {r['model']} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} | "
+                         f"{rec} | {m['users']} |")  # fmt: skip
+    ann = [r for r in records if r.get("stage") == "two-tower-ann"]
+    if ann:
+        lines += ["", "Two-tower item index (faiss HNSW) against exact search, one query at a time:", "",
+                  "| dataset | recall@100 | HNSW p50 ms | exact p50 ms |", "|---|---|---|---|"]  # fmt: skip
+        for r in ann:
+            m = r["metrics"]
+            lines.append(f"| {r['dataset']} | {m['recall@100']:.4f} | {m['ann_latency_ms_p50']:.3f} | "
+                         f"{m['exact_latency_ms_p50']:.3f} |")  # fmt: skip
+    crit = [r for r in records if r["dataset"] == "criteo-sample"]
+    if crit:
+        lines += ["", "Criteo sample (7,200 train / 409 dev / 391 test rows), test split, mean ± std over seeds:", "",
+                  "| model | AUC | logloss |", "|---|---|---|"]  # fmt: skip
+        for r in crit:
+            m = r["metrics"]
+            lines.append(
+                f"| {r['model']} | {m['AUC']:.4f} ± {m['AUC_std']:.4f} | {m['logloss']:.4f} ± {m['logloss_std']:.4f} |"
+            )
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    if pipe:
+        plot(pipe, RESULTS / f"{name}.png")
+
+
+def plot(pipe: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in pipe))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
+    for ax, d in zip(axes[0], datasets, strict=True):
+        rows = [r for r in pipe if r["dataset"] == d]
+        labels = [r["stage"] + (f"\n{r['model']}" if r["stage"] in ("ranking", "rerank") else "") for r in rows]
+        ax.bar(range(len(rows)), [r["metrics"]["NDCG@10"] for r in rows], color="tab:blue")
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set(title=d, ylabel="test NDCG@10")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=None, help="default: ml-1m amazon-beauty (quick: ml-100k)")
+    ap.add_argument("--hstu-run", action="append", default=[], metavar="DATASET=DIR")
+    ap.add_argument("--rankers", nargs="+", default=["dlrm", "wide-deep"])
+    ap.add_argument("--runs", type=Path, default=Path("runs/ranking"))
+    ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--cap", type=int, default=3)
+    ap.add_argument("--criteo-seeds", type=int, default=5)
+    ap.add_argument("--criteo-only", action="store_true")
+    ap.add_argument("--skip-criteo", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small runs and 300 test users: a check, not a result")
+    args = ap.parse_args()
+    setup(1)
+    mode = QUICK if args.quick else FULL
+    datasets = args.datasets or (["ml-100k"] if args.quick else ["ml-1m", "amazon-beauty"])
+    if args.quick:
+        args.runs = args.runs.with_name(args.runs.name + "-quick")
+    records: list[dict[str, Any]] = []
+    if not args.criteo_only:
+        for d in datasets:
+            records += dataset_records(d, args, mode)
+            write(records, args.quick)
+    if not args.skip_criteo:
+        records += criteo_records(args.criteo_seeds)
+    write(records, args.quick)
+    console.print((RESULTS / f"{'ranking_quick' if args.quick else 'ranking'}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

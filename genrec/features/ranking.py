@@ -1,0 +1,197 @@
+"""(user, candidate, context) rows for rankers and the two towers' inputs, built from FeatureTables.
+
+A ranking row r is a user u_r with the history that ends (exclusive) at position end_r of data.items, and a
+candidate item c_r. Its features:
+    sparse  cand_item, hist_items (last H items, mean-pooled), last_item      -> one shared item-id table
+            u_<attr> (user attributes), i_<attr> (candidate attributes, multi-hot ones included)
+            c_hour, c_weekday (request time = the target event's time), c_last_event (type of the last event)
+            x_* crossed features for the wide part: last item x candidate, last item's category x the
+            candidate's, every user attribute x the candidate's category (hashed into `cross_buckets`)
+    dense   candidate numeric attributes (popularity, year, price), user numeric attributes,
+            log history length, share of the last H items in the candidate's category, then `extra` columns
+            (retrieval scores) supplied by the caller
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from genrec.data.batches import gather_windows
+from genrec.data.sequences import SequenceData
+from genrec.features.encoders import hash_cross
+from genrec.features.jagged import Rows, SparseColumns, take_jagged
+from genrec.features.schema import FeatureSchema, TableSpec
+from genrec.features.tables import FeatureTables
+
+ITEM_TABLE = "t_item_id"  # never "items": a later sharding plan keys tables by name
+
+
+@dataclass
+class FeatureConfig:
+    history_len: int = 20
+    cross_buckets: int = 1 << 18
+    extra_dense: list[str] = field(default_factory=list)  # names of the caller's extra dense columns
+
+
+def recent_items(data: SequenceData, users: np.ndarray, ends: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Last h items before `ends` (exclusive, positions in data.items) of each row's user -> jagged (values, offsets)."""
+    starts = np.maximum(data.offsets[users], ends - h)
+    idx, offsets = gather_windows(starts, ends)
+    return data.items[idx], offsets
+
+
+def context_ids(
+    data: SequenceData, tables: FeatureTables, users: np.ndarray, ends: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Request context per row: hour and weekday of the target event's time, type of the last seen event."""
+    out: dict[str, np.ndarray] = {}
+    if tables.has_time and data.timestamps is not None:
+        ts = data.timestamps[np.minimum(ends, len(data.items) - 1)]
+        out["c_hour"] = ts // 3600 % 24 + 1
+        out["c_weekday"] = (ts // 86_400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
+    if tables.num_event_types and data.event_types is not None:
+        has = ends > data.offsets[users]
+        out["c_last_event"] = np.where(has, data.event_types[np.maximum(ends - 1, 0)], 0)
+    return out
+
+
+class RankingFeaturizer:
+    def __init__(self, tables: FeatureTables, data: SequenceData, config: FeatureConfig | None = None) -> None:
+        self.t, self.data, self.cfg = tables, data, config or FeatureConfig()
+
+    def _context_sizes(self) -> dict[str, int]:
+        sizes = {}
+        if self.t.has_time and self.data.timestamps is not None:
+            sizes |= {"c_hour": 25, "c_weekday": 8}
+        if self.t.num_event_types and self.data.event_types is not None:
+            sizes["c_last_event"] = self.t.num_event_types + 1
+        return sizes
+
+    def _crosses(self) -> list[str]:
+        x = ["x_last_item_cand"]
+        if self.t.category.max() > 0:
+            x += ["x_last_cat_cand_cat"] + [f"x_u_{a}_cand_cat" for a in self.t.users.cat]
+        return x
+
+    def dense_names(self) -> list[str]:
+        t = self.t
+        return (
+            [f"i_{n}" for n in t.items.num]
+            + [f"u_{n}" for n in t.users.num]
+            + ["hist_len_log", "recent_cat_share"]
+            + (["covisit_last", "covisit_recent"] if self.t.covisit is not None else [])
+            + list(self.cfg.extra_dense)
+        )
+
+    def schema(self) -> FeatureSchema:
+        t = self.t
+        tables = [TableSpec(ITEM_TABLE, t.num_items + 1, ["cand_item", "hist_items", "last_item"], "mean")]
+        tables += [TableSpec(f"t_u_{n}", s, [f"u_{n}"]) for n, s in t.users.sizes.items() if n in t.users.cat]
+        tables += [TableSpec(f"t_i_{n}", t.items.sizes[n], [f"i_{n}"]) for n in t.items.cat]
+        tables += [TableSpec(f"t_i_{n}", t.items.sizes[n], [f"i_{n}"], "mean") for n in t.items.multi]
+        tables += [TableSpec(f"t_{n}", s, [n]) for n, s in self._context_sizes().items()]
+        tables += [TableSpec(f"t_{n}", self.cfg.cross_buckets + 1, [n], wide_only=True) for n in self._crosses()]
+        return FeatureSchema(dense=self.dense_names(), tables=tables)
+
+    def rows(
+        self,
+        users: np.ndarray,
+        cands: np.ndarray,
+        ends: np.ndarray,
+        extra: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+    ) -> Rows:
+        """users, cands, ends: (R,) int64 -> Rows. extra: (R, len(extra_dense)) float, labels: (R,) 0/1."""
+        t, d, cfg = self.t, self.data, self.cfg
+        users, cands, ends = (np.asarray(a, np.int64) for a in (users, cands, ends))
+        r = len(users)
+        hist, hist_off = recent_items(d, users, ends, cfg.history_len)
+        hist_len = np.diff(hist_off)
+        last = np.where(hist_len > 0, hist[np.maximum(hist_off[1:] - 1, 0)], 0)
+        sp = SparseColumns.single({"cand_item": cands, "last_item": last})
+        sp.add("hist_items", hist, hist_off)
+        for n, ids in t.users.cat.items():
+            sp.add(f"u_{n}", ids[users])
+        for n, ids in t.items.cat.items():
+            sp.add(f"i_{n}", ids[cands])
+        for n, (vals, offs) in t.items.multi.items():
+            sp.add(f"i_{n}", *take_jagged(vals, offs, cands))
+        for n, ids in context_ids(d, t, users, ends).items():
+            sp.add(n, ids)
+        b = cfg.cross_buckets
+        cand_cat = t.category[cands]
+        sp.add("x_last_item_cand", hash_cross(last, cands, b))
+        if t.category.max() > 0:
+            sp.add("x_last_cat_cand_cat", hash_cross(t.category[last], cand_cat, b))
+            for n, ids in t.users.cat.items():
+                sp.add(f"x_u_{n}_cand_cat", hash_cross(ids[users], cand_cat, b))
+        # share of the recent items in the candidate's category: a cheap, strong ranking signal
+        same = (t.category[hist] == np.repeat(cand_cat, hist_len)) & (np.repeat(cand_cat, hist_len) > 0)
+        share = (
+            np.add.reduceat(same.astype(np.float32), np.minimum(hist_off[:-1], max(len(hist) - 1, 0)))
+            if len(hist)
+            else np.zeros(r)
+        )
+        share = np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0)
+        cols = [t.items.num[n][cands] for n in t.items.num] + [t.users.num[n][users] for n in t.users.num]
+        cols += [np.log1p(ends - d.offsets[users]).astype(np.float32), share.astype(np.float32)]
+        if t.covisit is not None:  # how often the candidate followed the last / the recent items in training
+            last_c = t.covisit.lookup(last, cands)
+            rec = t.covisit.lookup(hist, np.repeat(cands, hist_len))
+            rec_sum = np.bincount(np.repeat(np.arange(r), hist_len), weights=rec, minlength=r)
+            cols += [np.log1p(last_c), np.log1p(rec_sum).astype(np.float32)]
+        dense = np.stack(cols, 1).astype(np.float32)
+        if cfg.extra_dense:
+            if extra is None or extra.shape != (r, len(cfg.extra_dense)):
+                raise ValueError(
+                    f"rows need extra dense columns {cfg.extra_dense} of shape ({r}, {len(cfg.extra_dense)})"
+                )
+            dense = np.concatenate([dense, extra.astype(np.float32)], 1)
+        lab = np.zeros(r, np.float32) if labels is None else np.asarray(labels, np.float32)
+        return Rows(dense, sp, lab, groups)
+
+    # ---- two-tower inputs -------------------------------------------------------------------------
+    def user_schema(self) -> FeatureSchema:
+        t = self.t
+        tables = [TableSpec("t_tt_hist_item", t.num_items + 1, ["hist_items", "last_item"], "mean")]
+        tables += [TableSpec(f"t_u_{n}", t.users.sizes[n], [f"u_{n}"]) for n in t.users.cat]
+        tables += [TableSpec(f"t_{n}", s, [n]) for n, s in self._context_sizes().items() if n == "c_last_event"]
+        return FeatureSchema(dense=[f"u_{n}" for n in t.users.num] + ["hist_len_log"], tables=tables)
+
+    def item_schema(self) -> FeatureSchema:
+        t = self.t
+        tables = [TableSpec("t_tt_item_id", t.num_items + 1, ["cand_item"])]
+        tables += [TableSpec(f"t_i_{n}", t.items.sizes[n], [f"i_{n}"]) for n in t.items.cat]
+        tables += [TableSpec(f"t_i_{n}", t.items.sizes[n], [f"i_{n}"], "mean") for n in t.items.multi]
+        dense = [f"i_{n}" for n in t.items.num if n != "popularity"]  # log-Q handles popularity
+        return FeatureSchema(dense=dense or ["bias"], tables=tables)
+
+    def user_side(self, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, SparseColumns]:
+        """Two-tower user inputs for histories ending (exclusive) at `ends`: dense (B, F), sparse columns."""
+        t, d = self.t, self.data
+        hist, off = recent_items(d, users, ends, self.cfg.history_len)
+        n = np.diff(off)
+        last = np.where(n > 0, hist[np.maximum(off[1:] - 1, 0)], 0)
+        sp = SparseColumns.single({"last_item": last})
+        sp.add("hist_items", hist, off)
+        for k, ids in t.users.cat.items():
+            sp.add(f"u_{k}", ids[users])
+        ctx = context_ids(d, t, users, ends)
+        if "c_last_event" in ctx:
+            sp.add("c_last_event", ctx["c_last_event"])
+        cols = [t.users.num[k][users] for k in t.users.num] + [np.log1p(ends - d.offsets[users]).astype(np.float32)]
+        return np.stack(cols, 1).astype(np.float32), sp
+
+    def item_side(self, items: np.ndarray) -> tuple[np.ndarray, SparseColumns]:
+        t = self.t
+        sp = SparseColumns.single({"cand_item": items})
+        for n, ids in t.items.cat.items():
+            sp.add(f"i_{n}", ids[items])
+        for n, (vals, offs) in t.items.multi.items():
+            sp.add(f"i_{n}", *take_jagged(vals, offs, items))
+        cols = [t.items.num[n][items] for n in t.items.num if n != "popularity"]
+        dense = np.stack(cols, 1) if cols else np.zeros((len(items), 1))
+        return dense.astype(np.float32), sp

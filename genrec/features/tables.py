@@ -1,0 +1,267 @@
+"""User and item side tables of the named datasets, encoded with training-only statistics.
+
+Raw attributes per dataset (row = item index 0..num_items, row 0 = padding; users 0..num_users-1):
+    ml-1m          items: genres (multi-hot), year (numeric), decade, first genre      users.dat: gender, age,
+                   occupation, zip prefix (3 digits), mapped through sas_to_original_users.txt
+    ml-100k        u.item: genres (multi-hot), release year, decade                   u.user: gender, age (numeric
+                   and bucket), occupation, zip prefix
+    amazon-beauty  Beauty_item2attributes.json: attributes (multi-hot, brand + categories; unnamed ids)
+    synthetic      catalog: category, brand, price (log), in_stock                    users: region, age_group
+    PATH           catalog columns category / brand (categorical) and price (numeric) when present
+Every item also gets its training-event count (log, numeric) as a popularity feature. Vocabularies and
+scalers are fitted on the items that occur in training events (and on all users, whose attributes are
+static); an item that only appears in valid/test falls into the reserved bucket of each categorical feature.
+`category` (num_items + 1,) is the id the re-ranker's per-category cap uses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from genrec.data.datasets import Dataset, data_dir
+from genrec.data.io import DataError
+from genrec.data.sequences import Split
+from genrec.features.covisit import CoVisitation
+from genrec.features.encoders import CategoryEncoder, NumericScaler
+
+
+@dataclass
+class RawTable:
+    """Unencoded attributes of N entities: categorical str|None, multi-valued lists of str, numeric (NaN = missing)."""
+
+    n: int
+    cat: dict[str, list[str | None]] = field(default_factory=dict)
+    multi: dict[str, list[list[str]]] = field(default_factory=dict)
+    num: dict[str, np.ndarray] = field(default_factory=dict)
+    log_num: set[str] = field(default_factory=set)  # numeric columns scaled after log1p
+
+
+@dataclass
+class EntityTable:
+    """Encoded attributes, row = entity index. Ids are 0 for the reserved unseen/missing bucket."""
+
+    cat: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) int64
+    multi: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (values, offsets (N+1,))
+    num: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) float32, standardised
+    sizes: dict[str, int] = field(default_factory=dict)  # name -> table rows (incl. bucket 0)
+
+
+def encode_table(raw: RawTable, fit_rows: np.ndarray, min_count: int = 1) -> EntityTable:
+    """Fit every encoder on `fit_rows` (training entities) only, then encode all N rows."""
+    out = EntityTable()
+    for name, col in raw.cat.items():
+        enc = CategoryEncoder(min_count).fit(col[i] for i in fit_rows)
+        out.cat[name], out.sizes[name] = enc.transform(col), enc.size
+    for name, lists in raw.multi.items():
+        enc = CategoryEncoder(min_count).fit(v for i in fit_rows for v in lists[i])
+        lengths = np.array([len(x) for x in lists], np.int64)
+        offsets = np.zeros(raw.n + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        out.multi[name] = (enc.transform([v for x in lists for v in x]), offsets)
+        out.sizes[name] = enc.size
+    for name, x in raw.num.items():
+        sc = NumericScaler(log=name in raw.log_num).fit(x[fit_rows])
+        out.num[name] = sc.transform(x)
+    return out
+
+
+@dataclass
+class FeatureTables:
+    users: EntityTable
+    items: EntityTable
+    category: np.ndarray  # (num_items + 1,) int64 category id for diversity rules (0 = none)
+    num_items: int
+    num_users: int
+    has_time: bool  # request-time context (hour, weekday) is available
+    num_event_types: int  # 0 when the log has no event types
+    covisit: CoVisitation | None = None  # item -> next-item counts of the training sequences
+
+
+def _year(title: str) -> float:
+    m = re.search(r"\((\d{4})\)\s*$", title.strip())
+    return float(m.group(1)) if m else np.nan
+
+
+def _item_rows(ds: Dataset, col: str = "item_id") -> np.ndarray:
+    """Catalog row -> item index (0 when the catalog lists an item the events never mention)."""
+    assert ds.catalog is not None
+    vocab = ds.sequences.item_vocab
+    return np.array([vocab.index(str(i)) for i in ds.catalog[col].to_list()], np.int64)
+
+
+def _scatter(n: int, rows: np.ndarray, values: list, fill: object) -> list:
+    out = [fill] * n
+    for r, v in zip(rows.tolist(), values, strict=True):
+        if r:
+            out[r] = v
+    return out
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line) of the non-blank lines of a latin-1 text file."""
+    if not path.exists():
+        raise FileNotFoundError(f"feature file {path} is missing; set GENREC_DATA_DIR to the data folder")
+    return [(i, ln) for i, ln in enumerate(path.read_bytes().decode("latin-1").splitlines(), 1) if ln.strip()]
+
+
+def _ml1m(ds: Dataset, root: Path) -> tuple[RawTable, RawTable, list]:
+    n_items, seq = ds.sequences.num_items + 1, ds.sequences
+    items = RawTable(n_items)
+    if ds.catalog is None:
+        raise FileNotFoundError(f"ml-1m features need {root}/ml-1m/original/movies.dat and the SASRec id maps")
+    rows = _item_rows(ds)
+    genres = [g.split("|") for g in ds.catalog["genres"].to_list()]
+    years = [_year(t) for t in ds.catalog["title"].to_list()]
+    items.multi["genres"] = _scatter(n_items, rows, genres, [])
+    year = np.array(_scatter(n_items, rows, years, np.nan), np.float64)
+    items.num["year"] = year
+    items.cat["decade"] = [None if np.isnan(y) else str(int(y) // 10 * 10) for y in year]
+    items.cat["genre"] = _scatter(n_items, rows, [g[0] for g in genres], None)
+    # users.dat (original ids) -> SASRec user ids (the dataset's user vocabulary)
+    users = RawTable(seq.num_users)
+    mapping = {}
+    for i, ln in _read_lines(root / "ml-1m/sasrec/sas_to_original_users.txt"):
+        parts = ln.split()
+        if len(parts) != 2:
+            raise DataError(
+                root / "ml-1m/sasrec/sas_to_original_users.txt", "expected 'sasrec_user original_user'", row=i
+            )
+        mapping[parts[1]] = parts[0]
+    attrs: dict[str, list[str]] = {}
+    path = root / "ml-1m/original/users.dat"
+    for i, ln in _read_lines(path):
+        p = ln.split("::")
+        if len(p) != 5:
+            raise DataError(path, "expected UserID::Gender::Age::Occupation::Zip-code", row=i)
+        attrs[mapping.get(p[0], "")] = p[1:]
+    rec = [attrs.get(u, [None] * 4) for u in seq.user_vocab.ids]
+    for j, name in enumerate(("gender", "age", "occupation")):
+        users.cat[name] = [r[j] for r in rec]
+    users.cat["zip3"] = [r[3][:3] if r[3] else None for r in rec]
+    return items, users, items.cat["genre"]
+
+
+def _ml100k(ds: Dataset, root: Path) -> tuple[RawTable, RawTable, list]:
+    seq = ds.sequences
+    n_items = seq.num_items + 1
+    items = RawTable(n_items)
+    genre_names = [ln.split("|")[0] for _, ln in _read_lines(root / "ml-100k/u.genre")]
+    path = root / "ml-100k/u.item"
+    genres, years, first = [[] for _ in range(n_items)], np.full(n_items, np.nan), [None] * n_items
+    for i, ln in _read_lines(path):
+        p = ln.split("|")
+        if len(p) < 5 + len(genre_names):
+            raise DataError(path, f"expected {5 + len(genre_names)} '|'-separated fields", row=i)
+        r = seq.item_vocab.index(p[0])
+        if r:
+            genres[r] = [g for g, f in zip(genre_names, p[5:], strict=False) if f == "1"]
+            first[r] = genres[r][0] if genres[r] else None
+            m = re.search(r"(\d{4})$", p[2])
+            years[r] = float(m.group(1)) if m else np.nan
+    items.multi["genres"], items.num["year"], items.cat["genre"] = genres, years, first
+    items.cat["decade"] = [None if np.isnan(y) else str(int(y) // 10 * 10) for y in years]
+    users = RawTable(seq.num_users)
+    path = root / "ml-100k/u.user"
+    attrs = {}
+    for i, ln in _read_lines(path):
+        p = ln.split("|")
+        if len(p) != 5:
+            raise DataError(path, "expected id|age|gender|occupation|zip", row=i)
+        attrs[p[0]] = p[1:]
+    rec = [attrs.get(u, [None] * 4) for u in seq.user_vocab.ids]
+    age = np.array([float(r[0]) if r[0] else np.nan for r in rec])
+    users.num["age"] = age
+    users.cat["age_bucket"] = [None if np.isnan(a) else str(int(a) // 10) for a in age]
+    users.cat["gender"] = [r[1] for r in rec]
+    users.cat["occupation"] = [r[2] for r in rec]
+    users.cat["zip3"] = [r[3][:3] if r[3] else None for r in rec]
+    return items, users, first
+
+
+def _beauty(ds: Dataset, root: Path) -> tuple[RawTable, RawTable, list]:
+    n_items = ds.sequences.num_items + 1
+    items = RawTable(n_items)
+    if ds.catalog is None:
+        raise FileNotFoundError(f"amazon-beauty features need {root}/amazon-beauty/Beauty_item2attributes.json")
+    rows = _item_rows(ds)
+    attrs = [[str(a) for a in v] for v in ds.catalog["attributes"].to_list()]
+    items.multi["attributes"] = _scatter(n_items, rows, attrs, [])
+    # category for the diversity cap: the item's most widespread attribute (a broad category such as
+    # "Makeup"; attribute names are not published, brands are narrow, so the broadest one is the category)
+    df = {}
+    for a in attrs:
+        for x in a:
+            df[x] = df.get(x, 0) + 1
+    broad = [max(a, key=lambda x: (df[x], x)) if a else None for a in attrs]
+    items.cat["broad_attribute"] = _scatter(n_items, rows, broad, None)
+    return items, RawTable(ds.sequences.num_users), items.cat["broad_attribute"]
+
+
+def _catalog_generic(ds: Dataset) -> tuple[RawTable, RawTable, list]:
+    seq = ds.sequences
+    n_items = seq.num_items + 1
+    items = RawTable(n_items)
+    category: list = [None] * n_items
+    if ds.catalog is not None:
+        rows = _item_rows(ds)
+        for col in ("category", "brand", "in_stock"):
+            if col in ds.catalog.columns:
+                items.cat[col] = _scatter(n_items, rows, ds.catalog[col].cast(pl.Utf8).to_list(), None)
+        if "price" in ds.catalog.columns:
+            price = ds.catalog["price"].cast(pl.Float64).fill_null(np.nan).to_list()
+            items.num["price"] = np.array(_scatter(n_items, rows, price, np.nan), np.float64)
+            items.log_num.add("price")
+        category = items.cat.get("category", category)
+    users = RawTable(seq.num_users)
+    if ds.users is not None:
+        u_rows = np.array([seq.user_vocab.index(str(u)) - 1 for u in ds.users["user_id"].to_list()], np.int64)
+        for col in ds.users.columns:
+            if col != "user_id":
+                vals = ds.users[col].cast(pl.Utf8).to_list()
+                out: list = [None] * seq.num_users
+                for r, v in zip(u_rows.tolist(), vals, strict=True):
+                    if r >= 0:
+                        out[r] = v
+                users.cat[col] = out
+    return items, users, category
+
+
+def raw_tables(ds: Dataset, root: Path | None = None) -> tuple[RawTable, RawTable, list]:
+    """(items, users, category per item) for a loaded dataset, chosen by its name."""
+    root = root or data_dir()
+    name = ds.sequences.name
+    if name == "ml-1m":
+        return _ml1m(ds, root)
+    if name == "ml-100k":
+        return _ml100k(ds, root)
+    if name == "amazon-beauty":
+        return _beauty(ds, root)
+    return _catalog_generic(ds)
+
+
+def build_feature_tables(ds: Dataset, split: Split, root: Path | None = None) -> FeatureTables:
+    """Encode a dataset's side tables with statistics of the training events only."""
+    seq = ds.sequences
+    items_raw, users_raw, category = raw_tables(ds, root)
+    counts = np.bincount(split.train_items, minlength=seq.num_items + 1).astype(np.float64)
+    items_raw.num["popularity"] = counts
+    items_raw.log_num.add("popularity")
+    train_items = np.flatnonzero(counts > 0)
+    items = encode_table(items_raw, train_items)
+    users = encode_table(users_raw, np.arange(seq.num_users))
+    cat_enc = CategoryEncoder().fit(category[i] for i in train_items)
+    return FeatureTables(
+        users=users,
+        items=items,
+        category=cat_enc.transform(category),
+        num_items=seq.num_items,
+        num_users=seq.num_users,
+        has_time=seq.timestamps is not None,
+        num_event_types=len(seq.event_vocab) if seq.event_vocab is not None else 0,
+        covisit=CoVisitation.from_split(split),
+    )

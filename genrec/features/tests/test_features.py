@@ -1,0 +1,95 @@
+import numpy as np
+import polars as pl
+import torch
+
+from genrec.data.datasets import Dataset
+from genrec.data.sequences import build_sequences, leave_one_out
+from genrec.features import UNSEEN, CategoryEncoder, NumericScaler, RankingFeaturizer, build_feature_tables
+from genrec.features.tables import RawTable, encode_table
+
+
+def test_category_encoder_reserved_bucket_and_min_count():
+    enc = CategoryEncoder(min_count=2).fit(["a", "b", "a", None, "c", "c"])
+    ids = enc.transform(["a", "c", "b", "zzz", None])
+    assert ids[0] != UNSEEN and ids[1] != UNSEEN and ids[0] != ids[1]
+    assert ids[2] == UNSEEN  # seen once in training: below min_count
+    assert ids[3] == UNSEEN and ids[4] == UNSEEN  # unseen / missing
+    assert enc.size == 3
+
+
+def test_numeric_scaler_uses_training_rows_only():
+    raw = RawTable(4, cat={"brand": ["x", "y", "x", "new"]}, num={"price": np.array([1.0, 3.0, 1000.0, np.nan])})
+    t = encode_table(raw, fit_rows=np.array([0, 1]))
+    assert t.cat["brand"][3] == UNSEEN and t.cat["brand"][2] == t.cat["brand"][0]
+    np.testing.assert_allclose(t.num["price"][:2], [-1.0, 1.0], atol=1e-6)  # mean 2, std 1 from rows 0-1
+    assert t.num["price"][2] > 100  # the outlier was not part of the statistics
+    assert t.num["price"][3] == 0.0  # missing -> training mean
+    assert NumericScaler(log=True).fit(np.array([0.0, np.e - 1])).mean == 0.5
+
+
+def _hand_dataset() -> Dataset:
+    # user u1: a b c d e ; user u2: a b f ; item f (only in u2's test target) has a brand never seen in training
+    ev = [("u1", i, t) for t, i in enumerate("abcde")] + [("u2", i, 10 + t) for t, i in enumerate("abf")]
+    events = pl.DataFrame(
+        {"user_id": [e[0] for e in ev], "item_id": [e[1] for e in ev], "timestamp": [e[2] for e in ev]}
+    )
+    catalog = pl.DataFrame(
+        {
+            "item_id": list("abcdef"),
+            "category": ["k1", "k1", "k2", "k2", "k1", "k3"],
+            "brand": ["B1", "B2", "B1", "B2", "B1", "NEW"],
+            "price": [10.0, 20.0, 30.0, 40.0, 50.0, 9999.0],
+        }
+    )
+    users = pl.DataFrame({"user_id": ["u1", "u2"], "region": ["north", "south"]})
+    return Dataset(build_sequences(events, name="hand"), catalog=catalog, users=users)
+
+
+def test_feature_tables_and_rows_on_hand_made_tables():
+    ds = _hand_dataset()
+    split = leave_one_out(ds.sequences)
+    t = build_feature_tables(ds, split)
+    v = ds.sequences.item_vocab
+    f = v.index("f")
+    assert t.items.cat["brand"][f] == UNSEEN and t.items.cat["category"][f] == UNSEEN
+    assert t.category[f] == UNSEEN and t.category[v.index("a")] != UNSEEN
+    # train events: u1 a b c (d, e held out); u2 a (b, f held out): popularity counts from those only
+    pop = t.items.num["popularity"]
+    assert pop[v.index("a")] > pop[v.index("b")] and pop[v.index("d")] == pop[v.index("f")]
+    # price statistics come from training items a, b, c only: the 9999 of test-only f is not in the mean
+    price = t.items.num["price"]
+    assert abs(price[[v.index("a"), v.index("b"), v.index("c")]].mean()) < 1e-5
+
+    feat = RankingFeaturizer(t, ds.sequences)
+    rows = feat.rows(
+        np.array([0, 0]), np.array([v.index("e"), v.index("a")]), np.array([4, 4]), labels=np.array([1, 0])
+    )
+    # history before position 4 of u1 = a b c d; last item d
+    h0 = rows.sparse.values["hist_items"][rows.sparse.offsets["hist_items"][0] : rows.sparse.offsets["hist_items"][1]]
+    assert [v.raw(int(i)) for i in h0] == list("abcd")
+    assert v.raw(int(rows.sparse.values["last_item"][0])) == "d"
+    kjt = rows.sparse.to_kjt()
+    assert set(kjt.keys()) == set(feat.schema().sparse_keys())
+    assert rows.dense.shape == (2, len(feat.schema().dense))
+    # recent_cat_share: e is k1 and 2 of a b c d are k1; a is also k1
+    share = rows.dense[:, feat.dense_names().index("recent_cat_share")]
+    np.testing.assert_allclose(share, [0.5, 0.5])
+    # every sparse id fits its table
+    for spec in feat.schema().tables:
+        for key in spec.features:
+            assert rows.sparse.values[key].max(initial=0) < spec.num_embeddings
+    assert isinstance(kjt.values(), torch.Tensor)
+
+
+def test_covisitation_counts_training_prefixes_only():
+    ds = _hand_dataset()
+    split = leave_one_out(ds.sequences)
+    t = build_feature_tables(ds, split)
+    v = ds.sequences.item_vocab.index
+    cv = t.covisit
+    got = cv.lookup(
+        np.array([v("a"), v("a"), v("b"), v("c"), v("c"), 0]),
+        np.array([v("b"), v("c"), v("c"), v("d"), v("a"), v("a")]),
+    )
+    # train prefixes: u1 = a b c (d, e held out), u2 = a (b, f held out): c -> d is a validation transition
+    np.testing.assert_array_equal(got, [1, 1, 1, 0, 0, 0])

@@ -1,0 +1,50 @@
+"""Embedding-bag collections and MLPs built from a FeatureSchema (declared in genrec.features.schema).
+
+A model never sees raw ids: it gets a TorchRec KeyedJaggedTensor whose keys are feature names, and it
+declares the embedding tables those keys look up. Keeping every table in an EmbeddingBagCollection lets a
+later scale-out step shard them (row- or table-wise) without touching the model code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+
+from genrec.features.schema import FeatureSchema, TableSpec
+
+__all__ = ["FeatureSchema", "TableSpec", "make_ebc", "mlp"]
+
+
+def make_ebc(tables: list[TableSpec], dim: int, init_std: float | None = None) -> EmbeddingBagCollection:
+    """An EmbeddingBagCollection with one `dim`-wide table per TableSpec, on CPU."""
+    pool = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
+    ebc = EmbeddingBagCollection(
+        tables=[
+            EmbeddingBagConfig(
+                name=t.name,
+                embedding_dim=dim,
+                num_embeddings=t.num_embeddings,
+                feature_names=list(t.features),
+                pooling=pool[t.pooling],
+            )
+            for t in tables
+        ],
+        device=torch.device("cpu"),
+    )
+    if init_std is not None:
+        for p in ebc.parameters():
+            nn.init.normal_(p, std=init_std)
+    return ebc
+
+
+def mlp(sizes: list[int], final_activation: bool = True, dropout: float = 0.0) -> nn.Sequential:
+    """Linear-ReLU stack through `sizes` (sizes[0] = input width)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)

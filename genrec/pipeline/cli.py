@@ -1,0 +1,93 @@
+"""`genrec pipeline ...` commands and the `genrec train` dispatch for two-tower / wide-deep / dlrm / lr.
+
+Register in genrec/cli.py:
+    from genrec.pipeline.cli import pipeline_app
+    app.add_typer(pipeline_app, name="pipeline")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+RANKING_MODELS = ("two-tower", "wide-deep", "dlrm", "lr")
+
+pipeline_app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="multi-stage pipeline: retrieval -> ranking -> re-rank"
+)
+console = Console()
+
+
+def stage_table(title: str, res: dict[str, dict[str, float]]) -> Table:
+    cols = sorted({k for m in res.values() for k in m if k != "users"}, key=lambda c: (c.split("@")[0], c))
+    table = Table(title=title)
+    table.add_column("stage")
+    for c in cols:
+        table.add_column(c, justify="right")
+    table.add_column("users", justify="right")
+    for name, m in res.items():
+        table.add_row(name, *(f"{m[c]:.4f}" if c in m else "" for c in cols), str(m["users"]))
+    return table
+
+
+@pipeline_app.command("evaluate")
+def evaluate(
+    retrieval: str = typer.Option(..., help="retrieval run folders, comma-separated (HSTU / SASRec / two-tower)"),
+    ranker: str | None = typer.Option(None, help="ranker run folder (dlrm / wide-deep / lr); omit for retrieval only"),
+    dataset: str = typer.Option(..., help="dataset the runs were trained on"),
+    k: int = typer.Option(200, help="candidates passed from retrieval to the ranker"),
+    cap: int = typer.Option(3, help="at most this many items of one category on the final top-10"),
+    split: str = typer.Option("test", help="test | valid"),
+    max_users: int | None = typer.Option(None, help="evaluate a random subset of users (quick checks)"),
+    exact: bool = typer.Option(False, help="two-tower candidates by exact search instead of the HNSW index"),
+    out: Path | None = typer.Option(None, help="write the metrics here as JSON"),
+    threads: int | None = typer.Option(None),
+) -> None:
+    """HR@10 / NDCG@10 after each stage and recall@K of retrieval, full catalog, seen items excluded."""
+    from genrec.pipeline.runs import Context, pipeline_evaluate
+    from genrec.runtime import setup
+
+    setup(threads)
+    try:
+        ctx = Context(dataset)
+        res = pipeline_evaluate(ctx, [r for r in retrieval.split(",") if r], ranker, console, k, cap, max_users,
+                                use_ann=not exact, which=split)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    console.print(stage_table(f"{split} split, {dataset}: retrieval top-{k} -> ranker -> re-rank (cap {cap})", res))
+    if out:
+        out.write_text(json.dumps({"dataset": dataset, "split": split, "stages": res}, indent=2))
+
+
+@pipeline_app.command("train")
+def train_cmd(
+    model: str = typer.Option(..., help="two-tower | wide-deep | dlrm | lr"),
+    dataset: str = typer.Option(...),
+    out: Path = typer.Option(...),
+    retrieval: str | None = typer.Option(None, help="rankers: retrieval run folders (comma-separated)"),
+    epochs: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    threads: int | None = typer.Option(None),
+) -> None:
+    """Same as `genrec train --model {two-tower,wide-deep,dlrm,lr}`."""
+    run_train(model, dataset, out, retrieval=retrieval, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+              threads=threads)  # fmt: skip
+
+
+def run_train(model: str, dataset: str, out: Path, **opts: object) -> None:
+    """What genrec/cli.py's `train` calls for RANKING_MODELS (None options take the defaults)."""
+    from genrec.pipeline.runs import train_ranking_model
+
+    try:
+        train_ranking_model(model, dataset, out, console=console, **{k: v for k, v in opts.items() if v is not None})
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"run folder: {out} (config.json, best.pt, metrics.json)")

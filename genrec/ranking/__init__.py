@@ -1,0 +1,1 @@
+"""Training for CTR rankers (DLRM, Wide & Deep, logistic regression) and the two-tower retriever."""
