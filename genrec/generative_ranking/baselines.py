@@ -260,7 +260,7 @@ def issue3_models() -> list[str]:
 
 
 def _schema(data: ActionSequences, f: Features):  # noqa: ANN202
-    from genrec.models.sparse import FeatureSchema, TableSpec
+    from genrec.features.schema import FeatureSchema, TableSpec
 
     bags = ["hist"] + [f"hist_{n}" for n in data.action_names]
     tables = [TableSpec("t_item", data.num_items + 1, ["cand_item", *bags], pooling="mean")]
