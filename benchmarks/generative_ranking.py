@@ -84,6 +84,7 @@ SETTINGS = {
 
 def build_hstu(data, mode: str, s: dict, attributes: bool, stats: np.ndarray | None = None) -> HSTURanker:  # noqa: ANN001
     attrs = data.attribute_sizes() if attributes else {}
+    torch.manual_seed(s.get("seed", 0))  # same init whichever models ran before
     model = HSTURanker(
         HSTURankerConfig(
             num_items=data.num_items,
