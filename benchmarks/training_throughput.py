@@ -8,10 +8,11 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     +bf16     bfloat16 autocast for training
 and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path.
 
-    python benchmarks/training_throughput.py [--steps 12] [--threads 2]
+    python benchmarks/training_throughput.py [--steps 12] [--threads 2] [--rounds 3]
 
 Writes benchmarks/results/training_throughput.json and .md. Steps are timed after 2 warm-up steps, on the
-same batches for every variant.
+same batches for every variant. The machine is shared and noisy, so the variants run in interleaved rounds
+and each keeps its best round.
 """
 
 from __future__ import annotations
@@ -100,23 +101,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="+", default=["hstu", "hstu-large"])
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: model variant
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.threads)))
         return
-    rows = []
-    for model in args.models:
-        for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--one", model, variant, "--steps", str(args.steps)]
-            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
-            cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            base = next((r for r in rows if r["model"] == model and r["variant"] == "v0"), row)
-            row["speedup_vs_v0"] = row["seq_per_s"] / base["seq_per_s"]
-            rows.append(row)
-            print(f"{model:10s} {variant:24s} {row['seq_per_s']:8.1f} seq/s  x{row['speedup_vs_v0']:.2f}", flush=True)
+    best: dict[tuple[str, str], dict] = {}
+    for r in range(args.rounds):
+        for model in args.models:
+            for variant in VARIANTS:
+                cmd = [sys.executable, __file__, "--one", model, variant, "--steps", str(args.steps)]
+                env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
+                cmd += ["--threads", str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                key = (model, variant)
+                if key not in best or row["seq_per_s"] > best[key]["seq_per_s"]:
+                    best[key] = row
+                print(f"round {r}  {model:10s} {variant:24s} {row['seq_per_s']:8.1f} seq/s", flush=True)
+    rows = list(best.values())
+    for row in rows:
+        row["speedup_vs_v0"] = row["seq_per_s"] / best[(row["model"], "v0")]["seq_per_s"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/training_throughput.py " + " ".join(sys.argv[1:])
     (RESULTS / "training_throughput.json").write_text(json.dumps({"command": command, "rows": rows}, indent=2))

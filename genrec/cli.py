@@ -204,12 +204,14 @@ def quickstart(
 
 
 from genrec.distributed.scaling import scaling  # noqa: E402
+from genrec.generative_ranking.cli import app as genrank_app  # noqa: E402
 from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
 from genrec.serving.cli import serve  # noqa: E402
 
 app.command()(serve)
 app.command()(scaling)
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(genrank_app, name="genrank")
 
 if __name__ == "__main__":
     app()
