@@ -194,10 +194,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, store: str, port: int, log: Path, threads: int) -> subprocess.Popen:
+def start_server(
+    run: Path, store: str, port: int, log: Path, threads: int, config: Path | None = None
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "genrec.serving.cli", str(run), "--port", str(port), "--store", store,
            "--threads", str(threads)]  # fmt: skip
+    if config is not None:
+        cmd += ["--config", str(config)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
     import urllib.request
 
@@ -311,6 +315,7 @@ def main() -> None:
     ap.add_argument("--max-in-flight", type=int, default=64, help="client connection pool size (the bound)")
     ap.add_argument("--store", default=None, help="redis://HOST:PORT/DB to bench Redis (default: fresh SQLite)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    ap.add_argument("--config", type=Path, default=None, help="serving config file (TOML/JSON) for the server")
     ap.add_argument("--target-rate", type=float, default=200.0)
     ap.add_argument("--target-p99", type=float, default=25.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -333,7 +338,7 @@ def main() -> None:
     store = args.store or f"sqlite:///{tmp / 'events.db'}"
     port = free_port()
     log = tmp / "server.log"
-    proc = start_server(run, store, port, log, args.threads)
+    proc = start_server(run, store, port, log, args.threads, args.config)
     rows = []
     try:
 
