@@ -12,7 +12,7 @@ as latency (no coordinated omission). The client is a bounded asyncio keep-alive
 raw streams (at most --max-in-flight connections), several times cheaper per request than httpx, and it
 reports its own lateness (start - schedule) so a saturated client is visible rather than blamed on the server.
 
-Writes benchmarks/results/serving.json (rows: rate, achieved_rps, p50_ms, p95_ms, p99_ms, errors, ... plus
+Writes benchmarks/results/serving.json (a list of rows: rate, achieved_rps, p50_ms, p95_ms, p99_ms, errors, ... plus
 per-stage server timings), serving.md, and serving.png (latency histograms per rate, per-stage p50/p99).
 """
 
@@ -237,7 +237,9 @@ def quick_run(folder: Path) -> Path:
 def write_report(rows: list[dict], meta: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in rows]
-    (out / "serving.json").write_text(json.dumps({"meta": meta, "results": slim}, indent=2))
+    # the issue's format: a list of {rate, achieved_rps, p50_ms, p95_ms, p99_ms, errors, ...}; setup beside it
+    (out / "serving.json").write_text(json.dumps(slim, indent=2))
+    (out / "serving_meta.json").write_text(json.dumps(meta, indent=2))
     lines = [
         f"# Serving load benchmark ({meta['run']}, {meta['mode']})",
         "",
