@@ -63,16 +63,18 @@ class Recommender:
         exclude_seen: bool = True,
         exclude: list[str] | None = None,
     ) -> list[Recommendation]:
-        """history: raw item ids, oldest first. Items the model does not know are skipped in the input."""
+        """history: raw item ids, oldest first. Items the model does not know are skipped in the input.
+
+        A history with no item the model knows cannot be personalised: that is a ValueError here; the serving
+        pipeline answers such users from its popularity stage instead.
+        """
         known = [(self.item_vocab.index(i), t) for i, t in zip(history, timestamps or [0] * len(history), strict=True)]
         known = [(i, t) for i, t in known if i != PAD]
-        if known:
-            items = torch.tensor([i for i, _ in known])
-            ts = torch.tensor([t for _, t in known]) if timestamps is not None else None
-            scores = self.scores(items, ts)
-        else:  # nothing known about the user: the model cannot personalise, fall back to item norms
-            scores = torch.zeros(self.model.config.num_items + 1)
-            scores[PAD] = float("-inf")
+        if not known:
+            raise ValueError("history: none of its items is known to the model (cold start)")
+        items = torch.tensor([i for i, _ in known])
+        ts = torch.tensor([t for _, t in known]) if timestamps is not None else None
+        scores = self.scores(items, ts)
         banned = {i for i, _ in known} if exclude_seen else set()
         banned |= {self.item_vocab.index(x) for x in exclude or []} - {PAD}
         if banned:
