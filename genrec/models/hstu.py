@@ -49,7 +49,9 @@ class HSTULayer(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
         self.out = nn.Linear(h * c.v_dim, c.dim)
 
-    def forward(self, x: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None, cache: dict | None = None
+    ) -> torch.Tensor:
         c, h = self.c, self.c.num_heads
         uvqk = F.silu(self.uvqk(self.norm(x)))  # (sum N, H*(2Dv+2Dqk))
         u, v, q, k = uvqk.split([h * c.v_dim, h * c.v_dim, h * c.qk_dim, h * c.qk_dim], dim=-1)
@@ -63,6 +65,7 @@ class HSTULayer(nn.Module):
             timestamps=timestamps,
             scale=float(c.max_len) if c.attn_scale == "max_len" else None,
             backend=c.attention_backend,
+            cache=cache,
         ).reshape(-1, h * c.v_dim)  # (sum N, H*Dv)
         y = self.out(self.dropout(self.attn_norm(attn) * u))
         return x + y
@@ -77,6 +80,7 @@ class HSTU(SequentialModel):
         self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
     ) -> torch.Tensor:
         x = self.embed(items, positions(offsets))  # (sum N, D)
+        cache: dict = {}  # per-batch attention geometry, built by the first layer and reused by the rest
         for layer in self.layers:
-            x = layer(x, offsets, timestamps)
+            x = layer(x, offsets, timestamps, cache)
         return F.normalize(x, dim=-1)

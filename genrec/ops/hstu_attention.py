@@ -67,6 +67,51 @@ def hstu_attention_reference(
     return torch.cat(outs, 0) if outs else v.new_zeros(v.shape)
 
 
+class _TableGather(torch.autograd.Function):
+    """table[index] cast to `dtype`, with the table's gradient accumulated in fp32 by one bincount.
+
+    Autograd's own index backward would accumulate millions of bf16 terms into a few bins (inexact) and sort the
+    indices first (slow); bincount is one pass.
+    """
+
+    @staticmethod
+    def forward(ctx, table, index, dtype):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(index)
+        ctx.size, ctx.acc = table.shape[0], torch.promote_types(table.dtype, torch.float32)
+        return table.to(dtype)[index]
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (index,) = ctx.saved_tensors
+        dtable = torch.bincount(index.flatten(), grad.flatten().to(ctx.acc), ctx.size)
+        return dtable, None, None
+
+
+def rab_table(pos_bias: torch.Tensor | None, time_bias: torch.Tensor | None) -> torch.Tensor:
+    """Flattened (P x T) table of pos_bias[p] + time_bias[t], plus a last entry -1e9 for masked pairs.
+
+    (P * T + 1,). One gather from it replaces a position gather, a time gather, an add and a masked fill per layer.
+    """
+    pos = pos_bias if pos_bias is not None else torch.zeros(1)
+    table = pos[:, None] if time_bias is None else pos[:, None] + time_bias[None, :]
+    return torch.cat([table.flatten(), table.new_full((1,), -1e9)])
+
+
+def rab_index(
+    offsets: torch.Tensor, n: int, num_pos: int, timestamps: torch.Tensor | None, num_time: int, index: torch.Tensor
+) -> torch.Tensor:
+    """Index into rab_table for every (query i, key j) pair of a right-padded batch: (B, n, n) with timestamps,
+    else (n, n). Causal pairs j > i get the masked entry. Depends only on the batch, so all layers share it."""
+    i = torch.arange(n, device=offsets.device)
+    gap = i[:, None] - i[None, :]  # (n, n)
+    idx = gap.clamp(0, max(num_pos - 1, 0))
+    if timestamps is None:
+        return idx.masked_fill(gap < 0, num_pos)
+    t = to_padded(timestamps, index, len(offsets) - 1, n)  # (B, n)
+    idx = idx * num_time + time_buckets(t[:, :, None] - t[:, None, :], num_time)  # (B, n, n)
+    return idx.masked_fill((gap < 0)[None], num_pos * num_time)
+
+
 def hstu_attention_padded(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -78,19 +123,33 @@ def hstu_attention_padded(
     scale: float | None = None,
     max_len: int | None = None,
     index: torch.Tensor | None = None,
+    cache: dict | None = None,
 ) -> torch.Tensor:
     """Batched path: pad to the batch's longest sequence, one (B*H, n, n) product, unpad.
 
-    Three tricks keep the (n, n) work to one fused bias-add-matmul, one SiLU and one matmul:
-    - the causal mask is a large negative bias: SiLU(-1e9) is exactly 0 and so is its gradient;
+    The (n, n) work is one gather, one matmul (+ one broadcast add over heads), one SiLU and one matmul:
+    - relative position and time-gap bias come from one small combined table (rab_table) through one index
+      tensor per batch (rab_index), built once and shared by every layer through `cache` (a dict the caller
+      creates per forward pass);
+    - the causal mask is an entry of that table, -1e9: SiLU(-1e9) is exactly 0 and so is its gradient;
     - padded keys need no mask: their V rows are zero, so they add nothing and get no gradient through A;
     - the 1/n scale is applied to V (jagged, small) instead of to the (n, n) scores.
     Padding costs B x n_max^2 instead of sum_i n_i^2; length-bucketed batches keep that waste small.
     """
     lengths = lengths_from_offsets(offsets)
     B, H, dqk, dv = len(lengths), q.shape[1], q.shape[2], v.shape[2]
-    n = int(max_len if max_len is not None else lengths.max())
-    idx = padded_index(offsets, n) if index is None else index
+    use_time = time_bias is not None and timestamps is not None
+    num_pos = pos_bias.shape[-1] if pos_bias is not None else 1
+    num_time = time_bias.shape[-1] if use_time else 1
+    key = ("padded", max_len, num_pos, num_time, use_time)
+    if cache is not None and key in cache:
+        n, idx, rab_idx = cache[key]
+    else:
+        n = int(max_len if max_len is not None else lengths.max())
+        idx = padded_index(offsets, n) if index is None else index
+        rab_idx = rab_index(offsets, n, num_pos, timestamps if use_time else None, num_time, idx)
+        if cache is not None:
+            cache[key] = (n, idx, rab_idx)
     if scale is None:  # each user's own length
         per_token = torch.repeat_interleave(lengths.to(v.dtype).clamp(min=1), lengths)
         v = v / per_token[:, None, None]
@@ -99,20 +158,13 @@ def hstu_attention_padded(
     qp = to_padded(q, idx, B, n).transpose(1, 2).reshape(B * H, n, dqk)
     kp = to_padded(k, idx, B, n).transpose(1, 2).reshape(B * H, n, dqk)
     vp = to_padded(v, idx, B, n).transpose(1, 2).reshape(B * H, n, dv)
-    i = torch.arange(n, device=q.device)
-    gap = i[:, None] - i[None, :]  # (n, n)
-    bias = (
-        torch.zeros((n, n), dtype=q.dtype, device=q.device)
-        if pos_bias is None
-        else pos_bias[gap.clamp(0, pos_bias.shape[-1] - 1)]
-    )
-    bias = bias.masked_fill(gap < 0, -1e9)  # causal
-    if time_bias is not None and timestamps is not None:
-        t = to_padded(timestamps, idx, B, n)  # (B, n)
-        buckets = time_buckets(t[:, :, None] - t[:, None, :], time_bias.shape[-1])  # (B, n, n)
-        bias = (time_bias[buckets] + bias).unsqueeze(1).expand(B, H, n, n).reshape(B * H, n, n)
-    attn = F.silu(torch.baddbmm(bias, qp, kp.transpose(1, 2)))  # (B*H, n, n)
-    out = torch.bmm(attn, vp).view(B, H, n, dv).transpose(1, 2)  # (B, n, H, Dv)
+    table = rab_table(pos_bias, time_bias if use_time else None)
+    bias = _TableGather.apply(table, rab_idx, qp.dtype)  # (B, n, n) or (n, n)
+    if H == 1 or bias.dim() == 2:
+        logits = torch.baddbmm(bias, qp, kp.transpose(1, 2))  # (B*H, n, n); a 2-D bias broadcasts
+    else:  # broadcast the bias over heads in the add instead of materialising H copies of it
+        logits = (torch.bmm(qp, kp.transpose(1, 2)).view(B, H, n, n) + bias[:, None]).view(B * H, n, n)
+    out = torch.bmm(F.silu(logits), vp).view(B, H, n, dv).transpose(1, 2)  # (B, n, H, Dv)
     return to_jagged(out.reshape(B, n, H * dv), idx).view(-1, H, dv)
 
 
@@ -330,12 +382,16 @@ def hstu_attention(
     timestamps: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str = "padded",
+    cache: dict | None = None,
 ) -> torch.Tensor:
-    """q, k: (sum N, H, Dqk); v: (sum N, H, Dv) -> (sum N, H, Dv). backend: 'padded' | 'jagged' | 'reference'."""
+    """q, k: (sum N, H, Dqk); v: (sum N, H, Dv) -> (sum N, H, Dv). backend: 'padded' | 'jagged' | 'reference'.
+
+    cache: a dict created per forward pass and handed to every layer, so per-batch geometry (padding index,
+    relative-bias index) is built once, not once per layer; None builds it each call."""
     if backend == "reference":
         return hstu_attention_reference(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
     if backend == "padded":
-        return hstu_attention_padded(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
+        return hstu_attention_padded(q, k, v, offsets, pos_bias, time_bias, timestamps, scale, cache=cache)
     if backend == "jagged":
         return hstu_attention_jagged(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
     raise ValueError(f"unknown HSTU attention backend {backend!r}")

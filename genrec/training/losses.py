@@ -33,7 +33,7 @@ def next_item_loss(
     """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
     the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
     if kind == "full":
-        logits = states @ table[1:].T / temperature  # (N, V)
+        logits = (states / temperature) @ table[1:].T  # (N, V); temperature on (N, D), not on (N, V)
         return F.cross_entropy(logits, targets - 1)
     if kind == "sampled":
         num_items = table.shape[0] - 1
@@ -42,14 +42,15 @@ def next_item_loss(
         lengths = offsets[1:] - offsets[:-1]
         B, n = len(lengths), int(lengths.max())
         neg = torch.randint(1, num_items + 1, (B, num_negatives), generator=generator).to(states.device)  # (B, K)
-        pos = (states * table[targets]).sum(-1, keepdim=True) / temperature  # (N, 1)
         idx = padded_index(offsets, n)
-        negl = torch.bmm(to_padded(states, idx, B, n), table[neg].transpose(1, 2))  # (B, n, K)
-        negl = to_jagged(negl, idx) / temperature  # (N, K)
-        neg_tok = neg.repeat_interleave(lengths, dim=0)  # (N, K) each position's negatives
-        negl = negl.masked_fill(neg_tok == targets[:, None], float("-inf"))  # accidental hits
-        logits = torch.cat([pos, negl], 1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        scaled = states / temperature  # (N, D): the temperature applied before the products, not to (N, K) logits
+        pos = (scaled * table[targets]).sum(-1).float()  # (N,)
+        negl = torch.bmm(to_padded(scaled, idx, B, n), table[neg].transpose(1, 2)).float()  # (B, n, K)
+        tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
+        negl = negl.masked_fill_(neg[:, None, :] == tgt[:, :, None], float("-inf"))  # accidental hits
+        # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
+        lse = torch.logaddexp(pos, to_jagged(torch.logsumexp(negl, -1), idx))  # (N,)
+        return (lse - pos).mean()
     if kind == "in-batch":
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)
         logits = states @ table[uniq].T / temperature  # (N, M)

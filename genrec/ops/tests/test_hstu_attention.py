@@ -97,3 +97,21 @@ def test_bucket_plan_covers_every_sequence_and_bounds_padding() -> None:
     padded = sorted(n for c, n in plan for _ in range(c))
     assert all(p >= n for p, n in zip(padded, sorted(lengths), strict=True))  # each fits its bucket
     assert padded[-1] < 1.1 * 8000 and len(plan) > 1  # the long user does not drag the rest to 8000
+
+
+def test_padded_cache_shared_across_layers_and_bf16_bias_grads_accumulate_in_fp32() -> None:
+    b = jagged_batch([30, 4, 17], 2, 8)
+    cache: dict = {}
+    first = hstu_attention(**b, backend="padded", cache=cache)
+    assert cache  # the first call stored the batch geometry ...
+    second = hstu_attention(**b, backend="padded", cache=cache)  # ... and the next layer reuses it
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first, hstu_attention(**b, backend="reference"))
+    # bf16 inputs: the bias gradient is summed over ~B n^2 / 2 terms; accumulating in bf16 would lose most of it
+    ref_grad = torch.autograd.grad(hstu_attention(**b, backend="reference").sum(), b["time_bias"])[0]
+    low = {**b, **{k: b[k].detach().bfloat16() for k in ("q", "k", "v")}}
+    tb = b["time_bias"].detach().float().requires_grad_()
+    low["time_bias"], low["pos_bias"] = tb, b["pos_bias"].detach().float()
+    (grad,) = torch.autograd.grad(hstu_attention(**low, backend="padded").float().sum(), tb)
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=0.05, atol=0.05 * ref_grad.abs().max().item())

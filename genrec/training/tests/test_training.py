@@ -71,3 +71,21 @@ def test_sampled_and_in_batch_losses_track_full_softmax() -> None:
     assert sampled > 0.5 * full
     with pytest.raises(ValueError):
         next_item_loss(states, targets, table, 0.1, "bce")
+
+
+def test_sampled_loss_equals_cross_entropy_over_positive_and_per_sequence_negatives() -> None:
+    g = torch.Generator().manual_seed(3)
+    table = torch.nn.functional.normalize(torch.randn(21, 8, generator=g), dim=-1)
+    offsets = torch.tensor([0, 5, 6, 13])
+    states = torch.nn.functional.normalize(torch.randn(13, 8, generator=g), dim=-1)
+    targets = torch.randint(1, 21, (13,), generator=g)
+    loss = next_item_loss(states, targets, table, 0.1, "sampled", 6, generator=torch.Generator().manual_seed(0),
+                          offsets=offsets)  # fmt: skip
+    neg = torch.randint(1, 21, (3, 6), generator=torch.Generator().manual_seed(0))  # the same draw
+    rows = []
+    for b in range(3):
+        for t in range(int(offsets[b]), int(offsets[b + 1])):
+            logits = torch.cat([table[targets[t]][None], table[neg[b]]]) @ states[t] / 0.1
+            logits[1:][neg[b] == targets[t]] = float("-inf")  # a negative equal to the target is not a negative
+            rows.append(torch.logsumexp(logits, 0) - logits[0])
+    torch.testing.assert_close(loss, torch.stack(rows).mean())
