@@ -6,9 +6,17 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, set by `import genrec`)
     +fused    attention as one bias-add-matmul + SiLU + matmul (causal mask folded into the bias, 1/n into V)
     +bf16     bfloat16 autocast for training
-and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path.
+and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path; "v0
+per-seq-sampled" is the first implementation with that loss, so that the final path can be compared with it on an
+equal loss (the first implementation's batch-shared negatives learn badly: see genrec/training/losses.py).
 
     python benchmarks/training_throughput.py [--steps 12] [--threads 2] [--rounds 3]
+    python benchmarks/training_throughput.py --quality-epochs 10 --threads 1   # same-loss quality check
+
+--quality-epochs E trains each model E epochs through the real trainer (genrec.training.train, validation
+NDCG@10 after every epoch, seed 42) twice: "v0 per-seq-sampled" (first implementation, fp32) and "+bf16
+per-seq-sampled" (final path), and reports training seconds per epoch (validation excluded) and validation
+NDCG@10 per epoch for both: the speed-up is only worth having if the curves agree.
 
 Writes benchmarks/results/training_throughput.json and .md. Steps are timed after 2 warm-up steps, on the
 same batches for every variant. The machine is shared and noisy, so the variants run in interleaved rounds
@@ -28,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     # name: (huge pages, attention, precision, loss, negatives shared by the batch)
     "v0": (False, "v0", "fp32", "sampled", True),
+    "v0 per-seq-sampled": (False, "v0", "fp32", "sampled", False),
     "+thp": (True, "v0", "fp32", "sampled", True),
     "+fused": (True, "padded", "fp32", "sampled", True),
     "+bf16": (True, "padded", "bf16", "sampled", True),
@@ -36,7 +45,7 @@ VARIANTS = {
 }
 
 
-def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=None, scale=None, backend=""):
+def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=None, scale=None, backend="", cache=None):
     """The first implementation's padded path: explicit masks, multiply and divide on (B, H, n, n)."""
     import torch
     import torch.nn.functional as F
@@ -96,6 +105,87 @@ def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
     return {"model": model_name, "variant": variant, "seq_per_s": n_seq / secs, "tok_per_s": n_tok / secs}
 
 
+def train_quality(model_name: str, variant: str, epochs: int, threads: int, out: Path) -> dict:
+    """One training run through the real trainer with this variant's attention, precision and loss."""
+    attention, precision, loss, shared = VARIANTS[variant][1:]
+    import genrec.models.hstu as hstu_mod
+    from genrec.training.trainer import TrainConfig, train
+
+    if attention == "v0":
+        hstu_mod.hstu_attention = v0_attention
+    cfg = TrainConfig(model=model_name, dataset="ml-1m", out=str(out), epochs=epochs, patience=epochs, loss=loss,
+                      shared_negatives=shared, precision=precision, threads=threads, seed=42)  # fmt: skip
+    res = train(cfg, restart=True)
+    return {
+        "model": model_name,
+        "variant": variant,
+        "epochs": [
+            {"epoch": h["epoch"], "seconds": h["seconds"], "valid_ndcg10": h["valid"]["NDCG@10"]} for h in res.history
+        ],
+        "test_evaluated": False,
+    }
+
+
+def quality(args: argparse.Namespace) -> None:
+    runs = Path(args.runs)
+    rows = []
+    for model in args.models:
+        for variant in ("v0 per-seq-sampled", "+bf16 per-seq-sampled"):
+            out = runs / f"{model}-{variant.replace(' ', '_').replace('+', '')}"
+            cmd = [sys.executable, __file__, "--train-one", model, variant, "--quality-epochs", str(args.quality_epochs),
+                   "--threads", str(args.threads), "--runs", str(out)]  # fmt: skip
+            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode:
+                sys.exit(f"{model} {variant} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            last = row["epochs"][-1]
+            print(
+                f"{model:10s} {variant:24s} {sum(e['seconds'] for e in row['epochs']):7.1f} s  "
+                f"valid NDCG@10 {last['valid_ndcg10']:.4f}",
+                flush=True,
+            )
+    command = "python benchmarks/training_throughput.py " + " ".join(sys.argv[1:])
+    summary = []
+    for model in args.models:
+        a, b = (next(r for r in rows if r["model"] == model and r["variant"] == v)
+                for v in ("v0 per-seq-sampled", "+bf16 per-seq-sampled"))  # fmt: skip
+        sa, sb = (sum(e["seconds"] for e in r["epochs"]) for r in (a, b))
+        diffs = [eb["valid_ndcg10"] - ea["valid_ndcg10"] for ea, eb in zip(a["epochs"], b["epochs"], strict=True)]
+        summary.append({"model": model, "epochs": len(a["epochs"]), "v0_seconds": sa, "final_seconds": sb,
+                        "speedup": sa / sb, "v0_best_valid": max(e["valid_ndcg10"] for e in a["epochs"]),
+                        "final_best_valid": max(e["valid_ndcg10"] for e in b["epochs"]),
+                        "v0_last_valid": a["epochs"][-1]["valid_ndcg10"], "final_last_valid": b["epochs"][-1]["valid_ndcg10"],
+                        "max_abs_epoch_diff": max(abs(d) for d in diffs), "mean_epoch_diff": sum(diffs) / len(diffs)})  # fmt: skip
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "training_quality.json").write_text(json.dumps({"command": command, "summary": summary, "runs": rows},
+                                                              indent=2))  # fmt: skip
+    lines = ["# Training speed-up at equal loss: first implementation vs final path, same validation quality?", "",
+             f"`{command}`", "", "ML-1M (SASRec split), validation split (second-to-last item), full catalog; "
+             "per-sequence sampled softmax with 128 negatives for both; seed 42; seconds = training time only.", "",
+             "| model | epochs | v0 s | final s | speed-up | v0 best valid NDCG@10 | final best | v0 last | final last "
+             "| max abs per-epoch diff |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['model']} | {r['epochs']} | {r['v0_seconds']:.0f} | {r['final_seconds']:.0f} | {r['speedup']:.2f}x "
+              f"| {r['v0_best_valid']:.4f} | {r['final_best_valid']:.4f} | {r['v0_last_valid']:.4f} "
+              f"| {r['final_last_valid']:.4f} | {r['max_abs_epoch_diff']:.4f} |" for r in summary]  # fmt: skip
+    (RESULTS / "training_quality.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.models), figsize=(5.5 * len(args.models), 4), squeeze=False)
+    for ax, model in zip(axes[0], args.models, strict=True):
+        for r in (r for r in rows if r["model"] == model):
+            t = [sum(e["seconds"] for e in r["epochs"][: i + 1]) / 60 for i in range(len(r["epochs"]))]
+            ax.plot(t, [e["valid_ndcg10"] for e in r["epochs"]], marker="o", ms=3, label=r["variant"])
+        ax.set(title=f"{model} on ML-1M", xlabel="training minutes", ylabel="valid NDCG@10")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "training_quality.png", dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
@@ -103,7 +193,17 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["hstu", "hstu-large"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: model variant
+    ap.add_argument("--quality-epochs", type=int, default=0, help="instead: same-loss quality check, E epochs")
+    ap.add_argument("--runs", default="runs/throughput_quality", help="run folders of the quality check")
+    ap.add_argument("--train-one", nargs=2, help=argparse.SUPPRESS)  # internal: model variant
     args = ap.parse_args()
+    if args.train_one:
+        row = train_quality(args.train_one[0], args.train_one[1], args.quality_epochs, args.threads, Path(args.runs))
+        print(json.dumps(row))
+        return
+    if args.quality_epochs:
+        quality(args)
+        return
     if args.one:
         print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.threads)))
         return
