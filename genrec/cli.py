@@ -49,6 +49,9 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast for training; evaluation stays fp32)"),
     time_budget: float | None = typer.Option(None, help="minutes of training before stopping"),
+    schedule: str = typer.Option(
+        "constant", help="constant | cosine (lr decays over --time-budget if given, else over --epochs)"
+    ),
     restart: bool = typer.Option(False, help="ignore a checkpoint in --out and start over"),
     retrieval: str | None = typer.Option(
         None, help="rankers (wide-deep, dlrm, lr): retrieval run folders (HSTU, two-tower), comma-separated"
@@ -83,7 +86,7 @@ def train(
         model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
         num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
-        crop=crop, seed=seed, threads=threads, device=device, precision=precision,
+        crop=crop, seed=seed, threads=threads, device=device, precision=precision, schedule=schedule,
         time_budget_s=time_budget * 60 if time_budget else None,
     )  # fmt: skip
     try:

@@ -14,6 +14,7 @@ Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what an
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,9 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop after this much training time (best checkpoint is kept)
     eval_batch_size: int = 256
     precision: str = "fp32"  # "bf16": autocast matmuls and attention to bfloat16 (weights and eval stay fp32)
+    # "cosine": lr decays to LR_FLOOR x lr over the run, measured in time when time_budget_s is set, else in epochs;
+    # the best epoch then lands near the declared end instead of wherever a constant lr plateaus
+    schedule: str = "constant"
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
@@ -102,6 +106,20 @@ def write_json(obj: Any, path: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+LR_FLOOR = 0.02
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: float) -> float:
+    """Multiplier of cfg.lr at this point of the run; elapsed = seconds so far (training + validation)."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule != "cosine":
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    progress = elapsed / cfg.time_budget_s if cfg.time_budget_s else (epoch - 1 + epoch_fraction) / cfg.epochs
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 @dataclass
@@ -145,6 +163,7 @@ def train_epoch(
     epoch: int,
     device: torch.device,
     progress: Progress | None,
+    elapsed: float = 0.0,
 ) -> dict[str, float]:
     model.train()
     seed = cfg.seed * 100_003 + epoch
@@ -156,6 +175,9 @@ def train_epoch(
     t0, total_loss, n_seq, n_tok, steps = time.perf_counter(), 0.0, 0, 0, 0
     for batch in train_batches(split, cfg.batch_size, c.max_len, seed, cfg.crop):
         batch = batch.to(device)
+        factor = lr_factor(cfg, epoch, n_seq / max(n_users, 1), elapsed + time.perf_counter() - t0)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * factor
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             states = model.encode(batch.items, batch.offsets, batch.timestamps)  # (sum N, D)
             loss = next_item_loss(
@@ -188,6 +210,7 @@ def train_epoch(
         "seconds": secs,
         "seq_per_s": n_seq / secs,
         "tok_per_s": n_tok / secs,
+        "lr": cfg.lr * factor if steps else cfg.lr,
     }
 
 
@@ -240,7 +263,7 @@ def train(
                 break
             if epoch - best_epoch > cfg.patience and best_epoch > 0:
                 break
-            stats = train_epoch(model, opt, split, cfg, epoch, device, progress)
+            stats = train_epoch(model, opt, split, cfg, epoch, device, progress, elapsed)
             t0 = time.perf_counter()
             valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
             stats["eval_seconds"] = time.perf_counter() - t0

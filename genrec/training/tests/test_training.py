@@ -89,3 +89,18 @@ def test_sampled_loss_equals_cross_entropy_over_positive_and_per_sequence_negati
             logits[1:][neg[b] == targets[t]] = float("-inf")  # a negative equal to the target is not a negative
             rows.append(torch.logsumexp(logits, 0) - logits[0])
     torch.testing.assert_close(loss, torch.stack(rows).mean())
+
+
+def test_cosine_schedule_decays_over_epochs_or_time_budget() -> None:
+    from genrec.training.trainer import LR_FLOOR, TrainConfig, lr_factor
+
+    by_epochs = TrainConfig(schedule="cosine", epochs=10)
+    assert lr_factor(by_epochs, 1, 0.0, 0.0) == 1.0
+    assert abs(lr_factor(by_epochs, 6, 0.0, 0.0) - (LR_FLOOR + (1 - LR_FLOOR) / 2)) < 1e-9  # halfway
+    assert lr_factor(by_epochs, 10, 1.0, 0.0) == LR_FLOOR
+    by_time = TrainConfig(schedule="cosine", epochs=10, time_budget_s=100.0)
+    assert lr_factor(by_time, 1, 0.0, 25.0) > lr_factor(by_time, 9, 0.0, 75.0)  # time, not epochs, drives it
+    assert lr_factor(by_time, 1, 0.0, 500.0) == LR_FLOOR
+    assert lr_factor(TrainConfig(), 5, 0.5, 99.0) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(TrainConfig(schedule="step"), 1, 0.0, 0.0)
