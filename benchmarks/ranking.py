@@ -158,6 +158,7 @@ def write(records: list[dict[str, Any]], quick: bool) -> None:
             rec = next((f"{v:.4f}" for k, v in m.items() if k.startswith("recall@")), "")
             lines.append(f"| {r['dataset']} | {r['stage']} | {r['model']} | {m['HR@10']:.4f} | {m['NDCG@10']:.4f} | "
                          f"{rec} | {m['users']} |")  # fmt: skip
+        lines += stage_gains(pipe)
     ann = [r for r in records if r.get("stage") == "two-tower-ann"]
     if ann:
         lines += ["", "Two-tower item index (faiss HNSW) against exact search, one query at a time:", "",
@@ -178,6 +179,30 @@ def write(records: list[dict[str, Any]], quick: bool) -> None:
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     if pipe:
         plot(pipe, RESULTS / f"{name}.png")
+
+
+def stage_gains(pipe: list[dict[str, Any]]) -> list[str]:
+    """What the ranker and the re-rank add over the fused retrieval order, per dataset, with a noise scale.
+
+    2 SE is for the difference of two independent proportions over the same number of users,
+    2 * sqrt(2 p (1 - p) / users): conservative, since every stage is scored on the same users (paired)."""
+    lines = ["", "What each stage adds over the fused retrieval order (test HR@10; 2 SE: conservative noise scale):", "",
+             "| dataset | stage | model | HR@10 change | NDCG@10 change | 2 SE of HR@10 change | measurable? |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for d in dict.fromkeys(r["dataset"] for r in pipe):
+        base = next((r for r in pipe if r["dataset"] == d and r["stage"] == "retrieval"), None)
+        if base is None:
+            continue
+        hr, nd, users = base["metrics"]["HR@10"], base["metrics"]["NDCG@10"], base["metrics"]["users"]
+        se2 = 2 * (2 * hr * (1 - hr) / max(users, 1)) ** 0.5
+        for r in pipe:
+            if r["dataset"] != d or r["stage"] not in ("ranking", "rerank"):
+                continue
+            dh, dn = r["metrics"]["HR@10"] - hr, r["metrics"]["NDCG@10"] - nd
+            verdict = "yes, better" if dh > se2 else "yes, worse" if dh < -se2 else "no (within noise)"
+            lines.append(f"| {d} | {r['stage']} | {r['model']} | {dh:+.4f} ({dh / hr:+.1%}) | {dn:+.4f} ({dn / nd:+.1%}) "
+                         f"| {se2:.4f} | {verdict} |")  # fmt: skip
+    return lines
 
 
 def plot(pipe: list[dict[str, Any]], path: Path) -> None:
@@ -211,7 +236,11 @@ def main() -> None:
     ap.add_argument("--criteo-only", action="store_true")
     ap.add_argument("--skip-criteo", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small runs and 300 test users: a check, not a result")
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md/.png from the stored .json")
     args = ap.parse_args()
+    if args.render:
+        write(json.loads((RESULTS / f"{'ranking_quick' if args.quick else 'ranking'}.json").read_text()), args.quick)
+        return
     setup(1)
     mode = QUICK if args.quick else FULL
     datasets = args.datasets or (["ml-100k"] if args.quick else ["ml-1m", "amazon-beauty"])
