@@ -245,6 +245,13 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _size(text: str, parts: int, option: str) -> tuple[int, ...]:
+    vals = text.strip().lower().split("x")
+    if len(vals) != parts or not all(v.isdigit() and int(v) > 0 for v in vals):
+        raise ValueError(f"{option}: {text!r} is not {parts} positive integers joined by 'x'")
+    return tuple(int(v) for v in vals)
+
+
 def scaling(
     dataset: str = typer.Option("ml-1m", help="ml-1m | ml-100k | amazon-beauty | synthetic[:SIZE] | PATH"),
     quick: bool = typer.Option(False, help="synthetic:small, 3 epochs, small sizes (a few minutes on CPU)"),
@@ -253,6 +260,8 @@ def scaling(
     lr: float | None = typer.Option(None, help="AdamW learning rate (default 1e-3; quick 3e-3)"),
     out: Path = typer.Option(Path("benchmarks/results")),
     threads: int | None = typer.Option(None),
+    hstu_sizes: str | None = typer.Option(None, help="LAYERSxDIM,... e.g. 1x16,2x32 (default: 6 sizes to 8x128)"),
+    dlrm_sizes: str | None = typer.Option(None, help="DIMxHIDDENxMLP_LAYERS,... e.g. 16x64x2,32x128x2"),
 ) -> None:
     """Scaling-law study: HSTU vs DLRM-style, validation NDCG@10 against counted training FLOPs."""
     cfg = quick_config() if quick else ScalingConfig(dataset=dataset)
@@ -268,6 +277,10 @@ def scaling(
     if lr:
         cfg.lr = lr
     try:
+        if hstu_sizes:
+            cfg.hstu_sizes = [_size(x, 2, "--hstu-sizes") for x in hstu_sizes.split(",")]  # type: ignore[misc]
+        if dlrm_sizes:
+            cfg.dlrm_sizes = [_size(x, 3, "--dlrm-sizes") for x in dlrm_sizes.split(",")]  # type: ignore[misc]
         run_study(cfg)
     except (ValueError, FileNotFoundError) as e:
         Console(stderr=True).print(f"[red]error:[/] {e}")
