@@ -19,6 +19,13 @@ from genrec.ops.jagged import padded_index, to_jagged, to_padded
 LOSSES = ("full", "sampled", "in-batch")
 
 
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last dim, as max-shift + exp + sum + log: torch.logsumexp's CPU backward is ~5x slower
+    on (B, n, K) logits (measured), and log_softmax + NLL ~20% slower on (N, V). -inf entries contribute 0."""
+    m = x.detach().amax(-1, keepdim=True).clamp_min(-1e30)  # a row of only -inf must not give inf - inf
+    return torch.log(torch.exp(x - m).sum(-1)) + m.squeeze(-1)
+
+
 def next_item_loss(
     states: torch.Tensor,
     targets: torch.Tensor,
@@ -33,8 +40,8 @@ def next_item_loss(
     """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
     the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
     if kind == "full":
-        logits = (states / temperature) @ table[1:].T  # (N, V); temperature on (N, D), not on (N, V)
-        return F.cross_entropy(logits, targets - 1)
+        logits = ((states / temperature) @ table[1:].T).float()  # (N, V); temperature on (N, D), not on (N, V)
+        return (_logsumexp(logits) - logits.gather(1, (targets - 1)[:, None]).squeeze(1)).mean()
     if kind == "sampled":
         num_items = table.shape[0] - 1
         if offsets is None:
@@ -49,7 +56,7 @@ def next_item_loss(
         tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
         negl = negl.masked_fill_(neg[:, None, :] == tgt[:, :, None], float("-inf"))  # accidental hits
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
-        lse = torch.logaddexp(pos, to_jagged(torch.logsumexp(negl, -1), idx))  # (N,)
+        lse = torch.logaddexp(pos, to_jagged(_logsumexp(negl), idx))  # (N,)
         return (lse - pos).mean()
     if kind == "in-batch":
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)

@@ -104,3 +104,14 @@ def test_cosine_schedule_decays_over_epochs_or_time_budget() -> None:
     assert lr_factor(TrainConfig(), 5, 0.5, 99.0) == 1.0
     with pytest.raises(ValueError, match="schedule"):
         lr_factor(TrainConfig(schedule="step"), 1, 0.0, 0.0)
+
+
+def test_full_softmax_loss_equals_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(4)
+    table = torch.nn.functional.normalize(torch.randn(31, 8, generator=g), dim=-1)
+    states = torch.nn.functional.normalize(torch.randn(9, 8, generator=g), dim=-1).requires_grad_()
+    targets = torch.randint(1, 31, (9,), generator=g)
+    loss = next_item_loss(states, targets, table, 0.05, "full")
+    ref = torch.nn.functional.cross_entropy(states @ table[1:].T / 0.05, targets - 1)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(torch.autograd.grad(loss, states)[0], torch.autograd.grad(ref, states)[0])
