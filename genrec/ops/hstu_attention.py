@@ -237,13 +237,13 @@ def _strip_logits(
     gap = torch.arange(s, e, device=qp.device)[:, None] - torch.arange(e, device=qp.device)[None, :]  # (T, e)
     pos_idx = None if pos_bias is None else gap.clamp(0, pos_bias.shape[-1] - 1)
     bias = torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device) if pos_idx is None else pos_bias[pos_idx]
-    bias = bias.masked_fill(gap < 0, -1e9)  # causal: SiLU(-1e9) and its gradient are exactly 0
+    bias = bias.masked_fill(gap < 0, -1e9).to(qp.dtype)  # causal: SiLU(-1e9) and its gradient are exactly 0
     q = qp[:, :, s:e].reshape(B * H, e - s, dqk)
     k = kp[:, :, :e].reshape(B * H, e, dqk)
     time_idx = None
     if time_bias is not None and tp is not None:
         time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])  # (B, T, e)
-        bias = (time_bias[time_idx] + bias).unsqueeze(1)  # (B, 1, T, e)
+        bias = (time_bias[time_idx].to(qp.dtype) + bias).unsqueeze(1)  # (B, 1, T, e)
         if H == 1:
             return torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2)), pos_idx, time_idx
         # broadcast over heads in the add instead of materialising (B*H, T, e) copies of the bias

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genrec.ops.hstu_attention import hstu_attention
+from genrec.ops.hstu_attention import hstu_attention, hstu_attention_jagged
 
 
 def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0) -> dict:
@@ -115,3 +115,16 @@ def test_padded_cache_shared_across_layers_and_bf16_bias_grads_accumulate_in_fp3
     (grad,) = torch.autograd.grad(hstu_attention(**low, backend="padded").float().sum(), tb)
     assert grad.dtype == torch.float32
     torch.testing.assert_close(grad.double(), ref_grad, rtol=0.05, atol=0.05 * ref_grad.abs().max().item())
+
+
+@pytest.mark.parametrize("tile", [8, 128])
+def test_fast_paths_run_in_bf16(tile: int) -> None:
+    b = jagged_batch([30, 4, 17], 2, 8)
+    low = {**b, **{k: b[k].detach().bfloat16().requires_grad_() for k in ("q", "k", "v")}}
+    low["pos_bias"], low["time_bias"] = b["pos_bias"].detach().float(), b["time_bias"].detach().float()
+    ref = hstu_attention(**b, backend="reference")
+    for backend in ("padded", "jagged"):  # tile 8: the recomputing strips; 128: one plain product per bucket
+        out = hstu_attention(**low) if backend == "padded" else hstu_attention_jagged(**low, tile=tile)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.double(), ref.detach(), rtol=0.05, atol=0.05)
+        out.float().sum().backward()
