@@ -218,7 +218,10 @@ def markdown(result: dict) -> str:
         f"Mode: {result['mode']}, torch threads: {result['threads']}, device: cpu, settings: `{json.dumps(result['settings'])}`.",
         "Same candidates and labels for every model. AUC / logloss per task over all candidates (missing labels",
         "skipped); NDCG@10 over each user's list (gain = number of positive task labels). Training seconds on this",
-        "machine (shared CPU: compare within a table only).",
+        'machine (shared CPU: compare within a table only). "Better token mode" = the higher mean AUC over tasks',
+        "on these lists; it only picks which mode the attribute ablation and the candidate-scoring timing use (both",
+        "modes are reported in full).",
+        f"Command: `{result.get('command', 'python benchmarks/generative_ranking.py')}`",
         "",
     ]
     for name, d in result["datasets"].items():
@@ -237,6 +240,14 @@ def markdown(result: dict) -> str:
         for model, r in d["models"].items():
             cells = [f"{r[f'{t}/auc']:.4f} | {r[f'{t}/logloss']:.4f}" for t in tasks]
             lines.append(f"| {model} | " + " | ".join(cells) + f" | {r['ndcg@10']:.4f} | {r['train_seconds']:.1f} |")
+        hstu = {m: r for m, r in d["models"].items() if m.startswith("hstu")}
+        feat = {m: r for m, r in d["models"].items() if not m.startswith("hstu") and m != "popularity"}
+        if hstu and feat:
+            bh, bf = (max(g, key=lambda m, g=g: g[m]["ndcg@10"]) for g in (hstu, feat))
+            wins = sum(max(r[f"{t}/auc"] for r in hstu.values()) > max(r[f"{t}/auc"] for r in feat.values())
+                       for t in tasks)  # fmt: skip
+            lines += ["", f"Head to head: best HSTU ({bh}) NDCG@10 {hstu[bh]['ndcg@10']:.4f} vs best feature model "
+                      f"({bf}) {feat[bf]['ndcg@10']:.4f}; HSTU has the best AUC on {wins} of {len(tasks)} tasks."]  # fmt: skip
         mf = d["mfalcon"]
         lines += [
             "",
@@ -282,13 +293,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    p.add_argument("--render", action="store_true", help="only rewrite the .md/.png from the stored .json")
     a = p.parse_args()
+    if a.render:
+        stem = "generative_ranking_quick" if a.quick else "generative_ranking"
+        result = json.loads((a.out / f"{stem}.json").read_text())
+        (a.out / f"{stem}.md").write_text(markdown(result))
+        plot(result, a.out / f"{stem}.png")
+        return
     torch.set_num_threads(a.threads)
     mode = "quick" if a.quick else "full"
     console = Console()
     stem = "generative_ranking_quick" if a.quick else "generative_ranking"
     out_json = a.out / f"{stem}.json"
-    result = {"mode": mode, "threads": a.threads, "settings": SETTINGS[mode], "datasets": {}}
+    result = {"mode": mode, "threads": a.threads, "settings": SETTINGS[mode], "datasets": {},
+              "command": "python benchmarks/generative_ranking.py " + " ".join(sys.argv[1:])}  # fmt: skip
     if out_json.exists():  # keep datasets from earlier runs of the same mode (--datasets runs one at a time)
         old = json.loads(out_json.read_text())
         if old.get("mode") == mode:
