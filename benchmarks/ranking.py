@@ -139,10 +139,10 @@ def dataset_records(dataset: str, args: argparse.Namespace, mode: dict) -> list[
     return records
 
 
-def write(records: list[dict[str, Any]], quick: bool) -> None:
+def write(records: list[dict[str, Any]], quick: bool, name: str | None = None) -> None:
     """Merge with the existing results: records of the datasets measured now replace the old ones."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "ranking_quick" if quick else "ranking"
+    name = name or ("ranking_quick" if quick else "ranking")
     old_path = RESULTS / f"{name}.json"
     if old_path.exists():
         fresh = {r["dataset"] for r in records}
@@ -237,9 +237,11 @@ def main() -> None:
     ap.add_argument("--skip-criteo", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small runs and 300 test users: a check, not a result")
     ap.add_argument("--render", action="store_true", help="only rewrite the .md/.png from the stored .json")
+    ap.add_argument("--name", help="results file stem (default ranking / ranking_quick), e.g. for another HSTU run")
     args = ap.parse_args()
     if args.render:
-        write(json.loads((RESULTS / f"{'ranking_quick' if args.quick else 'ranking'}.json").read_text()), args.quick)
+        stem = args.name or ("ranking_quick" if args.quick else "ranking")
+        write(json.loads((RESULTS / f"{stem}.json").read_text()), args.quick, stem)
         return
     setup(1)
     mode = QUICK if args.quick else FULL
@@ -250,11 +252,11 @@ def main() -> None:
     if not args.criteo_only:
         for d in datasets:
             records += dataset_records(d, args, mode)
-            write(records, args.quick)
+            write(records, args.quick, args.name)
     if not args.skip_criteo:
         records += criteo_records(args.criteo_seeds)
-    write(records, args.quick)
-    console.print((RESULTS / f"{'ranking_quick' if args.quick else 'ranking'}.md").read_text())
+    write(records, args.quick, args.name)
+    console.print((RESULTS / f"{args.name or ('ranking_quick' if args.quick else 'ranking')}.md").read_text())
 
 
 if __name__ == "__main__":
