@@ -168,7 +168,7 @@ def markdown(res: dict) -> str:
              "", f"Data: {res['data']['users']:,} users, {res['data']['events']:,} events "
              f"({res['data']['items_with_events']:,} items with events). HSTU 2 layers, max_len 50, global batch "
              f"{res['batch_size']}, row-wise sharding, fused row-wise Adagrad on the table. "
-             f"Device: {res['device']}.", "",
+             f"Device: {res['device']}. Command: `{res.get('command', 'python benchmarks/scale_out.py')}`.", "",
              "| ranks | rank | table shard | optimizer state | RSS after build | peak RSS | seq/s (this rank) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for w, ranks in res["runs"].items():
@@ -256,6 +256,7 @@ def main() -> None:
         "planner": planner,
         "note": "Throughput on a shared CPU box is a ratio measured in this run, not an absolute; the point of "
         "row-wise sharding is the per-rank table memory (each rank holds 1/N of the rows).",
+        "command": "python benchmarks/scale_out.py " + " ".join(sys.argv[1:]),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

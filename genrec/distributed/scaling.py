@@ -15,6 +15,7 @@ best NDCG@10) point, and over the compute frontier of all epochs. Results: bench
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,6 +165,7 @@ def run_study(cfg: ScalingConfig, console: Console | None = None) -> dict[str, A
         "fits": fits,
         "verdict": verdict(families, fits),
         "wall_seconds": time.perf_counter() - t0,
+        "command": "genrec scaling " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["scaling"] else sys.argv[1:]),
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +202,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"# Scaling study: {res['dataset']['name']}", "",
              f"{c['epochs']} epochs per size, max_len {c['max_len']}, batch {c['batch_size']}, sampled softmax with "
              f"{c['num_negatives']} negatives, AdamW lr {c['lr']}. FLOPs: {res['flops_counted_by']}. Validation "
-             f"NDCG@10, full catalog (popularity: {res['popularity_ndcg10']:.4f}).", "",
+             f"NDCG@10, full catalog (popularity: {res['popularity_ndcg10']:.4f}). Validation split = each user's "
+             f"second-to-last item. Command: `{res.get('command', 'genrec scaling')}`", "",
              "| family | size | params (non-table) | training FLOPs | FLOPs to best | best NDCG@10 | best epoch |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for fam, runs in res["families"].items():
