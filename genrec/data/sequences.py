@@ -49,18 +49,11 @@ class Vocab:
         return Vocab(self.ids + new)
 
 
-@dataclass
-class SequenceData:
-    """All users' histories, jagged. Index u (0-based) is the user with raw id user_vocab.ids[u]."""
+class JaggedUsers:
+    """Accessors of a per-user jagged event store with `offsets` (num_users + 1,) and an `item_vocab`."""
 
-    items: np.ndarray  # (sum N,) int64 in 1..num_items
-    offsets: np.ndarray  # (U + 1,) int64
+    offsets: np.ndarray
     item_vocab: Vocab
-    user_vocab: Vocab
-    timestamps: np.ndarray | None = None  # (sum N,) int64 unix seconds
-    event_types: np.ndarray | None = None  # (sum N,) int64 index into event_vocab (1-based)
-    event_vocab: Vocab | None = None
-    name: str = "custom"
 
     @property
     def num_users(self) -> int:
@@ -73,6 +66,20 @@ class SequenceData:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+@dataclass
+class SequenceData(JaggedUsers):
+    """All users' histories, jagged. Index u (0-based) is the user with raw id user_vocab.ids[u]."""
+
+    items: np.ndarray  # (sum N,) int64 in 1..num_items
+    offsets: np.ndarray  # (U + 1,) int64
+    item_vocab: Vocab
+    user_vocab: Vocab
+    timestamps: np.ndarray | None = None  # (sum N,) int64 unix seconds
+    event_types: np.ndarray | None = None  # (sum N,) int64 index into event_vocab (1-based)
+    event_vocab: Vocab | None = None
+    name: str = "custom"
 
     def user_items(self, u: int) -> np.ndarray:
         return self.items[self.offsets[u] : self.offsets[u + 1]]

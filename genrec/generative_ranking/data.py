@@ -28,13 +28,13 @@ import numpy as np
 import polars as pl
 
 from genrec.data.datasets import data_dir, load_dataset
-from genrec.data.sequences import PAD, Vocab, build_sequences
+from genrec.data.sequences import PAD, JaggedUsers, Vocab, build_sequences
 
 NAN = float("nan")
 
 
 @dataclass
-class ActionSequences:
+class ActionSequences(JaggedUsers):
     name: str
     items: np.ndarray  # (sum N,) int64 in 1..num_items
     actions: np.ndarray  # (sum N,) int64 in 1..num_actions
@@ -48,20 +48,8 @@ class ActionSequences:
     item_attributes: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (num_items + 1,) codes, 0 = none
 
     @property
-    def num_users(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def num_items(self) -> int:
-        return len(self.item_vocab)
-
-    @property
     def num_actions(self) -> int:
         return len(self.action_names)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
 
     def attribute_sizes(self) -> dict[str, int]:
         """name -> number of codes (max code + 1), the embedding table size."""

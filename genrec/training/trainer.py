@@ -40,6 +40,10 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+LR_FLOOR = 0.02
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class TrainConfig:
     model: str = "hstu"
@@ -72,6 +76,10 @@ class TrainConfig:
     # the best epoch then lands near the declared end instead of wherever a constant lr plateaus
     schedule: str = "constant"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
 
     def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
         kw = dict(DATASET_DEFAULTS.get(dataset_name, {}))
@@ -108,16 +116,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-LR_FLOOR = 0.02
-SCHEDULES = ("constant", "cosine")
-
-
 def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: float) -> float:
     """Multiplier of cfg.lr at this point of the run; elapsed = seconds so far (training + validation)."""
     if cfg.schedule == "constant":
         return 1.0
-    if cfg.schedule != "cosine":
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     progress = elapsed / cfg.time_budget_s if cfg.time_budget_s else (epoch - 1 + epoch_fraction) / cfg.epochs
     return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -210,7 +212,7 @@ def train_epoch(
         "seconds": secs,
         "seq_per_s": n_seq / secs,
         "tok_per_s": n_tok / secs,
-        "lr": cfg.lr * factor if steps else cfg.lr,
+        "lr": opt.param_groups[0]["lr"],
     }
 
 
