@@ -6,15 +6,18 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, set by `import genrec`)
     +fused    attention as one bias-add-matmul + SiLU + matmul (causal mask folded into the bias, 1/n into V)
     +bf16     bfloat16 autocast for training
+    +lean     dropout masks from numpy's PCG64 instead of torch's mt19937 per element (genrec/ops/dropout.py), and
+              the loss's logsumexp without its max-shift passes when the logits are provably bounded
 and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path; "v0
 per-seq-sampled" is the first implementation with that loss, so that the final path can be compared with it on an
 equal loss (the first implementation's batch-shared negatives learn badly: see genrec/training/losses.py).
+Variants before +lean run torch's dropout and the max-shift logsumexp, as the first implementation did.
 
     python benchmarks/training_throughput.py [--steps 12] [--threads 2] [--rounds 3]
     python benchmarks/training_throughput.py --quality-epochs 10 --threads 1   # same-loss quality check
 
 --quality-epochs E trains each model E epochs through the real trainer (genrec.training.train, validation
-NDCG@10 after every epoch, seed 42) twice: "v0 per-seq-sampled" (first implementation, fp32) and "+bf16
+NDCG@10 after every epoch, seed 42) twice: "v0 per-seq-sampled" (first implementation, fp32) and "+lean
 per-seq-sampled" (final path), and reports training seconds per epoch (validation excluded) and validation
 NDCG@10 per epoch for both: the speed-up is only worth having if the curves agree.
 
@@ -34,15 +37,36 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
-    # name: (huge pages, attention, precision, loss, negatives shared by the batch)
-    "v0": (False, "v0", "fp32", "sampled", True),
-    "v0 per-seq-sampled": (False, "v0", "fp32", "sampled", False),
-    "+thp": (True, "v0", "fp32", "sampled", True),
-    "+fused": (True, "padded", "fp32", "sampled", True),
-    "+bf16": (True, "padded", "bf16", "sampled", True),
-    "+bf16 per-seq-sampled": (True, "padded", "bf16", "sampled", False),
-    "+bf16 full-softmax": (True, "padded", "bf16", "full", False),
+    # name: (huge pages, attention, precision, loss, negatives shared by the batch, lean dropout + logsumexp)
+    "v0": (False, "v0", "fp32", "sampled", True, False),
+    "v0 per-seq-sampled": (False, "v0", "fp32", "sampled", False, False),
+    "+thp": (True, "v0", "fp32", "sampled", True, False),
+    "+fused": (True, "padded", "fp32", "sampled", True, False),
+    "+bf16": (True, "padded", "bf16", "sampled", True, False),
+    "+lean": (True, "padded", "bf16", "sampled", True, True),
+    "+lean per-seq-sampled": (True, "padded", "bf16", "sampled", False, True),
+    "+lean full-softmax": (True, "padded", "bf16", "full", False, True),
 }
+FINAL = "+lean per-seq-sampled"  # the final path, compared with "v0 per-seq-sampled" on an equal loss
+
+
+def apply_variant(variant: str) -> tuple[str, str, bool]:
+    """Patch this process to the variant's code path; returns (precision, loss, shared negatives)."""
+    _, attention, precision, loss, shared, lean = VARIANTS[variant]
+    import math
+
+    import torch.nn.functional as F
+
+    import genrec.models.hstu as hstu_mod
+    import genrec.ops.dropout as dropout_mod
+    import genrec.training.losses as losses_mod
+
+    if attention == "v0":
+        hstu_mod.hstu_attention = v0_attention
+    if not lean:
+        dropout_mod.dropout = lambda x, p, training=True: F.dropout(x, p, training)
+        losses_mod._logit_bound = lambda *args: math.inf
+    return precision, loss, shared
 
 
 def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=None, scale=None, backend="", cache=None):
@@ -69,20 +93,17 @@ def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=Non
 
 
 def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
-    attention, precision, loss, shared = VARIANTS[variant][1:]
+    precision, loss, shared = apply_variant(variant)
     import time
 
     import torch
 
     torch.set_num_threads(threads)
 
-    import genrec.models.hstu as hstu_mod
     from genrec.data.batches import train_batches
     from genrec.training.losses import next_item_loss
     from genrec.training.trainer import TrainConfig, prepare
 
-    if attention == "v0":
-        hstu_mod.hstu_attention = v0_attention
     _, split, model = prepare(TrainConfig(model=model_name, dataset="ml-1m", seed=0))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(0)
@@ -107,12 +128,9 @@ def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
 
 def train_quality(model_name: str, variant: str, epochs: int, threads: int, out: Path) -> dict:
     """One training run through the real trainer with this variant's attention, precision and loss."""
-    attention, precision, loss, shared = VARIANTS[variant][1:]
-    import genrec.models.hstu as hstu_mod
+    precision, loss, shared = apply_variant(variant)
     from genrec.training.trainer import TrainConfig, train
 
-    if attention == "v0":
-        hstu_mod.hstu_attention = v0_attention
     cfg = TrainConfig(model=model_name, dataset="ml-1m", out=str(out), epochs=epochs, patience=epochs, loss=loss,
                       shared_negatives=shared, precision=precision, threads=threads, seed=42)  # fmt: skip
     res = train(cfg, restart=True)
@@ -130,7 +148,7 @@ def quality(args: argparse.Namespace) -> None:
     runs = Path(args.runs)
     rows = []
     for model in args.models:
-        for variant in ("v0 per-seq-sampled", "+bf16 per-seq-sampled"):
+        for variant in ("v0 per-seq-sampled", FINAL):
             out = runs / f"{model}-{variant.replace(' ', '_').replace('+', '')}"
             cmd = [sys.executable, __file__, "--train-one", model, variant, "--quality-epochs", str(args.quality_epochs),
                    "--threads", str(args.threads), "--runs", str(out)]  # fmt: skip
@@ -150,7 +168,7 @@ def quality(args: argparse.Namespace) -> None:
     summary = []
     for model in args.models:
         a, b = (next(r for r in rows if r["model"] == model and r["variant"] == v)
-                for v in ("v0 per-seq-sampled", "+bf16 per-seq-sampled"))  # fmt: skip
+                for v in ("v0 per-seq-sampled", FINAL))  # fmt: skip
         sa, sb = (sum(e["seconds"] for e in r["epochs"]) for r in (a, b))
         diffs = [eb["valid_ndcg10"] - ea["valid_ndcg10"] for ea, eb in zip(a["epochs"], b["epochs"], strict=True)]
         summary.append({"model": model, "epochs": len(a["epochs"]), "v0_seconds": sa, "final_seconds": sb,

@@ -44,6 +44,9 @@ def train(
     temperature: float | None = typer.Option(None),
     patience: int = typer.Option(10, help="epochs without a better validation NDCG@10 before stopping"),
     crop: str = typer.Option("last", help="last | random: which window of long histories to train on"),
+    item_attributes: bool = typer.Option(
+        False, help="sequence models: add the catalog's attributes (brand, categories, genres...) to item vectors"
+    ),
     seed: int = typer.Option(42),
     threads: int | None = typer.Option(None),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -53,6 +56,9 @@ def train(
         "constant", help="constant | cosine (lr decays over --time-budget if given, else over --epochs)"
     ),
     restart: bool = typer.Option(False, help="ignore a checkpoint in --out and start over"),
+    refit_from: Path | None = typer.Option(
+        None, help="a finished run: retrain its settings on train + validation for the epochs its validation chose"
+    ),
     retrieval: str | None = typer.Option(
         None, help="rankers (wide-deep, dlrm, lr): retrieval run folders (HSTU, two-tower), comma-separated"
     ),
@@ -79,15 +85,25 @@ def train(
     if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
         run_train(model, dataset, out, retrieval=retrieval, threads=threads, seed=seed)
         return
-    from genrec.training.trainer import TrainConfig
+    from genrec.training.trainer import TrainConfig, refit_config
     from genrec.training.trainer import train as run_training
 
+    if refit_from is not None:
+        try:
+            cfg = refit_config(refit_from, out, threads)
+        except (ValueError, FileNotFoundError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        console.print(f"refit of {refit_from} on train + valid for {cfg.stop_epoch} epochs (other options ignored)")
+        result = run_training(cfg, console=console, restart=restart)
+        console.print(metrics_table(f"test split, {cfg.dataset} (refit)", {cfg.model: result.test}))
+        return
     cfg = TrainConfig(
         model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
         num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
-        crop=crop, seed=seed, threads=threads, device=device, precision=precision, schedule=schedule,
-        time_budget_s=time_budget * 60 if time_budget else None,
+        crop=crop, item_attributes=item_attributes, seed=seed, threads=threads, device=device, precision=precision,
+        schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
     )  # fmt: skip
     try:
         result = run_training(cfg, console=console, restart=restart)

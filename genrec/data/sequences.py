@@ -196,6 +196,8 @@ class Split:
     valid:  input  [start_u, end_u - 2), target at end_u - 2
     test:   input  [start_u, end_u - 1), target at end_u - 1
     Users with fewer than 3 events are only trained on, never evaluated.
+    valid_in_train (a final refit, after validation chose the settings): train = [start_u, end_u - 1), so the
+    validation target is a training event and 'valid' cannot be scored; test is unchanged.
     """
 
     data: SequenceData
@@ -203,23 +205,27 @@ class Split:
     train_items: np.ndarray
     train_timestamps: np.ndarray | None
     eval_users: np.ndarray  # (E,) user indices with >= 3 events
+    valid_in_train: bool = False
 
     def eval_inputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, input end positions (exclusive, into data.items), target items) for a split."""
         if split not in ("valid", "test"):
             raise ValueError(f"unknown split {split!r}: use 'valid' or 'test'")
+        if split == "valid" and self.valid_in_train:
+            raise ValueError("this split trains on the validation events (a refit); it has no validation split")
         u = self.eval_users
         end = self.data.offsets[u + 1] - (2 if split == "valid" else 1)
         return u, end, self.data.items[end]
 
 
-def leave_one_out(data: SequenceData) -> Split:
+def leave_one_out(data: SequenceData, valid_in_train: bool = False) -> Split:
     lengths = data.lengths
     eval_users = np.flatnonzero(lengths >= 3)
-    train_len = np.where(lengths >= 3, lengths - 2, lengths)
+    held_out = (1,) if valid_in_train else (1, 2)
+    train_len = np.where(lengths >= 3, lengths - len(held_out), lengths)
     keep = np.ones(len(data.items), bool)
     ends = data.offsets[1:]
-    for drop in (1, 2):
+    for drop in held_out:
         idx = ends[lengths >= 3] - drop
         keep[idx] = False
     train_offsets = np.zeros_like(data.offsets)
@@ -230,4 +236,5 @@ def leave_one_out(data: SequenceData) -> Split:
         train_items=data.items[keep],
         train_timestamps=data.timestamps[keep] if data.timestamps is not None else None,
         eval_users=eval_users,
+        valid_in_train=valid_in_train,
     )

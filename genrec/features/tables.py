@@ -265,3 +265,31 @@ def build_feature_tables(ds: Dataset, split: Split, root: Path | None = None) ->
         num_event_types=len(seq.event_vocab) if seq.event_vocab is not None else 0,
         covisit=CoVisitation.from_split(split),
     )
+
+
+def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -> tuple[np.ndarray, int]:
+    """Every categorical and multi-valued item attribute as one token vocabulary, for sequence models.
+
+    Returns ((num_items + 1, A) int64 tokens per item, 0-padded; vocabulary size). Each attribute gets its own
+    id range; encoders are fitted on items seen in training events, so unseen values map to no token.
+    """
+    items_raw, _, _ = raw_tables(ds, root)
+    items_raw.num.clear()
+    counts = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1)
+    table = encode_table(items_raw, np.flatnonzero(counts > 0))
+    n = ds.sequences.num_items + 1
+    per_item: list[list[int]] = [[] for _ in range(n)]
+    base = 0
+    for name, codes in table.cat.items():
+        for i in np.flatnonzero(codes > 0):
+            per_item[i].append(base + int(codes[i]))
+        base += table.sizes[name]
+    for name, (values, offsets) in table.multi.items():
+        for i in range(n):
+            per_item[i] += [base + int(v) for v in values[offsets[i] : offsets[i + 1]] if v > 0]
+        base += table.sizes[name]
+    width = max((len(t) for t in per_item), default=0)
+    tokens = np.zeros((n, max(width, 1)), np.int64)
+    for i, t in enumerate(per_item):
+        tokens[i, : len(t)] = t
+    return tokens, base

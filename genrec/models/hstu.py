@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.sequential import SequentialConfig, SequentialModel
+from genrec.ops.dropout import Dropout
 from genrec.ops.hstu_attention import hstu_attention
 from genrec.ops.jagged import positions
 
@@ -46,7 +47,7 @@ class HSTULayer(nn.Module):
         self.pos_bias = nn.Parameter(torch.zeros(c.max_len))  # gap i - j in [0, max_len)
         self.time_bias = nn.Parameter(torch.zeros(c.num_time_buckets))
         self.attn_norm = nn.LayerNorm(h * c.v_dim)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.out = nn.Linear(h * c.v_dim, c.dim)
 
     def forward(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.sequential import SequentialConfig, SequentialModel
+from genrec.ops.dropout import Dropout
 from genrec.ops.jagged import lengths_from_offsets, padded_index, positions, to_jagged, to_padded
 
 
@@ -28,8 +29,8 @@ class SASRecBlock(nn.Module):
         self.qkv = nn.Linear(c.dim, 3 * c.dim)
         self.proj = nn.Linear(c.dim, c.dim)
         self.norm2 = nn.LayerNorm(c.dim)
-        self.ffn = nn.Sequential(nn.Linear(c.dim, c.dim), nn.ReLU(), nn.Dropout(c.dropout), nn.Linear(c.dim, c.dim))
-        self.dropout = nn.Dropout(c.dropout)
+        self.ffn = nn.Sequential(nn.Linear(c.dim, c.dim), nn.ReLU(), Dropout(c.dropout), nn.Linear(c.dim, c.dim))
+        self.dropout = Dropout(c.dropout)
         self.p = c.dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,9 @@
 A sequential model maps a jagged batch of histories to one user state per position:
     items: (sum N,) int64, offsets: (B + 1,), timestamps: (sum N,) | None  ->  states: (sum N, D)
 States and item embeddings are L2-normalised, so logit = cos(state, item) / temperature.
+With item attributes (brand, categories, ...: num_attribute_tokens > 0) an item's vector is its own embedding
+plus the mean of its attribute-token embeddings, in the input and in the output table alike, so rare items
+borrow strength from the attributes they share with frequent ones.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genrec.ops.dropout import Dropout
 
 
 @dataclass
@@ -23,6 +28,8 @@ class SequentialConfig:
     num_heads: int = 1
     dropout: float = 0.2
     temperature: float = 0.05
+    num_attribute_tokens: int = 0  # attribute vocabulary (token 0 = none); 0 = ids only
+    attributes_per_item: int = 0  # width of the (num_items + 1, A) attribute-token buffer
 
     def to_dict(self) -> dict:
         return {"kind": type(self).__name__, **asdict(self)}
@@ -38,15 +45,41 @@ class SequentialModel(nn.Module):
         self.config = config
         self.item_emb = nn.Embedding(config.num_items + 1, config.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = Dropout(config.dropout)
         nn.init.normal_(self.item_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+        self.attr_emb: nn.Embedding | None = None
+        if config.num_attribute_tokens:
+            self.attr_emb = nn.Embedding(config.num_attribute_tokens + 1, config.dim, padding_idx=0)
+            nn.init.normal_(self.attr_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.attr_emb.weight[0].zero_()
+            # (num_items + 1, A) attribute tokens per item, 0-padded; saved with the weights
+            self.register_buffer(
+                "item_attrs", torch.zeros(config.num_items + 1, config.attributes_per_item, dtype=torch.long)
+            )
+
+    def set_item_attributes(self, tokens: torch.Tensor) -> None:
+        """tokens: (num_items + 1, A) int64 attribute tokens per item (0 = none)."""
+        if self.attr_emb is None or tokens.shape != self.item_attrs.shape:
+            raise ValueError(f"model expects attribute tokens of shape {getattr(self, 'item_attrs', None)!r}")
+        self.item_attrs.copy_(tokens)
+
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., D) unnormalised vectors of `items` (all rows when None): id embedding + mean attribute embedding."""
+        ids = self.item_emb.weight if items is None else self.item_emb(items)
+        if self.attr_emb is None:
+            return ids
+        tok = self.item_attrs if items is None else self.item_attrs[items]  # (..., A)
+        count = (tok > 0).sum(-1, keepdim=True).clamp(min=1)
+        return ids + self.attr_emb(tok).sum(-2) / count
 
     def embed(self, items: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(sum N,) ids and positions -> (sum N, D): scaled item embedding + position, dropout."""
-        x = self.item_emb(items) * self.config.dim**0.5 + self.pos_emb(positions.clamp(max=self.config.max_len - 1))
+        """(sum N,) ids and positions -> (sum N, D): scaled item vector + position, dropout."""
+        x = self.item_vectors(items) * self.config.dim**0.5
+        x = x + self.pos_emb(positions.clamp(max=self.config.max_len - 1))
         return self.input_dropout(x)
 
     def encode(
@@ -57,7 +90,7 @@ class SequentialModel(nn.Module):
 
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, D) L2-normalised item embeddings (row 0 is padding)."""
-        return F.normalize(self.item_emb.weight, dim=-1)
+        return F.normalize(self.item_vectors(), dim=-1)
 
     def user_states(
         self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None

@@ -11,6 +11,8 @@ in-batch  the batch's distinct targets as negatives, each logit corrected by -lo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,11 +21,20 @@ from genrec.ops.jagged import padded_index, to_jagged, to_padded
 LOSSES = ("full", "sampled", "in-batch")
 
 
-def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """logsumexp over the last dim, as max-shift + exp + sum + log: torch.logsumexp's CPU backward is ~5x slower
-    on (B, n, K) logits (measured), and log_softmax + NLL ~20% slower on (N, V). -inf entries contribute 0."""
+def _logsumexp(x: torch.Tensor, bound: float = math.inf) -> torch.Tensor:
+    """logsumexp over the last dim, as (max-shift +) exp + sum + log: torch.logsumexp's CPU backward is ~5x slower
+    on (B, n, K) logits (measured), and log_softmax + NLL ~20% slower on (N, V). -inf entries contribute 0.
+    bound >= max |x|: when exp(bound) * (terms) cannot overflow fp32, the max-shift (two passes) is skipped."""
+    if x.dtype == torch.float32 and bound + math.log(x.shape[-1]) < 80.0:
+        return torch.log(torch.exp(x).sum(-1))
     m = x.detach().amax(-1, keepdim=True).clamp_min(-1e30)  # a row of only -inf must not give inf - inf
     return torch.log(torch.exp(x - m).sum(-1)) + m.squeeze(-1)
+
+
+def _logit_bound(states: torch.Tensor, table: torch.Tensor, temperature: float) -> float:
+    """max |s . e| / T <= max |s| max |e| / T (Cauchy-Schwarz); about 1/T for L2-normalised vectors."""
+    norms = (v.detach().float().norm(dim=-1).max().item() for v in (states, table))
+    return math.prod(norms) / temperature * 1.01 + 1.0  # margin for bf16 rounding of the products
 
 
 def next_item_loss(
@@ -41,7 +52,8 @@ def next_item_loss(
     the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
     if kind == "full":
         logits = ((states / temperature) @ table[1:].T).float()  # (N, V); temperature on (N, D), not on (N, V)
-        return (_logsumexp(logits) - logits.gather(1, (targets - 1)[:, None]).squeeze(1)).mean()
+        lse = _logsumexp(logits, _logit_bound(states, table, temperature))
+        return (lse - logits.gather(1, (targets - 1)[:, None]).squeeze(1)).mean()
     if kind == "sampled":
         num_items = table.shape[0] - 1
         if offsets is None:
@@ -56,7 +68,7 @@ def next_item_loss(
         tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
         negl = negl.masked_fill_(neg[:, None, :] == tgt[:, :, None], float("-inf"))  # accidental hits
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
-        lse = torch.logaddexp(pos, to_jagged(_logsumexp(negl), idx))  # (N,)
+        lse = torch.logaddexp(pos, to_jagged(_logsumexp(negl, _logit_bound(states, table, temperature)), idx))
         return (lse - pos).mean()
     if kind == "in-batch":
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)

@@ -8,6 +8,8 @@ Run folder layout (RUN_DIR):
     history.json       per-epoch loss, sequences/s, validation metrics
     curves.png         training loss and validation NDCG@10
     metrics.json       test metrics of the best model and of the popularity baseline (scored once)
+A refit (fit="train+valid", `genrec train --refit-from RUN`) retrains RUN's settings on train + validation
+events for the epochs RUN's validation chose, with no per-epoch validation; its last epoch is the final model.
 Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what an uninterrupted one does.
 """
 
@@ -42,6 +44,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 
 LR_FLOOR = 0.02
 SCHEDULES = ("constant", "cosine")
+FITS = ("train", "train+valid")
 
 
 @dataclass
@@ -76,10 +79,17 @@ class TrainConfig:
     # the best epoch then lands near the declared end instead of wherever a constant lr plateaus
     schedule: str = "constant"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # "train+valid": a final refit whose settings (epochs included) were chosen on validation by another run
+    fit: str = "train"
+    item_attributes: bool = False  # add the catalog's categorical / multi-valued attributes to item vectors
+    refit_of: str | None = None  # the run whose validation chose this refit's settings
+    stop_epoch: int | None = None  # train epochs 1..stop_epoch of an `epochs`-long schedule (a refit's best epoch)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.fit not in FITS:
+            raise ValueError(f"unknown fit {self.fit!r}; choose from {', '.join(FITS)}")
 
     def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
         kw = dict(DATASET_DEFAULTS.get(dataset_name, {}))
@@ -124,6 +134,28 @@ def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: floa
     return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def refit_config(source: str | Path, out: str | Path, threads: int | None = None) -> TrainConfig:
+    """The settings of a finished run, to retrain on train + validation for the epochs its validation chose."""
+    src = Path(source)
+    if not (src / "metrics.json").exists():
+        raise FileNotFoundError(f"{src}/metrics.json not found: refit needs a finished `genrec train` run")
+    meta = json.loads((src / "config.json").read_text())["train"]
+    if meta.get("fit", "train") != "train":
+        raise ValueError(f"{src} is itself a refit; refit from the run that was validated")
+    if meta.get("schedule") == "cosine" and meta["time_budget_s"]:
+        raise ValueError(
+            f"{src} decays its lr over wall time, which a refit cannot replay; "
+            "validate with --schedule cosine over --epochs instead"
+        )
+    best_epoch = json.loads((src / "metrics.json").read_text())["best_epoch"]
+    meta.update(
+        out=str(out), fit="train+valid", refit_of=str(src), time_budget_s=None, threads=threads or meta["threads"],
+        betas=tuple(meta["betas"]),
+    )  # fmt: skip
+    meta["stop_epoch"] = best_epoch  # an epoch-based cosine keeps its horizon and stops there too
+    return TrainConfig(**meta)
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -147,10 +179,12 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(ep, [h["loss"] for h in history], marker="o", ms=3)
     a.set(xlabel="epoch", ylabel="training loss", title="loss")
-    b.plot(ep, [h["valid"]["NDCG@10"] for h in history], marker="o", ms=3, label="NDCG@10")
-    b.plot(ep, [h["valid"]["HR@10"] for h in history], marker="o", ms=3, label="HR@10")
-    b.set(xlabel="epoch", title="validation (full catalog)")
-    b.legend()
+    scored = [h for h in history if h["valid"]]  # a refit has no validation
+    b.plot([h["epoch"] for h in scored], [h["valid"]["NDCG@10"] for h in scored], marker="o", ms=3, label="NDCG@10")
+    b.plot([h["epoch"] for h in scored], [h["valid"]["HR@10"] for h in scored], marker="o", ms=3, label="HR@10")
+    b.set(xlabel="epoch", title="validation (full catalog)" if scored else "refit on train + valid: no validation")
+    if scored:
+        b.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -218,9 +252,18 @@ def train_epoch(
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
     ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed)
-    split = leave_one_out(ds.sequences)
+    split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, ds.sequences.num_items, **cfg.model_kwargs(ds.sequences.name))
+    kwargs = cfg.model_kwargs(ds.sequences.name)
+    tokens = None
+    if cfg.item_attributes:
+        from genrec.features.tables import item_attribute_tokens
+
+        tokens, vocab_size = item_attribute_tokens(ds, split)
+        kwargs.update(num_attribute_tokens=vocab_size, attributes_per_item=tokens.shape[1])
+    model = build_model(cfg.model, ds.sequences.num_items, **kwargs)
+    if tokens is not None:
+        model.set_item_attributes(torch.from_numpy(tokens))
     return ds, split, model
 
 
@@ -241,8 +284,10 @@ def train(
     last = run / "last.pt"
     if last.exists() and not restart:
         old = json.loads((run / "config.json").read_text())
-        if old["model"] != meta["model"] or old["dataset"] != meta["dataset"]:
-            raise SystemExit(f"{run} holds a different run (model or dataset differ); use --restart or another --out")
+        if old["model"] != meta["model"] or old["dataset"] != meta["dataset"] or old["train"].get("fit") != cfg.fit:
+            raise SystemExit(
+                f"{run} holds a different run (model, dataset or fit differ); use --restart or another --out"
+            )
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -259,7 +304,7 @@ def train(
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
-        for epoch in range(start_epoch, cfg.epochs + 1):
+        for epoch in range(start_epoch, (cfg.stop_epoch or cfg.epochs) + 1):
             if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
                 console.print(f"time budget of {cfg.time_budget_s:.0f}s reached")
                 break
@@ -267,14 +312,16 @@ def train(
                 break
             stats = train_epoch(model, opt, split, cfg, epoch, device, progress, elapsed)
             t0 = time.perf_counter()
-            valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
+            valid = None
+            if not split.valid_in_train:  # a refit has no validation: its last epoch is the final model
+                valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
             stats["eval_seconds"] = time.perf_counter() - t0
             elapsed += stats["seconds"] + stats["eval_seconds"]
             rec = {"epoch": epoch, **stats, "elapsed": elapsed, "valid": valid}
             history.append(rec)
-            improved = valid["NDCG@10"] > best
+            improved = valid is None or valid["NDCG@10"] > best
             if improved:
-                best, best_epoch = valid["NDCG@10"], epoch
+                best, best_epoch = (valid or {}).get("NDCG@10", -1.0), epoch
                 atomic_save({"model": model.state_dict(), "epoch": epoch, "config": meta["model"]}, run / "best.pt")
             atomic_save(
                 {
@@ -290,10 +337,10 @@ def train(
             )
             write_json(history, run / "history.json")
             plot_curves(history, run / "curves.png", f"{cfg.model} on {ds.sequences.name}")
+            scores = f"valid NDCG@10 {valid['NDCG@10']:.4f} HR@10 {valid['HR@10']:.4f}" if valid else "refit"
             console.print(
-                f"epoch {epoch:3d}  loss {stats['loss']:.4f}  {stats['seq_per_s']:7.0f} seq/s  "
-                f"valid NDCG@10 {valid['NDCG@10']:.4f} HR@10 {valid['HR@10']:.4f}"
-                + ("  [green]best" if improved else "")
+                f"epoch {epoch:3d}  loss {stats['loss']:.4f}  {stats['seq_per_s']:7.0f} seq/s  {scores}"
+                + ("  [green]best" if improved and valid else "")
                 + f"  ({elapsed / 60:.1f} min)"
             )
     return finish(run, split, model, history, best_epoch, elapsed, cfg, device, console)
@@ -314,7 +361,7 @@ def finish(
     model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     test = evaluate_model(model, split, "test", cfg.eval_batch_size, str(device))
     pop = evaluate_scorer(popularity_scorer(split), split, "test", model.config.max_len)
-    best_valid = next((h["valid"] for h in history if h["epoch"] == best_epoch), {})
+    best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
     write_json(
         {
             "dataset": split.data.name,
@@ -324,6 +371,8 @@ def finish(
             "popularity": pop,
             "best_epoch": best_epoch,
             "best_valid": best_valid,
+            "fit": cfg.fit,
+            "refit_of": cfg.refit_of,
             "epochs": len(history),
             "train_seconds": elapsed,
         },

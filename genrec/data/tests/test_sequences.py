@@ -66,3 +66,15 @@ def test_batches_are_jagged_and_shifted() -> None:
     assert batch.offsets.tolist() == [0, 3, 3 + 3]
     assert sorted(len(s) for s in seen) == [3, 6]  # seen = the whole history before the target
     assert np.all(targets.numpy() > 0)
+
+
+def test_refit_split_trains_on_the_validation_event() -> None:
+    events = log([("u1", str(i), i) for i in range(1, 6)] + [("u2", "9", 1), ("u2", "8", 2)])
+    split = leave_one_out(build_sequences(events), valid_in_train=True)
+    seq = split.data
+    assert [seq.item_vocab.raw(int(i)) for i in split.train_items] == ["1", "2", "3", "4", "9", "8"]
+    assert split.train_offsets.tolist() == [0, 4, 6]
+    users, ends, targets = split.eval_inputs("test")  # test is unchanged
+    assert seq.item_vocab.raw(int(targets[0])) == "5" and ends[0] == 4
+    with pytest.raises(ValueError, match="refit"):
+        split.eval_inputs("valid")

@@ -93,3 +93,18 @@ def test_covisitation_counts_training_prefixes_only():
     )
     # train prefixes: u1 = a b c (d, e held out), u2 = a (b, f held out): c -> d is a validation transition
     np.testing.assert_array_equal(got, [1, 1, 1, 0, 0, 0])
+
+
+def test_item_attribute_tokens_share_ids_across_items():
+    from genrec.features.tables import item_attribute_tokens
+
+    ds = _hand_dataset()
+    tokens, size = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    v = ds.sequences.item_vocab
+    a, c, e, f = (set(tokens[v.index(x)].tolist()) - {0} for x in "acef")
+    assert tokens.shape[0] == ds.sequences.num_items + 1 and not tokens[0].any()
+    assert 0 < tokens.max() <= size
+    # a and e (held out, but its values occur in training) share category k1 and brand B1; c only brand B1;
+    # f's category and brand occur in no training item, so it gets no tokens
+    assert a == e and len(a) == 2 and len(a & c) == 1
+    assert not f

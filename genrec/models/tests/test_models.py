@@ -39,3 +39,20 @@ def test_presets_and_config_roundtrip() -> None:
     assert type(again) is type(large) and again.config == c
     with pytest.raises(ValueError):
         build_model("bert", num_items=10)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_item_attributes_enter_input_and_output_vectors(name: str) -> None:
+    model = build_model(name, num_items=4, max_len=8, dim=8, num_attribute_tokens=3, attributes_per_item=2)
+    tokens = torch.tensor([[0, 0], [1, 2], [1, 0], [0, 0], [3, 0]])
+    model.set_item_attributes(tokens)
+    w, a = model.item_emb.weight, model.attr_emb.weight
+    torch.testing.assert_close(model.item_vectors()[1], w[1] + (a[1] + a[2]) / 2)
+    torch.testing.assert_close(model.item_vectors()[3], w[3])  # no attributes: the id embedding alone
+    torch.testing.assert_close(model.item_vectors(torch.tensor([2, 1])), model.item_vectors()[[2, 1]])
+    # the tokens travel with the weights
+    again = model_from_config(model.config.to_dict())
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.item_vectors(), model.item_vectors())
+    with pytest.raises(ValueError):
+        model.set_item_attributes(torch.zeros(5, 3, dtype=torch.long))

@@ -115,3 +115,24 @@ def test_full_softmax_loss_equals_cross_entropy() -> None:
     ref = torch.nn.functional.cross_entropy(states @ table[1:].T / 0.05, targets - 1)
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(torch.autograd.grad(loss, states)[0], torch.autograd.grad(ref, states)[0])
+
+
+def test_refit_trains_the_chosen_epochs_on_train_and_valid(shop, tmp_path) -> None:
+    from genrec.training.trainer import refit_config
+
+    src = train(small_cfg(tmp_path / "src", epochs=3, model="sasrec", threads=1, item_attributes=True), dataset=shop)
+    cfg = refit_config(tmp_path / "src", tmp_path / "refit")
+    assert (cfg.fit, cfg.stop_epoch, cfg.item_attributes, cfg.refit_of) == (
+        "train+valid", src.best_epoch, True, str(tmp_path / "src"),
+    )  # fmt: skip
+    res = train(cfg, dataset=shop)
+    assert [h["epoch"] for h in res.history] == list(range(1, src.best_epoch + 1))
+    assert all(h["valid"] is None for h in res.history) and res.best_epoch == src.best_epoch
+    metrics = json.loads((tmp_path / "refit" / "metrics.json").read_text())
+    assert metrics["fit"] == "train+valid" and metrics["split"] == "test"
+    assert res.test["NDCG@10"] > 2.0 * res.popularity_test["NDCG@10"]
+    with pytest.raises(ValueError, match="refit"):
+        refit_config(tmp_path / "refit", tmp_path / "again")
+    train(small_cfg(tmp_path / "timed", epochs=1, schedule="cosine", time_budget_s=60.0), dataset=shop)
+    with pytest.raises(ValueError, match="wall time"):
+        refit_config(tmp_path / "timed", tmp_path / "again")
