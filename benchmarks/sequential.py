@@ -27,6 +27,7 @@ from genrec.data.datasets import load_dataset
 from genrec.data.sequences import leave_one_out
 from genrec.evaluation.evaluate import evaluate_scorer, popularity_scorer
 from genrec.evaluation.metrics import METRIC_NAMES
+from genrec.models import PRESETS
 from genrec.runtime import setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,6 +58,8 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
             "--time-budget",
             "28",
         ],
+        # weights averaged over steps (EMA, decay 0.998 ~ 10 epochs), validated and saved as the average
+        "hstu-large-ema": [*COMMON[:-2], "--patience", "20", "--lr", "2e-3", "--ema", "0.998", "--time-budget", "40"],
     },
     "amazon-beauty": {
         **{m: COMMON + ["--time-budget", "15"] for m in ("sasrec", "hstu", "hstu-large")},
@@ -66,7 +69,7 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
 }
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
 REFITS: dict[str, dict[str, str]] = {
-    "ml-1m": {"hstu-large-refit": "hstu-large"},
+    "ml-1m": {"hstu-large-refit": "hstu-large", "hstu-large-ema-refit": "hstu-large-ema"},
     "amazon-beauty": {"sasrec-attr-refit": "sasrec-attr"},
 }
 
@@ -75,7 +78,7 @@ def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
     if model in REFITS.get(dataset, {}):
         source = run_dir.parent / f"{dataset}-{REFITS[dataset][model]}"
         return ["genrec", "train", "--refit-from", str(source), "--out", str(run_dir), "--threads", "1"]
-    preset = model.removesuffix("-30min").removesuffix("-attr")  # row = a preset plus a variant
+    preset = max((p for p in PRESETS if model == p or model.startswith(p + "-")), key=len)  # row = preset-variant
     return ["genrec", "train", "--model", preset, "--dataset", dataset, "--out", str(run_dir)] + SETTINGS[dataset][
         model
     ]

@@ -47,6 +47,7 @@ def train(
     item_attributes: bool = typer.Option(
         False, help="sequence models: add the catalog's attributes (brand, categories, genres...) to item vectors"
     ),
+    ema: float = typer.Option(0.0, help="> 0: validate and keep a moving average of the weights (decay per step)"),
     seed: int = typer.Option(42),
     threads: int | None = typer.Option(None),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -102,8 +103,8 @@ def train(
         model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
         num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
-        crop=crop, item_attributes=item_attributes, seed=seed, threads=threads, device=device, precision=precision,
-        schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
+        crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
+        precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
     )  # fmt: skip
     try:
         result = run_training(cfg, console=console, restart=restart)
@@ -128,7 +129,15 @@ def evaluate(
 
     setup()
     model, meta = load_run(run_dir)
-    data = leave_one_out(load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"]).sequences)
+    refit = meta["train"].get("fit", "train") == "train+valid"
+    if refit and split == "valid":
+        console.print(
+            f"[red]error:[/] {run_dir} is a refit: it trained on the validation events, so it has no validation split"
+        )
+        raise typer.Exit(2)
+    data = leave_one_out(
+        load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"]).sequences, valid_in_train=refit
+    )
     res = evaluate_model(model, data, split)
     pop = evaluate_scorer(popularity_scorer(data), data, split, model.config.max_len)
     write_json({"split": split, "metrics": res, "popularity": pop}, Path(run_dir) / f"eval_{split}.json")

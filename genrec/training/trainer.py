@@ -15,6 +15,7 @@ Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.models import SequentialModel, build_model, model_from_config
 from genrec.runtime import setup
+from genrec.training.averaging import WeightEMA
 from genrec.training.losses import next_item_loss
 
 # Settings that differ from the ML-1M reference per dataset (short histories need shorter windows).
@@ -82,6 +84,7 @@ class TrainConfig:
     # "train+valid": a final refit whose settings (epochs included) were chosen on validation by another run
     fit: str = "train"
     item_attributes: bool = False  # add the catalog's categorical / multi-valued attributes to item vectors
+    ema: float = 0.0  # > 0: validate and save an exponential moving average of the weights with this decay per step
     refit_of: str | None = None  # the run whose validation chose this refit's settings
     stop_epoch: int | None = None  # train epochs 1..stop_epoch of an `epochs`-long schedule (a refit's best epoch)
 
@@ -200,6 +203,7 @@ def train_epoch(
     device: torch.device,
     progress: Progress | None,
     elapsed: float = 0.0,
+    ema: WeightEMA | None = None,
 ) -> dict[str, float]:
     model.train()
     seed = cfg.seed * 100_003 + epoch
@@ -229,6 +233,8 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += loss.item()
         steps += 1
         n_seq += batch.num_sequences
@@ -281,6 +287,7 @@ def train(
     meta = {"train": asdict(cfg), "model": model.config.to_dict(), "dataset": ds.sequences.summary()}
     history: list[dict[str, Any]] = []
     start_epoch, best, best_epoch, elapsed = 1, -1.0, 0, 0.0
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     last = run / "last.pt"
     if last.exists() and not restart:
         old = json.loads((run / "config.json").read_text())
@@ -291,6 +298,8 @@ def train(
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if ema is not None:
+            ema.shadow = ck["ema"]
         history, best, best_epoch, elapsed = ck["history_json"], ck["best"], ck["best_epoch"], ck["elapsed"]
         history = json.loads(history)
         start_epoch = ck["epoch"] + 1
@@ -310,22 +319,25 @@ def train(
                 break
             if epoch - best_epoch > cfg.patience and best_epoch > 0:
                 break
-            stats = train_epoch(model, opt, split, cfg, epoch, device, progress, elapsed)
+            stats = train_epoch(model, opt, split, cfg, epoch, device, progress, elapsed, ema)
             t0 = time.perf_counter()
             valid = None
-            if not split.valid_in_train:  # a refit has no validation: its last epoch is the final model
-                valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
-            stats["eval_seconds"] = time.perf_counter() - t0
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():  # validate what is saved
+                if not split.valid_in_train:  # a refit has no validation: its last epoch is the final model
+                    valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
+                stats["eval_seconds"] = time.perf_counter() - t0
+                improved = valid is None or valid["NDCG@10"] > best
+                if improved:
+                    best, best_epoch = (valid or {}).get("NDCG@10", -1.0), epoch
+                    state = {"model": model.state_dict(), "epoch": epoch, "config": meta["model"]}
+                    atomic_save(state, run / "best.pt")
             elapsed += stats["seconds"] + stats["eval_seconds"]
             rec = {"epoch": epoch, **stats, "elapsed": elapsed, "valid": valid}
             history.append(rec)
-            improved = valid is None or valid["NDCG@10"] > best
-            if improved:
-                best, best_epoch = (valid or {}).get("NDCG@10", -1.0), epoch
-                atomic_save({"model": model.state_dict(), "epoch": epoch, "config": meta["model"]}, run / "best.pt")
             atomic_save(
                 {
                     "model": model.state_dict(),
+                    **({"ema": ema.shadow} if ema is not None else {}),
                     "optimizer": opt.state_dict(),
                     "epoch": epoch,
                     "best": best,

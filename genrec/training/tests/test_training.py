@@ -136,3 +136,33 @@ def test_refit_trains_the_chosen_epochs_on_train_and_valid(shop, tmp_path) -> No
     train(small_cfg(tmp_path / "timed", epochs=1, schedule="cosine", time_budget_s=60.0), dataset=shop)
     with pytest.raises(ValueError, match="wall time"):
         refit_config(tmp_path / "timed", tmp_path / "again")
+
+
+def test_weight_ema_averages_and_restores() -> None:
+    from genrec.training.averaging import WeightEMA
+
+    model = torch.nn.Linear(3, 2)
+    ema = WeightEMA(model, decay=0.75)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["weight"], start + 1.0)  # 0.75 * w0 + 0.25 * (w0 + 4)
+    with ema.applied(model):
+        torch.testing.assert_close(model.weight, start + 1.0)
+    torch.testing.assert_close(model.weight, start + 4.0)  # the trained weights come back
+    with pytest.raises(ValueError):
+        WeightEMA(model, decay=1.0)
+
+
+def test_ema_run_saves_the_averaged_weights_and_resumes(shop, tmp_path) -> None:
+    full = train(small_cfg(tmp_path / "full", epochs=3, model="sasrec", threads=1, ema=0.9), dataset=shop)
+    train(small_cfg(tmp_path / "half", epochs=2, model="sasrec", threads=1, ema=0.9), dataset=shop)
+    resumed = train(small_cfg(tmp_path / "half", epochs=3, model="sasrec", threads=1, ema=0.9), dataset=shop)
+    for a, b in zip(resumed.history, full.history, strict=True):
+        assert a["valid"]["NDCG@10"] == pytest.approx(b["valid"]["NDCG@10"], abs=1e-6)
+    train(small_cfg(tmp_path / "one", epochs=1, model="sasrec", threads=1, ema=0.9), dataset=shop)
+    last = load_checkpoint(tmp_path / "one" / "last.pt")
+    best = load_checkpoint(tmp_path / "one" / "best.pt")["model"]  # epoch 1 is best: it holds the average
+    torch.testing.assert_close(best["item_emb.weight"], last["ema"]["item_emb.weight"])
+    assert not torch.equal(best["item_emb.weight"], last["model"]["item_emb.weight"])

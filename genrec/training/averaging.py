@@ -1,0 +1,39 @@
+"""Exponential moving average of a model's weights (Polyak averaging), for evaluation and the saved model.
+
+    shadow <- decay * shadow + (1 - decay) * weights      after every optimizer step
+
+With a constant learning rate the weights keep moving around a plateau; their average is a steadier model, and
+choosing the best epoch on validation then depends less on one lucky epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class WeightEMA:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v, 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Inside the block the model holds the averaged weights; the trained ones come back after it."""
+        trained = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.shadow}
+        model.load_state_dict(self.shadow, strict=False)
+        try:
+            yield
+        finally:
+            model.load_state_dict(trained, strict=False)
