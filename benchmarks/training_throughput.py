@@ -126,13 +126,13 @@ def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
     return {"model": model_name, "variant": variant, "seq_per_s": n_seq / secs, "tok_per_s": n_tok / secs}
 
 
-def train_quality(model_name: str, variant: str, epochs: int, threads: int, out: Path) -> dict:
+def train_quality(model_name: str, variant: str, epochs: int, threads: int, out: Path, seed: int = 42) -> dict:
     """One training run through the real trainer with this variant's attention, precision and loss."""
     precision, loss, shared = apply_variant(variant)
     from genrec.training.trainer import TrainConfig, train
 
     cfg = TrainConfig(model=model_name, dataset="ml-1m", out=str(out), epochs=epochs, patience=epochs, loss=loss,
-                      shared_negatives=shared, precision=precision, threads=threads, seed=42)  # fmt: skip
+                      shared_negatives=shared, precision=precision, threads=threads, seed=seed)  # fmt: skip
     res = train(cfg, restart=True)
     return {
         "model": model_name,
@@ -149,9 +149,9 @@ def quality(args: argparse.Namespace) -> None:
     rows = []
     for model in args.models:
         for variant in ("v0 per-seq-sampled", FINAL):
-            out = runs / f"{model}-{variant.replace(' ', '_').replace('+', '')}"
+            out = runs / f"{model}-{variant.replace(' ', '_').replace('+', '')}-seed{args.seed}"
             cmd = [sys.executable, __file__, "--train-one", model, variant, "--quality-epochs", str(args.quality_epochs),
-                   "--threads", str(args.threads), "--runs", str(out)]  # fmt: skip
+                   "--threads", str(args.threads), "--runs", str(out), "--seed", str(args.seed)]  # fmt: skip
             env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode:
@@ -177,17 +177,18 @@ def quality(args: argparse.Namespace) -> None:
                         "v0_last_valid": a["epochs"][-1]["valid_ndcg10"], "final_last_valid": b["epochs"][-1]["valid_ndcg10"],
                         "max_abs_epoch_diff": max(abs(d) for d in diffs), "mean_epoch_diff": sum(diffs) / len(diffs)})  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training_quality.json").write_text(json.dumps({"command": command, "summary": summary, "runs": rows},
+    name = "training_quality" + ("" if args.seed == 42 else f"_seed{args.seed}")  # other seeds: run-to-run noise
+    (RESULTS / f"{name}.json").write_text(json.dumps({"command": command, "summary": summary, "runs": rows},
                                                               indent=2))  # fmt: skip
     lines = ["# Training speed-up at equal loss: first implementation vs final path, same validation quality?", "",
              f"`{command}`", "", "ML-1M (SASRec split), validation split (second-to-last item), full catalog; "
-             "per-sequence sampled softmax with 128 negatives for both; seed 42; seconds = training time only.", "",
+             f"per-sequence sampled softmax with 128 negatives for both; seed {args.seed}; seconds = training time only.", "",
              "| model | epochs | v0 s | final s | speed-up | v0 best valid NDCG@10 | final best | v0 last | final last "
              "| max abs per-epoch diff |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['model']} | {r['epochs']} | {r['v0_seconds']:.0f} | {r['final_seconds']:.0f} | {r['speedup']:.2f}x "
               f"| {r['v0_best_valid']:.4f} | {r['final_best_valid']:.4f} | {r['v0_last_valid']:.4f} "
               f"| {r['final_last_valid']:.4f} | {r['max_abs_epoch_diff']:.4f} |" for r in summary]  # fmt: skip
-    (RESULTS / "training_quality.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +202,7 @@ def quality(args: argparse.Namespace) -> None:
         ax.set(title=f"{model} on ML-1M", xlabel="training minutes", ylabel="valid NDCG@10")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "training_quality.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
 
 
 def main() -> None:
@@ -214,9 +215,12 @@ def main() -> None:
     ap.add_argument("--quality-epochs", type=int, default=0, help="instead: same-loss quality check, E epochs")
     ap.add_argument("--runs", default="runs/throughput_quality", help="run folders of the quality check")
     ap.add_argument("--train-one", nargs=2, help=argparse.SUPPRESS)  # internal: model variant
+    ap.add_argument("--seed", type=int, default=42, help="quality check seed (another seed shows run-to-run noise)")
     args = ap.parse_args()
     if args.train_one:
-        row = train_quality(args.train_one[0], args.train_one[1], args.quality_epochs, args.threads, Path(args.runs))
+        row = train_quality(
+            args.train_one[0], args.train_one[1], args.quality_epochs, args.threads, Path(args.runs), args.seed
+        )
         print(json.dumps(row))
         return
     if args.quality_epochs:

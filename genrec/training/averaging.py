@@ -1,6 +1,7 @@
 """Exponential moving average of a model's weights (Polyak averaging), for evaluation and the saved model.
 
-    shadow <- decay * shadow + (1 - decay) * weights      after every optimizer step
+    shadow <- d_t * shadow + (1 - d_t) * weights,   d_t = min(decay, (1 + t) / (10 + t))   after step t
+The warm-up (d_t small at first) keeps the random initial weights from lingering in the average.
 
 With a constant learning rate the weights keep moving around a plateau; their average is a steadier model, and
 choosing the best epoch on validation then depends less on one lucky epoch.
@@ -20,13 +21,22 @@ class WeightEMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
+        self.steps = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
         for k, v in model.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].lerp_(v, 1.0 - self.decay)
+                self.shadow[k].lerp_(v, 1.0 - d)
+
+    def state(self) -> dict:
+        return {"steps": self.steps, "shadow": self.shadow}
+
+    def load(self, state: dict) -> None:
+        self.steps, self.shadow = state["steps"], state["shadow"]
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:

@@ -299,7 +299,7 @@ def train(
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if ema is not None:
-            ema.shadow = ck["ema"]
+            ema.load(ck["ema"])
         history, best, best_epoch, elapsed = ck["history_json"], ck["best"], ck["best_epoch"], ck["elapsed"]
         history = json.loads(history)
         start_epoch = ck["epoch"] + 1
@@ -337,7 +337,7 @@ def train(
             atomic_save(
                 {
                     "model": model.state_dict(),
-                    **({"ema": ema.shadow} if ema is not None else {}),
+                    **({"ema": ema.state()} if ema is not None else {}),
                     "optimizer": opt.state_dict(),
                     "epoch": epoch,
                     "best": best,

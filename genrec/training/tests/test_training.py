@@ -143,6 +143,7 @@ def test_weight_ema_averages_and_restores() -> None:
 
     model = torch.nn.Linear(3, 2)
     ema = WeightEMA(model, decay=0.75)
+    ema.steps = 100  # past the warm-up: d_t = 0.75
     start = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(4.0)
@@ -153,6 +154,11 @@ def test_weight_ema_averages_and_restores() -> None:
     torch.testing.assert_close(model.weight, start + 4.0)  # the trained weights come back
     with pytest.raises(ValueError):
         WeightEMA(model, decay=1.0)
+    fresh = WeightEMA(model, decay=0.999)  # warm-up: the first step weighs the new weights by 0.9
+    with torch.no_grad():
+        model.weight.add_(10.0)
+    fresh.update(model)
+    torch.testing.assert_close(fresh.shadow["weight"], start + 4.0 + 9.0)
 
 
 def test_ema_run_saves_the_averaged_weights_and_resumes(shop, tmp_path) -> None:
@@ -164,5 +170,5 @@ def test_ema_run_saves_the_averaged_weights_and_resumes(shop, tmp_path) -> None:
     train(small_cfg(tmp_path / "one", epochs=1, model="sasrec", threads=1, ema=0.9), dataset=shop)
     last = load_checkpoint(tmp_path / "one" / "last.pt")
     best = load_checkpoint(tmp_path / "one" / "best.pt")["model"]  # epoch 1 is best: it holds the average
-    torch.testing.assert_close(best["item_emb.weight"], last["ema"]["item_emb.weight"])
+    torch.testing.assert_close(best["item_emb.weight"], last["ema"]["shadow"]["item_emb.weight"])
     assert not torch.equal(best["item_emb.weight"], last["model"]["item_emb.weight"])
