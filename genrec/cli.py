@@ -89,29 +89,24 @@ def train(
     from genrec.training.trainer import TrainConfig, refit_config
     from genrec.training.trainer import train as run_training
 
-    if refit_from is not None:
-        try:
-            cfg = refit_config(refit_from, out, threads)
-        except (ValueError, FileNotFoundError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-        console.print(f"refit of {refit_from} on train + valid for {cfg.stop_epoch} epochs (other options ignored)")
-        result = run_training(cfg, console=console, restart=restart)
-        console.print(metrics_table(f"test split, {cfg.dataset} (refit)", {cfg.model: result.test}))
-        return
-    cfg = TrainConfig(
-        model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
-        num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
-        crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
-        precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
-    )  # fmt: skip
     try:
+        if refit_from is not None:
+            cfg = refit_config(refit_from, out, threads)
+            console.print(f"refit of {refit_from} on train + valid for {cfg.stop_epoch} epochs (other options ignored)")
+        else:
+            cfg = TrainConfig(
+                model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+                weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
+                num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
+                crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
+                precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
+            )  # fmt: skip
         result = run_training(cfg, console=console, restart=restart)
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    console.print(metrics_table(f"test split, {dataset}", {model: result.test, "popularity": result.popularity_test}))
+    table = {cfg.model: result.test, "popularity": result.popularity_test}
+    console.print(metrics_table(f"test split, {cfg.dataset}" + (" (refit)" if refit_from else ""), table))
     console.print(f"best epoch {result.best_epoch}, {result.train_seconds / 60:.1f} min; results in {out}/metrics.json")
 
 

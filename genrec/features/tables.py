@@ -278,18 +278,21 @@ def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -
     counts = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1)
     table = encode_table(items_raw, np.flatnonzero(counts > 0))
     n = ds.sequences.num_items + 1
-    per_item: list[list[int]] = [[] for _ in range(n)]
-    base = 0
+    rows, toks, base = [], [], 0  # (item, token) pairs, attribute by attribute, each in its own id range
     for name, codes in table.cat.items():
-        for i in np.flatnonzero(codes > 0):
-            per_item[i].append(base + int(codes[i]))
+        rows.append(np.arange(n))
+        toks.append(np.where(codes > 0, codes + base, 0))
         base += table.sizes[name]
     for name, (values, offsets) in table.multi.items():
-        for i in range(n):
-            per_item[i] += [base + int(v) for v in values[offsets[i] : offsets[i + 1]] if v > 0]
+        rows.append(np.repeat(np.arange(n), np.diff(offsets)))
+        toks.append(np.where(values > 0, values + base, 0))
         base += table.sizes[name]
-    width = max((len(t) for t in per_item), default=0)
-    tokens = np.zeros((n, max(width, 1)), np.int64)
-    for i, t in enumerate(per_item):
-        tokens[i, : len(t)] = t
+    row, tok = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, toks))
+    row, tok = row[tok > 0], tok[tok > 0]
+    order = np.argsort(row, kind="stable")
+    row, tok = row[order], tok[order]
+    counts = np.bincount(row, minlength=n)
+    col = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)  # slot within the item's row
+    tokens = np.zeros((n, max(int(counts.max(initial=0)), 1)), np.int64)
+    tokens[row, col] = tok
     return tokens, base

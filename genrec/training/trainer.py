@@ -154,8 +154,8 @@ def refit_config(source: str | Path, out: str | Path, threads: int | None = None
     meta.update(
         out=str(out), fit="train+valid", refit_of=str(src), time_budget_s=None, threads=threads or meta["threads"],
         betas=tuple(meta["betas"]),
+        stop_epoch=best_epoch,  # an epoch-based cosine keeps its horizon and stops there too
     )  # fmt: skip
-    meta["stop_epoch"] = best_epoch  # an epoch-based cosine keeps its horizon and stops there too
     return TrainConfig(**meta)
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genrec.ops.hstu_attention import hstu_attention, hstu_attention_jagged
+from genrec.ops.hstu_attention import hstu_attention, hstu_attention_jagged, time_buckets
 
 
 def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0) -> dict:
@@ -128,3 +128,11 @@ def test_fast_paths_run_in_bf16(tile: int) -> None:
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.double(), ref.detach(), rtol=0.05, atol=0.05)
         out.float().sum().backward()
+
+
+def test_time_buckets_are_floor_log2_at_every_power_of_two() -> None:
+    k = torch.arange(0, 52)
+    gaps = torch.cat([2**k, 2**k - 1, -(2**k), torch.tensor([0])])
+    want = torch.cat([k, (k - 1).clamp(min=0), k, torch.tensor([0])])  # gap 0 counts as 1 second
+    assert torch.equal(time_buckets(gaps, 128), want)
+    assert torch.equal(time_buckets(gaps, 20), want.clamp(max=19))
