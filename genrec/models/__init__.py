@@ -26,7 +26,9 @@ def build_model(name: str, num_items: int, **overrides: Any) -> SequentialModel:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(PRESETS)}")
     model_cls, cfg_cls, preset = PRESETS[name]
     kwargs = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
-    if cfg_cls is HSTUConfig and kwargs.get("num_heads", 1) != preset["num_heads"] and "qk_dim" not in overrides:
+    # Per-head widths follow a changed width or head count (dim // heads) unless given explicitly.
+    reshaped = kwargs.get("num_heads", 1) != preset["num_heads"] or overrides.get("dim") is not None
+    if cfg_cls is HSTUConfig and reshaped and "qk_dim" not in overrides:
         kwargs.pop("qk_dim", None), kwargs.pop("v_dim", None)
     return model_cls(cfg_cls(num_items=num_items, **kwargs))
 

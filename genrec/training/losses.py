@@ -31,6 +31,61 @@ def _logsumexp(x: torch.Tensor, bound: float = math.inf) -> torch.Tensor:
     return torch.log(torch.exp(x - m).sum(-1)) + m.squeeze(-1)
 
 
+class _NegativeLogSumExp(torch.autograd.Function):
+    """log sum_k exp(s_i . e_bk) over each sequence's K negatives, skipping accidental hits: (B, n).
+    The full softmax is the case B = 1, n = N, K = V (every item, no hits).
+
+    sp: (B, n, D) padded scaled states, ne: (B, K, D) negative embeddings, hits: flat indices into (B, n, K) of
+    negatives equal to the row's target. One fused pass chain instead of autograd's: the (B, n, K) exponentials
+    are kept and turned into the softmax gradient in place, hits are zeroed by index (a few per cent of rows)
+    rather than by a masked pass over all logits forward and backward (measured: see benchmarks/training_throughput.py).
+    """
+
+    @staticmethod
+    def forward(ctx, sp, ne, hits, bound):  # noqa: ANN001, ANN205
+        x = torch.bmm(sp, ne.transpose(1, 2)).float()  # (B, n, K) fp32
+        shift = None
+        if bound + math.log(x.shape[-1]) >= 80.0:  # exp could overflow fp32: shift by the row max
+            shift = x.amax(-1, keepdim=True).clamp_min(-1e30)
+            x -= shift
+        e = x.exp_()
+        e.view(-1)[hits] = 0.0
+        total = e.sum(-1).clamp_min_(1e-30)  # (B, n); a row whose negatives are all hits adds ~nothing
+        ctx.save_for_backward(sp, ne, e, total)
+        lse = total.log()
+        return lse if shift is None else lse + shift.squeeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        sp, ne, e, total = ctx.saved_tensors
+        p = e.mul_((grad / total).unsqueeze(-1)).to(sp.dtype)  # d lse / d logit = softmax; hits stay 0
+        return torch.bmm(p, ne), torch.bmm(p.transpose(1, 2), sp), None, None
+
+
+def accidental_hits(neg: torch.Tensor, tgt: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Flat indices into (B, n, K) where negative neg[b, k] equals target tgt[b, i] (0 = padding never hits).
+
+    neg: (B, K), tgt: (B, n). A (B, V + 1) membership table finds the few rows with a hit (~K/V of them) first,
+    so the (B, n, K) comparison runs only on those rows (~10x faster than comparing all, measured).
+    """
+    B, K = neg.shape
+    member = torch.zeros(B, num_items + 1, dtype=torch.bool, device=neg.device)
+    member.scatter_(1, neg, True)
+    member[:, 0] = False
+    rows = member.gather(1, tgt).view(-1).nonzero().squeeze(1)  # flat (b * n + i) of rows with a hit
+    b = torch.div(rows, tgt.shape[1], rounding_mode="floor")
+    r, k = (neg[b] == tgt.view(-1)[rows, None]).nonzero(as_tuple=True)  # (R, K) comparison on those rows only
+    return rows[r] * K + k
+
+
+def negative_lse_reference(sp: torch.Tensor, ne: torch.Tensor, hits: torch.Tensor, bound: float) -> torch.Tensor:
+    """_NegativeLogSumExp under plain autograd (hits masked to -inf): the definition it is tested against."""
+    x = torch.bmm(sp, ne.transpose(1, 2)).float()
+    x.view(-1)[hits] = float("-inf")
+    return _logsumexp(x, bound)
+
+
 def _logit_bound(states: torch.Tensor, table: torch.Tensor, temperature: float) -> float:
     """max |s . e| / T <= max |s| max |e| / T (Cauchy-Schwarz); about 1/T for L2-normalised vectors."""
     norms = (v.detach().float().norm(dim=-1).max().item() for v in (states, table))
@@ -51,9 +106,12 @@ def next_item_loss(
     """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
     the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
     if kind == "full":
-        logits = ((states / temperature) @ table[1:].T).float()  # (N, V); temperature on (N, D), not on (N, V)
-        lse = _logsumexp(logits, _logit_bound(states, table, temperature))
-        return (lse - logits.gather(1, (targets - 1)[:, None]).squeeze(1)).mean()
+        scaled = states / temperature  # (N, D): temperature on (N, D), not on (N, V) logits
+        no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
+        bound = _logit_bound(states, table, temperature)
+        lse = _NegativeLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
+        pos = (scaled * table[targets]).sum(-1).float()  # (N,)
+        return (lse - pos).mean()
     if kind == "sampled":
         num_items = table.shape[0] - 1
         if offsets is None:
@@ -64,11 +122,13 @@ def next_item_loss(
         idx = padded_index(offsets, n)
         scaled = states / temperature  # (N, D): the temperature applied before the products, not to (N, K) logits
         pos = (scaled * table[targets]).sum(-1).float()  # (N,)
-        negl = torch.bmm(to_padded(scaled, idx, B, n), table[neg].transpose(1, 2)).float()  # (B, n, K)
         tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
-        negl = negl.masked_fill_(neg[:, None, :] == tgt[:, :, None], float("-inf"))  # accidental hits
+        hits = accidental_hits(neg, tgt, num_items)  # flat indices into (B, n, K)
+        neg_lse = _NegativeLogSumExp.apply(
+            to_padded(scaled, idx, B, n), table[neg], hits, _logit_bound(states, table, temperature)
+        )  # (B, n)
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
-        lse = torch.logaddexp(pos, to_jagged(_logsumexp(negl, _logit_bound(states, table, temperature)), idx))
+        lse = torch.logaddexp(pos, to_jagged(neg_lse, idx))
         return (lse - pos).mean()
     if kind == "in-batch":
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)

@@ -56,3 +56,10 @@ def test_item_attributes_enter_input_and_output_vectors(name: str) -> None:
     torch.testing.assert_close(again.item_vectors(), model.item_vectors())
     with pytest.raises(ValueError):
         model.set_item_attributes(torch.zeros(5, 3, dtype=torch.long))
+
+
+def test_hstu_large_per_head_widths_follow_a_changed_width_or_head_count() -> None:
+    assert (build_model("hstu-large", 50).config.qk_dim, build_model("hstu-large", 50).config.v_dim) == (25, 25)
+    assert build_model("hstu-large", 50, dim=64).config.qk_dim == 32  # 2 heads of 32
+    assert build_model("hstu-large", 50, num_heads=1).config.v_dim == 50
+    assert build_model("hstu-large", 50, dim=64, qk_dim=16).config.qk_dim == 16  # explicit widths win

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import genrec.ops.hstu_attention as ha
 from genrec.ops.hstu_attention import hstu_attention, hstu_attention_jagged, time_buckets
 
 
@@ -36,6 +37,34 @@ def test_padded_equals_reference_forward_and_backward(heads: int, scale: float |
     g_fast = torch.autograd.grad((fast * w).sum(), leaves)
     for a, c in zip(g_fast, g_ref, strict=True):
         torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("strips", [1, 2, 3])
+@pytest.mark.parametrize("use_time", [True, False])
+def test_padded_causal_strips_equal_reference(strips: int, use_time: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long enough sequences (n = 100) that the padded path cuts its query rows into strips."""
+    monkeypatch.setattr(ha, "PADDED_STRIPS", strips)
+    assert len(ha.causal_strips(100, strips)) == strips
+    b = jagged_batch([100, 37, 5, 64], 2, 8)
+    if not use_time:
+        b["time_bias"] = None
+    leaves = [b["q"], b["k"], b["v"], b["pos_bias"]] + ([b["time_bias"]] if use_time else [])
+    ref = hstu_attention(**b, backend="reference")
+    fast = hstu_attention(**b, backend="padded")
+    torch.testing.assert_close(fast, ref)
+    w = torch.randn_like(ref)
+    for a, c in zip(
+        torch.autograd.grad((fast * w).sum(), leaves), torch.autograd.grad((ref * w).sum(), leaves), strict=True
+    ):
+        torch.testing.assert_close(a, c)
+
+
+def test_causal_strips_cover_rows_once() -> None:
+    for n, k in [(200, 2), (200, 3), (201, 3), (40, 3), (7, 2)]:
+        bounds = ha.causal_strips(n, k)
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(e0 == s1 for (_, e0), (s1, _) in zip(bounds, bounds[1:], strict=False))
+        assert len(bounds) == max(1, min(k, n // 32))
 
 
 def test_reference_matches_dense_masked_formula() -> None:

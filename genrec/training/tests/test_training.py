@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -89,6 +90,38 @@ def test_sampled_loss_equals_cross_entropy_over_positive_and_per_sequence_negati
             logits[1:][neg[b] == targets[t]] = float("-inf")  # a negative equal to the target is not a negative
             rows.append(torch.logsumexp(logits, 0) - logits[0])
     torch.testing.assert_close(loss, torch.stack(rows).mean())
+
+
+@pytest.mark.parametrize("bound", [25.0, math.inf])  # skips / takes the max-shift
+def test_fused_negative_logsumexp_equals_autograd_reference(bound: float) -> None:
+    from genrec.training.losses import _NegativeLogSumExp, negative_lse_reference
+
+    g = torch.Generator().manual_seed(5)
+    sp = torch.randn(3, 7, 8, generator=g, requires_grad=True)
+    ne = torch.randn(3, 5, 8, generator=g, requires_grad=True)
+    hits = torch.tensor([0, 4, 12, 13, 40, 104])  # flat (b, i, k) positions, incl. rows with two hits
+    w = torch.randn(3, 7, generator=g)
+    ref = negative_lse_reference(sp, ne, hits, bound)
+    fast = _NegativeLogSumExp.apply(sp, ne, hits, bound)
+    torch.testing.assert_close(fast, ref)
+    for a, b in zip(torch.autograd.grad((fast * w).sum(), (sp, ne)), torch.autograd.grad((ref * w).sum(), (sp, ne)),
+                    strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+    # a row whose only negative is a hit contributes nothing and keeps finite gradients
+    one = _NegativeLogSumExp.apply(sp[:1, :1], ne[:1, :1], torch.tensor([0]), bound)
+    (grad,) = torch.autograd.grad(torch.logaddexp(torch.zeros(1, 1), one).sum(), sp)
+    assert one.item() < -60 and torch.isfinite(grad).all()
+
+
+def test_accidental_hits_equal_brute_force_comparison() -> None:
+    from genrec.training.losses import accidental_hits
+
+    g = torch.Generator().manual_seed(2)
+    neg = torch.randint(1, 9, (4, 6), generator=g)  # small catalog: duplicates and many hits
+    tgt = torch.randint(0, 9, (4, 11), generator=g)  # 0 = padding, never a hit
+    brute = ((neg[:, None, :] == tgt[:, :, None]) & (tgt[:, :, None] > 0)).view(-1).nonzero().squeeze(1)
+    assert len(brute) > 10
+    assert torch.equal(accidental_hits(neg, tgt, 8).sort().values, brute)
 
 
 def test_cosine_schedule_decays_over_epochs_or_time_budget() -> None:
