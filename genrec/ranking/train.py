@@ -7,7 +7,6 @@ Both pick the epoch on validation data only; test rows are scored by the caller,
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower
 from genrec.models.wide_deep import LinearModel, WideDeep, WideDeepConfig
 from genrec.ranking.metrics import auc, list_metrics, logloss
+from genrec.training.selection import BestWeights
 
 RANKERS = ("dlrm", "wide-deep", "lr")
 
@@ -102,9 +102,9 @@ def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console:
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []
-    best, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    best = BestWeights(model, cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
-        if best_epoch and epoch - best_epoch > cfg.patience:
+        if best.exhausted(epoch):
             break
         model.train()
         t0, total, steps = time.perf_counter(), 0.0, 0
@@ -121,15 +121,13 @@ def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console:
         history.append(rec)
         if cfg.select not in valid_m:
             raise ValueError(f"cannot select epochs on {cfg.select!r}: validation gives {', '.join(valid_m)}")
-        improved = valid_m[cfg.select] > best
-        if improved:
-            best, best_epoch, best_state = valid_m[cfg.select], epoch, copy.deepcopy(model.state_dict())
+        improved = best.update(epoch, valid_m[cfg.select])
         console.print(
             f"epoch {epoch:2d}  loss {rec['loss']:.4f}  valid AUC {valid_m['AUC']:.4f} "
             f"logloss {valid_m['logloss']:.4f}" + ("  [green]best" if improved else "")
         )
-    model.load_state_dict(best_state)
-    return CTRResult(history, best_epoch, next(h for h in history if h["epoch"] == best_epoch))
+    best.restore()
+    return CTRResult(history, best.epoch, next(h for h in history if h["epoch"] == best.epoch))
 
 
 # ---- two-tower ---------------------------------------------------------------------------------------
@@ -212,9 +210,9 @@ def fit_two_tower(
     items = split.data.items
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
-    best, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    best = BestWeights(model, cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
-        if best_epoch and epoch - best_epoch > cfg.patience:
+        if best.exhausted(epoch):
             break
         model.train()
         t0, total, steps = time.perf_counter(), 0.0, 0
@@ -237,12 +235,10 @@ def fit_two_tower(
         valid = evaluate_scorer(two_tower_scorer(model, feat, split, "valid"), split, "valid", feat.cfg.history_len)
         rec = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0, "valid": valid}
         history.append(rec)
-        improved = valid["NDCG@10"] > best
-        if improved:
-            best, best_epoch, best_state = valid["NDCG@10"], epoch, copy.deepcopy(model.state_dict())
+        improved = best.update(epoch, valid["NDCG@10"])
         console.print(
             f"epoch {epoch:2d}  loss {rec['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f} "
             f"HR@10 {valid['HR@10']:.4f} HR@200 {valid['HR@200']:.4f}" + ("  [green]best" if improved else "")
         )
-    model.load_state_dict(best_state)
+    best.restore()
     return history

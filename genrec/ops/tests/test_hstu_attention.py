@@ -21,42 +21,33 @@ def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0) -> dict:
     }
 
 
-@pytest.mark.parametrize("heads", [1, 2])
-@pytest.mark.parametrize("scale", [None, 40.0])
-@pytest.mark.parametrize("use_time", [True, False])
-def test_padded_equals_reference_forward_and_backward(heads: int, scale: float | None, use_time: bool) -> None:
-    b = jagged_batch([7, 1, 19, 12, 3], heads, 8)
-    if not use_time:
-        b["time_bias"] = None
-    leaves = [b["q"], b["k"], b["v"], b["pos_bias"]] + ([b["time_bias"]] if use_time else [])
+def assert_matches_reference(b: dict, backend: str = "padded", scale: float | None = None, **kw: int) -> None:
+    """Output and gradients (q, k, v and both biases) of a fast path equal the reference's on batch b."""
+    leaves = [t for name in ("q", "k", "v", "pos_bias", "time_bias") if (t := b[name]) is not None]
     ref = hstu_attention(**b, scale=scale, backend="reference")
-    fast = hstu_attention(**b, scale=scale, backend="padded")
-    torch.testing.assert_close(fast, ref)
-    w = torch.randn_like(ref)
-    g_ref = torch.autograd.grad((ref * w).sum(), leaves)
-    g_fast = torch.autograd.grad((fast * w).sum(), leaves)
-    for a, c in zip(g_fast, g_ref, strict=True):
-        torch.testing.assert_close(a, c)
-
-
-@pytest.mark.parametrize("strips", [1, 2, 3])
-@pytest.mark.parametrize("use_time", [True, False])
-def test_padded_causal_strips_equal_reference(strips: int, use_time: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long enough sequences (n = 100) that the padded path cuts its query rows into strips."""
-    monkeypatch.setattr(ha, "PADDED_STRIPS", strips)
-    assert len(ha.causal_strips(100, strips)) == strips
-    b = jagged_batch([100, 37, 5, 64], 2, 8)
-    if not use_time:
-        b["time_bias"] = None
-    leaves = [b["q"], b["k"], b["v"], b["pos_bias"]] + ([b["time_bias"]] if use_time else [])
-    ref = hstu_attention(**b, backend="reference")
-    fast = hstu_attention(**b, backend="padded")
+    fast = hstu_attention_jagged(**b, scale=scale, **kw) if backend == "jagged" else hstu_attention(**b, scale=scale)
     torch.testing.assert_close(fast, ref)
     w = torch.randn_like(ref)
     for a, c in zip(
         torch.autograd.grad((fast * w).sum(), leaves), torch.autograd.grad((ref * w).sum(), leaves), strict=True
     ):
         torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("scale", [None, 40.0])
+@pytest.mark.parametrize("use_time", [True, False])
+@pytest.mark.parametrize("strips", [1, 2, 3])
+def test_padded_equals_reference_forward_and_backward(
+    heads: int, scale: float | None, use_time: bool, strips: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lengths up to 100, so that the padded path cuts its query rows into `strips` causal strips."""
+    monkeypatch.setattr(ha, "PADDED_STRIPS", strips)
+    assert len(ha.causal_strips(100, strips)) == strips
+    b = jagged_batch([7, 1, 100, 12, 3, 64], heads, 8)
+    if not use_time:
+        b["time_bias"] = None
+    assert_matches_reference(b, scale=scale)
 
 
 def test_causal_strips_cover_rows_once() -> None:
@@ -96,18 +87,9 @@ def test_attention_is_causal_and_sequences_do_not_mix() -> None:
 @pytest.mark.parametrize("tile", [8, 128])
 def test_jagged_equals_reference_forward_and_backward(heads: int, scale: float | None, tile: int) -> None:
     """Mixed short/long lengths (and an empty one): several buckets, and several causal strips when tile=8."""
-    from genrec.ops.hstu_attention import hstu_attention_jagged
 
     b = jagged_batch([37, 5, 1, 130, 0, 19, 64, 3, 90], heads, 8, seed=heads)
-    leaves = [b["q"], b["k"], b["v"], b["pos_bias"], b["time_bias"]]
-    ref = hstu_attention(**b, scale=scale, backend="reference")
-    fast = hstu_attention_jagged(**b, scale=scale, tile=tile)
-    torch.testing.assert_close(fast, ref)
-    w = torch.randn_like(ref)
-    for a, c in zip(
-        torch.autograd.grad((fast * w).sum(), leaves), torch.autograd.grad((ref * w).sum(), leaves), strict=True
-    ):
-        torch.testing.assert_close(a, c)
+    assert_matches_reference(b, "jagged", scale, tile=tile)
 
 
 def test_jagged_backend_without_time_and_via_dispatch() -> None:
