@@ -60,6 +60,32 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         ],
         # weights averaged over steps (EMA, decay 0.998 ~ 10 epochs), validated and saved as the average
         "hstu-large-ema": [*COMMON[:-2], "--patience", "20", "--lr", "2e-3", "--ema", "0.998", "--time-budget", "40"],
+        # the two next candidates, run side by side at 1 thread each: + genre/decade tokens, or width 64 (2 x 32)
+        "hstu-large-attr-ema": [
+            *COMMON[:-2],
+            "--patience",
+            "15",
+            "--lr",
+            "2e-3",
+            "--ema",
+            "0.998",
+            "--item-attributes",
+            "--time-budget",
+            "75",
+        ],  # fmt: skip
+        "hstu-large-d64-ema": [
+            *COMMON[:-2],
+            "--patience",
+            "15",
+            "--lr",
+            "2e-3",
+            "--ema",
+            "0.998",
+            "--dim",
+            "64",
+            "--time-budget",
+            "75",
+        ],  # fmt: skip
     },
     "amazon-beauty": {
         **{m: COMMON + ["--time-budget", "15"] for m in ("sasrec", "hstu", "hstu-large")},
@@ -131,14 +157,19 @@ def write(records: list[dict[str, Any]]) -> None:
         " row named without `-refit`, same settings and epoch count, trained on training + validation events"
         " (the test target is never trained on).",
         "",
-        "| dataset | model | fit | " + " | ".join(METRIC_NAMES) + " | best epoch | min to best | train min | seq/s |",
-        "|---" * (len(METRIC_NAMES) + 7) + "|",
+        "valid NDCG@10: the best validation score of the run, the only number used to choose between runs.",
+        "",
+        "| dataset | model | fit | " + " | ".join(METRIC_NAMES) + " | valid NDCG@10 | best epoch | min to best"
+        " | train min | seq/s |",
+        "|---" * (len(METRIC_NAMES) + 8) + "|",
     ]
     for r in records:
         to_best = r.get("seconds_to_best_epoch")
+        valid = f"{r['best_valid']['NDCG@10']:.4f}" if r.get("best_valid") else "-"  # refits have no validation
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r.get('fit', 'train') if r['best_epoch'] else '-'} | "
             + " | ".join(f"{r['metrics'][m]:.4f}" for m in METRIC_NAMES)
+            + f" | {valid}"
             + f" | {r['best_epoch'] or '-'} | {'-' if to_best is None else f'{to_best / 60:.1f}'}"
             + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s', '-')} |"
         )
