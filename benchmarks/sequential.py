@@ -34,6 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # `genrec train` flags per (dataset, model); model presets fill the rest (see genrec/models/__init__.py).
 COMMON = ["--loss", "full", "--precision", "bf16", "--threads", "1", "--epochs", "200", "--patience", "30"]
+EMA = [*COMMON[:-2], "--lr", "2e-3", "--ema", "0.998"]
 SETTINGS: dict[str, dict[str, list[str]]] = {
     "ml-1m": {
         "sasrec": COMMON + ["--lr", "2e-3", "--time-budget", "25"],
@@ -59,38 +60,23 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
             "28",
         ],
         # weights averaged over steps (EMA, decay 0.998 ~ 10 epochs), validated and saved as the average
-        "hstu-large-ema": [*COMMON[:-2], "--patience", "20", "--lr", "2e-3", "--ema", "0.998", "--time-budget", "40"],
-        # the two next candidates, run side by side at 1 thread each: + genre/decade tokens, or width 64 (2 x 32)
-        "hstu-large-attr-ema": [
-            *COMMON[:-2],
-            "--patience",
-            "15",
-            "--lr",
-            "2e-3",
-            "--ema",
-            "0.998",
-            "--item-attributes",
-            "--time-budget",
-            "75",
-        ],  # fmt: skip
-        "hstu-large-d64-ema": [
-            *COMMON[:-2],
-            "--patience",
-            "15",
-            "--lr",
-            "2e-3",
-            "--ema",
-            "0.998",
-            "--dim",
-            "64",
-            "--time-budget",
-            "75",
-        ],  # fmt: skip
+        "hstu-large-ema": EMA + ["--patience", "20", "--time-budget", "40"],
+        # wider HSTU-large (2 heads of dim / 2), run side by side at 1 thread each
+        "hstu-large-d96-ema": EMA + ["--patience", "15", "--dim", "96", "--time-budget", "75"],
+        "hstu-large-d128-ema": EMA + ["--patience", "15", "--dim", "128", "--time-budget", "65"],
     },
     "amazon-beauty": {
         **{m: COMMON + ["--time-budget", "15"] for m in ("sasrec", "hstu", "hstu-large")},
         # item attributes (brand + categories) added to the id embeddings, in and out
         "sasrec-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes"],
+    },
+}
+# candidates stopped by hand before their budget, to free a core for a more promising one: no test score was taken;
+# their validation curves are in their run folders (history.json) and compared at equal epochs in sequential.md
+STOPPED: dict[str, dict[str, list[str]]] = {
+    "ml-1m": {
+        "hstu-large-attr-ema": EMA + ["--patience", "15", "--item-attributes", "--time-budget", "75"],
+        "hstu-large-d64-ema": EMA + ["--patience", "15", "--dim", "64", "--time-budget", "75"],
     },
 }
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
@@ -147,7 +133,34 @@ def popularity(dataset: str) -> dict[str, Any]:
             "epochs": 0, "train_seconds": 0.0, "command": cmd}  # fmt: skip
 
 
-def write(records: list[dict[str, Any]]) -> None:
+def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
+    """Validation NDCG@10 of the dataset's HSTU-large runs at equal epochs, stopped candidates included."""
+    names = [m for m in SETTINGS[dataset] if m.startswith("hstu-large") and "30min" not in m]
+    names += list(STOPPED.get(dataset, {}))
+    hist = {}
+    for name in names:
+        path = runs / f"{dataset}-{name}" / "history.json"
+        if path.exists():
+            hist[name] = {h["epoch"]: h["valid"]["NDCG@10"] for h in json.loads(path.read_text())}
+    if not hist:
+        return []
+    last = max(max(h) for h in hist.values())
+    epochs = list(range(every, last + 1, every))
+    lines = [f"## {dataset}: validation NDCG@10 of the HSTU-large runs at equal epochs", "",
+             "Runs marked *stopped* were ended by hand before their budget to free a core; no test score was taken.",
+             "", "| run | " + " | ".join(f"ep {e}" for e in epochs) + " | epochs run | best |",
+             "|---" * (len(epochs) + 3) + "|"]  # fmt: skip
+    for name, h in hist.items():
+        label = f"{name} (*stopped*)" if name in STOPPED.get(dataset, {}) else name
+        cells = [f"{h[e]:.4f}" if e in h else "" for e in epochs]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {max(h)} | {max(h.values()):.4f} |")
+    stopped = STOPPED.get(dataset, {})
+    lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model hstu-large --dataset {dataset} "
+                     f"--out runs/bench/{dataset}-{m} {shlex.join(flags)}`" for m, flags in stopped.items()]  # fmt: skip
+    return lines + [""]
+
+
+def write(records: list[dict[str, Any]], extra: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sequential.json").write_text(json.dumps(records, indent=2))
     lines = [
@@ -174,6 +187,7 @@ def write(records: list[dict[str, Any]]) -> None:
             + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s', '-')} |"
         )
     lines += ["", "Commands:", ""] + [f"- {r['dataset']} {r['model']}: `{r['command']}`" for r in records]
+    lines += [""] + (extra or [])
     (RESULTS / "sequential.md").write_text("\n".join(lines) + "\n")
 
 
@@ -199,7 +213,7 @@ def main() -> None:
             if rec is not None:
                 records[(dataset, model)] = rec
                 write(list(records.values()))
-    write(list(records.values()))
+    write(list(records.values()), [line for d in SETTINGS for line in curves(d, args.runs)])
     print((RESULTS / "sequential.md").read_text())
 
 
