@@ -81,7 +81,11 @@ STOPPED: dict[str, dict[str, list[str]]] = {
 }
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
 REFITS: dict[str, dict[str, str]] = {
-    "ml-1m": {"hstu-large-refit": "hstu-large", "hstu-large-ema-refit": "hstu-large-ema"},
+    "ml-1m": {
+        "hstu-large-refit": "hstu-large",
+        "hstu-large-ema-refit": "hstu-large-ema",
+        "hstu-large-d96-ema-refit": "hstu-large-d96-ema",
+    },
     "amazon-beauty": {"sasrec-attr-refit": "sasrec-attr"},
 }
 
