@@ -264,6 +264,9 @@ def main() -> None:
         report["training"] = [{**r, "command": command} for r in rows]
         eff.write_text(json.dumps(report, indent=2))
     lines = ["# HSTU training throughput on ML-1M (batch 128, length 200)", "", f"`{command}`", "",
+             f"Best of {args.rounds} round(s) of {args.steps} timed steps per variant: on this shared 2-core box single "
+             "rounds move by tens of per cent; the 12-epoch check (training_quality.md) is the measurement of record.",
+             "",
              "| model | variant | seq/s | tokens/s | x v0 |", "|---|---|---|---|---|"]  # fmt: skip
     lines += [
         f"| {r['model']} | {r['variant']} | {r['seq_per_s']:.1f} | {r['tok_per_s']:.0f} | {r['speedup_vs_v0']:.2f} |"
