@@ -74,7 +74,7 @@ def apply_variant(variant: str) -> tuple[str, str, bool]:
         losses_mod._logit_bound = lambda *args: math.inf
     if not strips:  # whole (n, n) products; the loss under plain autograd with hits masked by a full comparison
         attention_mod.PADDED_STRIPS = 1
-        losses_mod._NegativeLogSumExp.apply = losses_mod.negative_lse_reference
+        losses_mod._ProductLogSumExp.apply = losses_mod.product_lse_reference
         losses_mod.accidental_hits = lambda neg, tgt, _: (neg[:, None, :] == tgt[:, :, None]).view(-1).nonzero()[:, 0]
     return precision, loss, shared
 

@@ -119,6 +119,20 @@ def rab_index(
     return idx.masked_fill((gap < 0)[None], num_pos * num_time).int()
 
 
+PADDED_STRIPS = 2  # query strips of the padded path (2: -20% attention time at n=200 on CPU, 3 no better; measured)
+
+
+def causal_strips(n: int, strips: int, min_rows: int = 32) -> list[tuple[int, int]]:
+    """Row ranges [s, e) that cut n causal query rows into at most `strips` equal strips of >= min_rows rows.
+
+    Strip [s, e) only meets keys [0, e), so the upper-triangular tiles are never computed: k strips do
+    (k + 1) / 2k of the full (n, n) work (3 strips: 2/3), at the price of a few more, smaller products.
+    """
+    k = max(1, min(strips, n // min_rows))
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def hstu_attention_padded(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -132,9 +146,10 @@ def hstu_attention_padded(
     index: torch.Tensor | None = None,
     cache: dict | None = None,
 ) -> torch.Tensor:
-    """Batched path: pad to the batch's longest sequence, one (B*H, n, n) product, unpad.
+    """Batched path: pad to the batch's longest sequence, (B*H, n, n) products below the diagonal, unpad.
 
-    The (n, n) work is one gather, one matmul (+ one broadcast add over heads), one SiLU and one matmul:
+    Per causal strip of query rows (causal_strips; PADDED_STRIPS of them) the work is one gather, one matmul
+    (+ one broadcast add over heads), one SiLU and one matmul:
     - relative position and time-gap bias come from one small combined table (rab_table) through one index
       tensor per batch (rab_index), built once and shared by every layer through `cache` (a dict the caller
       creates per forward pass);
@@ -177,20 +192,6 @@ def hstu_attention_padded(
         outs.append(torch.bmm(F.silu(logits), vp[:, :e]))  # (B*H, T, Dv)
     out = (torch.cat(outs, 1) if len(outs) > 1 else outs[0]).view(B, H, n, dv).transpose(1, 2)  # (B, n, H, Dv)
     return to_jagged(out.reshape(B, n, H * dv), idx).view(-1, H, dv)
-
-
-PADDED_STRIPS = 2  # query strips of the padded path (2: -20% attention time at n=200 on CPU, 3 no better; measured)
-
-
-def causal_strips(n: int, strips: int, min_rows: int = 32) -> list[tuple[int, int]]:
-    """Row ranges [s, e) that cut n causal query rows into at most `strips` equal strips of >= min_rows rows.
-
-    Strip [s, e) only meets keys [0, e), so the upper-triangular tiles are never computed: k strips do
-    (k + 1) / 2k of the full (n, n) work (3 strips: 2/3), at the price of a few more, smaller products.
-    """
-    k = max(1, min(strips, n // min_rows))
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,19 +21,24 @@ from genrec.ops.jagged import padded_index, to_jagged, to_padded
 LOSSES = ("full", "sampled", "in-batch")
 
 
+def _needs_shift(bound: float, terms: int) -> bool:
+    """True unless exp(logit) summed over `terms` logits with |logit| <= bound provably fits in fp32."""
+    return bound + math.log(terms) >= 80.0
+
+
 def _logsumexp(x: torch.Tensor, bound: float = math.inf) -> torch.Tensor:
     """logsumexp over the last dim, as (max-shift +) exp + sum + log: torch.logsumexp's CPU backward is ~5x slower
     on (B, n, K) logits (measured), and log_softmax + NLL ~20% slower on (N, V). -inf entries contribute 0.
     bound >= max |x|: when exp(bound) * (terms) cannot overflow fp32, the max-shift (two passes) is skipped."""
-    if x.dtype == torch.float32 and bound + math.log(x.shape[-1]) < 80.0:
+    if x.dtype == torch.float32 and not _needs_shift(bound, x.shape[-1]):
         return torch.log(torch.exp(x).sum(-1))
     m = x.detach().amax(-1, keepdim=True).clamp_min(-1e30)  # a row of only -inf must not give inf - inf
     return torch.log(torch.exp(x - m).sum(-1)) + m.squeeze(-1)
 
 
-class _NegativeLogSumExp(torch.autograd.Function):
-    """log sum_k exp(s_i . e_bk) over each sequence's K negatives, skipping accidental hits: (B, n).
-    The full softmax is the case B = 1, n = N, K = V (every item, no hits).
+class _ProductLogSumExp(torch.autograd.Function):
+    """log sum_k exp(s_bi . e_bk) over each sequence's K candidate items, skipping accidental hits: (B, n).
+    Sampled softmax: the K negatives of sequence b; full softmax: B = 1, n = N, K = V (every item, no hits).
 
     sp: (B, n, D) padded scaled states, ne: (B, K, D) negative embeddings, hits: flat indices into (B, n, K) of
     negatives equal to the row's target. One fused pass chain instead of autograd's: the (B, n, K) exponentials
@@ -45,7 +50,7 @@ class _NegativeLogSumExp(torch.autograd.Function):
     def forward(ctx, sp, ne, hits, bound):  # noqa: ANN001, ANN205
         x = torch.bmm(sp, ne.transpose(1, 2)).float()  # (B, n, K) fp32
         shift = None
-        if bound + math.log(x.shape[-1]) >= 80.0:  # exp could overflow fp32: shift by the row max
+        if _needs_shift(bound, x.shape[-1]):  # exp could overflow fp32: shift by the row max
             shift = x.amax(-1, keepdim=True).clamp_min(-1e30)
             x -= shift
         e = x.exp_()
@@ -79,8 +84,8 @@ def accidental_hits(neg: torch.Tensor, tgt: torch.Tensor, num_items: int) -> tor
     return rows[r] * K + k
 
 
-def negative_lse_reference(sp: torch.Tensor, ne: torch.Tensor, hits: torch.Tensor, bound: float) -> torch.Tensor:
-    """_NegativeLogSumExp under plain autograd (hits masked to -inf): the definition it is tested against."""
+def product_lse_reference(sp: torch.Tensor, ne: torch.Tensor, hits: torch.Tensor, bound: float) -> torch.Tensor:
+    """_ProductLogSumExp under plain autograd (hits masked to -inf): the definition it is tested against."""
     x = torch.bmm(sp, ne.transpose(1, 2)).float()
     x.view(-1)[hits] = float("-inf")
     return _logsumexp(x, bound)
@@ -105,14 +110,14 @@ def next_item_loss(
 ) -> torch.Tensor:
     """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
     the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
-    if kind == "full":
-        scaled = states / temperature  # (N, D): temperature on (N, D), not on (N, V) logits
-        no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
-        bound = _logit_bound(states, table, temperature)
-        lse = _NegativeLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
+    if kind in ("full", "sampled"):
+        scaled = states / temperature  # (N, D): the temperature applied before the products, not to the logits
         pos = (scaled * table[targets]).sum(-1).float()  # (N,)
-        return (lse - pos).mean()
-    if kind == "sampled":
+        bound = _logit_bound(states, table, temperature)
+        if kind == "full":
+            no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
+            lse = _ProductLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
+            return (lse - pos).mean()
         num_items = table.shape[0] - 1
         if offsets is None:
             offsets = torch.tensor([0, len(targets)], device=states.device)
@@ -120,13 +125,9 @@ def next_item_loss(
         B, n = len(lengths), int(lengths.max())
         neg = torch.randint(1, num_items + 1, (B, num_negatives), generator=generator).to(states.device)  # (B, K)
         idx = padded_index(offsets, n)
-        scaled = states / temperature  # (N, D): the temperature applied before the products, not to (N, K) logits
-        pos = (scaled * table[targets]).sum(-1).float()  # (N,)
         tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
         hits = accidental_hits(neg, tgt, num_items)  # flat indices into (B, n, K)
-        neg_lse = _NegativeLogSumExp.apply(
-            to_padded(scaled, idx, B, n), table[neg], hits, _logit_bound(states, table, temperature)
-        )  # (B, n)
+        neg_lse = _ProductLogSumExp.apply(to_padded(scaled, idx, B, n), table[neg], hits, bound)  # (B, n)
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
         lse = torch.logaddexp(pos, to_jagged(neg_lse, idx))
         return (lse - pos).mean()

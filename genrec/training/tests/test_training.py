@@ -93,22 +93,22 @@ def test_sampled_loss_equals_cross_entropy_over_positive_and_per_sequence_negati
 
 
 @pytest.mark.parametrize("bound", [25.0, math.inf])  # skips / takes the max-shift
-def test_fused_negative_logsumexp_equals_autograd_reference(bound: float) -> None:
-    from genrec.training.losses import _NegativeLogSumExp, negative_lse_reference
+def test_fused_product_logsumexp_equals_autograd_reference(bound: float) -> None:
+    from genrec.training.losses import _ProductLogSumExp, product_lse_reference
 
     g = torch.Generator().manual_seed(5)
     sp = torch.randn(3, 7, 8, generator=g, requires_grad=True)
     ne = torch.randn(3, 5, 8, generator=g, requires_grad=True)
     hits = torch.tensor([0, 4, 12, 13, 40, 104])  # flat (b, i, k) positions, incl. rows with two hits
     w = torch.randn(3, 7, generator=g)
-    ref = negative_lse_reference(sp, ne, hits, bound)
-    fast = _NegativeLogSumExp.apply(sp, ne, hits, bound)
+    ref = product_lse_reference(sp, ne, hits, bound)
+    fast = _ProductLogSumExp.apply(sp, ne, hits, bound)
     torch.testing.assert_close(fast, ref)
     for a, b in zip(torch.autograd.grad((fast * w).sum(), (sp, ne)), torch.autograd.grad((ref * w).sum(), (sp, ne)),
                     strict=True):  # fmt: skip
         torch.testing.assert_close(a, b)
     # a row whose only negative is a hit contributes nothing and keeps finite gradients
-    one = _NegativeLogSumExp.apply(sp[:1, :1], ne[:1, :1], torch.tensor([0]), bound)
+    one = _ProductLogSumExp.apply(sp[:1, :1], ne[:1, :1], torch.tensor([0]), bound)
     (grad,) = torch.autograd.grad(torch.logaddexp(torch.zeros(1, 1), one).sum(), sp)
     assert one.item() < -60 and torch.isfinite(grad).all()
 
