@@ -3,7 +3,10 @@
     GENREC_DATA_DIR=/work/shared/data python benchmarks/efficiency.py            # full (minutes)
     GENREC_DATA_DIR=/work/shared/data python benchmarks/efficiency.py --quick    # reduced sizes, ~1-2 min
 
-Writes benchmarks/results/efficiency.json, efficiency.md and efficiency.png (or efficiency_quick.* with --quick).
+Writes benchmarks/results/efficiency.json, efficiency.md and efficiency.png (or efficiency_quick.* with --quick;
+efficiency_cuda.* on a GPU, `--device cuda`, the default where one is visible). On a machine without the dataset:
+    python benchmarks/efficiency.py --write-ml1m-lengths lengths.txt      # here, with the data
+    python benchmarks/efficiency.py --ml1m-lengths lengths.txt            # there
 
 attention: one HSTU layer (jagged backend, position + time rab) vs one pre-norm softmax transformer layer of the
   same width and heads (SDPA with is_causal=True on right-padded input - padded keys sit after every real query,
@@ -45,6 +48,7 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import genrec.ops.hstu_attention as attention_ops  # noqa: E402
 from genrec.models import build_model  # noqa: E402
 from genrec.models.hstu import HSTUConfig, HSTULayer  # noqa: E402
 from genrec.models.mfalcon import candidate_states, encode_with_cache, naive_score_candidates  # noqa: E402
@@ -53,10 +57,17 @@ DIM, HEADS, HEAD_DIM = 50, 2, 25  # hstu-large's layer width and heads (ML-1M re
 
 
 # ----------------------------------------------------------------------------------------------- length samples
-def ml1m_lengths(batch: int, seed: int, cap: int = 200) -> list[int]:
-    from genrec.data.datasets import load_dataset
+ML1M_EVENTS: Path | None = None  # --ml1m-lengths: per-user event counts from a file instead of the dataset
 
-    lengths = np.minimum(np.diff(np.asarray(load_dataset("ml-1m").sequences.offsets)) - 2, cap)
+
+def ml1m_lengths(batch: int, seed: int, cap: int = 200) -> list[int]:
+    if ML1M_EVENTS is not None:
+        events = np.loadtxt(ML1M_EVENTS, dtype=np.int64, ndmin=1)
+    else:
+        from genrec.data.datasets import load_dataset
+
+        events = np.diff(np.asarray(load_dataset("ml-1m").sequences.offsets))
+    lengths = np.minimum(events - 2, cap)
     return np.random.default_rng(seed).choice(lengths, batch).tolist()
 
 
@@ -106,6 +117,8 @@ def measure_layer(spec: dict) -> dict:
             layer(x).sum().backward()
     else:
         backend = "padded" if spec["model"] == "hstu-padded" else "jagged"
+        if "jagged" in spec:  # (tile, bucket overhead) for this device type: the GPU sweep
+            attention_ops.JAGGED_SETTINGS[dev.type] = tuple(spec["jagged"])
         cfg = HSTUConfig(
             num_items=1,
             max_len=spec["cap"],
@@ -169,24 +182,31 @@ def layer_flops(rows: int, keys_per_row: float, c: HSTUConfig) -> float:
     return proj + attn
 
 
-def _median_time(fn, reps: int) -> float:
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _median_time(fn, reps: int, dev: torch.device) -> float:
     times = []
     for _ in range(reps):
+        _sync(dev)
         t = time.perf_counter()
         fn()
+        _sync(dev)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
 
-def bench_mfalcon(ms: list[int], reps: int, naive_m: int, seed: int = 0) -> tuple[dict, dict]:
+def bench_mfalcon(ms: list[int], reps: int, naive_m: int, dev: torch.device, seed: int = 0) -> tuple[dict, dict]:
     torch.manual_seed(seed)
-    model = build_model("hstu-large", num_items=3416, max_len=200, dropout=0.0).eval()
+    model = build_model("hstu-large", num_items=3416, max_len=200, dropout=0.0).eval().to(dev)
     c, n = model.config, 199
     g = torch.Generator().manual_seed(seed)
-    hist = torch.randint(1, 3417, (n,), generator=g)
-    ts = torch.randint(1, 10**5, (n,), generator=g).cumsum(0)
-    offsets = torch.tensor([0, n])
-    cands = torch.randint(1, 3417, (max(ms + [naive_m]),), generator=g)
+    hist = torch.randint(1, 3417, (n,), generator=g).to(dev)
+    ts = torch.randint(1, 10**5, (n,), generator=g).cumsum(0).to(dev)
+    offsets = torch.tensor([0, n], device=dev)
+    cands = torch.randint(1, 3417, (max(ms + [naive_m]),), generator=g).to(dev)
     table = model.item_table()
 
     def prefix() -> None:
@@ -200,13 +220,16 @@ def bench_mfalcon(ms: list[int], reps: int, naive_m: int, seed: int = 0) -> tupl
 
     prefix()
     mfalcon(64)  # warm-up
-    t_prefix = _median_time(prefix, 5 * reps)
+    mfalcon(max(ms))
+    t_prefix = _median_time(prefix, 5 * reps, dev)
     out, raw = {}, {"prefix_ms": 1e3 * t_prefix}
     for m in ms:
-        t = _median_time(lambda m=m: mfalcon(m), reps if m > 1024 else 3 * reps)
+        t = _median_time(lambda m=m: mfalcon(m), reps if m > 1024 else 3 * reps, dev)
         out[f"mfalcon_{m}"] = t / t_prefix
         raw[f"mfalcon_{m}_ms"] = 1e3 * t
-    t_naive = _median_time(lambda: naive_score_candidates(model, hist, ts, cands[:naive_m], 64), 1)
+    t_naive = _median_time(
+        lambda: naive_score_candidates(model, hist, ts, cands[:naive_m], 64), 1 if dev.type == "cpu" else 3, dev
+    )
     t_naive *= 1024 / naive_m  # naive cost is linear in m (independent full encodings)
     out["naive_1024"] = t_naive / t_prefix
     raw["naive_1024_ms"] = 1e3 * t_naive
@@ -225,7 +248,11 @@ def write_report(result: dict, extra: dict, path: Path) -> None:
         "",
         f"Device: {extra['device']}, torch threads: {extra['threads']}, mode: {extra['mode']}. "
         "Times: forward + backward of one layer (median). Peak: "
-        + ("CUDA max_memory_allocated delta." if extra["device"] == "cuda" else "ru_maxrss delta in a fresh process."),
+        + (
+            "CUDA max_memory_allocated delta."
+            if extra["device"].startswith("cuda")
+            else "ru_maxrss delta in a fresh process."
+        ),
         "",
         "## One HSTU layer (jagged) vs one padded softmax (SDPA, causal) transformer layer, d=50, 2 heads",
         "",
@@ -247,6 +274,19 @@ def write_report(result: dict, extra: dict, path: Path) -> None:
         ]
         for b in extra["backends"]:
             lines.append(f"| {b['batch']} | {b['padded_ms']:.1f} | {b['jagged_ms']:.1f} | {b['speedup']:.2f}x |")
+    if extra.get("jagged_sweep"):
+        cols = [k for k in extra["jagged_sweep"][0] if k not in ("tile", "overhead")]
+        tile, overhead = extra["jagged_default"]
+        lines += [
+            "",
+            f"## Jagged path settings on this device (one HSTU layer, forward + backward ms; the rows above use the "
+            f"fastest: tile {tile}, bucket overhead {overhead:,})",
+            "",
+            "| tile (query rows per strip) | bucket overhead (elements) | " + " | ".join(cols) + " |",
+            "|---:|---:|" + "---:|" * len(cols),
+        ]
+        for r in extra["jagged_sweep"]:
+            lines.append(f"| {r['tile']} | {r['overhead']:,} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |")
     mf, raw = result["mfalcon"], extra["mfalcon_raw"]
     lines += [
         "",
@@ -305,24 +345,56 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    p.add_argument(
+        "--ml1m-lengths",
+        type=Path,
+        help="file of ML-1M per-user event counts, one per line, for a machine without the dataset "
+        "(written here with --write-ml1m-lengths)",
+    )
+    p.add_argument("--write-ml1m-lengths", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.write_ml1m_lengths:
+        from genrec.data.datasets import load_dataset
+
+        events = np.diff(np.asarray(load_dataset("ml-1m").sequences.offsets))
+        np.savetxt(a.write_ml1m_lengths, events, fmt="%d")
+        return
     if a.child:
         print(json.dumps(measure_layer(json.loads(a.child))))
         return
     from rich.progress import Progress
 
+    global ML1M_EVENTS
+    ML1M_EVENTS = a.ml1m_lengths
+    dev = torch.device(a.device)
     threads = a.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    reps = 2 if a.quick else 3
+    reps = (2 if a.quick else 3) * (1 if dev.type == "cpu" else 5)  # GPU steps are short: more repetitions
     long_lens = (1024, 2048) if a.quick else (4096, 8192)
     batches = [("ml-1m", 200, ml1m_lengths(128, seed=0))]
     batches += [("long-tail", n, longtail_lengths(32, n, seed=1)) for n in long_lens]
     attention, meta, backends = [], [], []
     with Progress() as progress:
         task = progress.add_task("attention", total=2 * len(batches) + 2)
+        # The jagged path's strip and bucket sizes were tuned on CPU: off CPU, sweep them first and measure
+        # the rows below with the fastest (geometric mean over the three batches).
+        jagged, sweep = list(attention_ops.jagged_settings(dev)), []
+        if dev.type != "cpu":
+            grid = [(128, 60_000), (256, 1_000_000), (512, 1_000_000), (1024, 4_000_000), (2048, 16_000_000)]
+            sweep_task = progress.add_task("jagged settings", total=len(grid) * len(batches))
+            for tile, overhead in grid:
+                row = {"tile": tile, "overhead": overhead}
+                for dist, cap, lengths in batches:
+                    spec = {"lengths": lengths, "cap": cap, "reps": reps, "threads": threads, "device": a.device}
+                    row[f"{dist} {cap}"] = run_child({**spec, "model": "hstu", "jagged": [tile, overhead]})["ms"]
+                    progress.advance(sweep_task)
+                sweep.append(row)
+            best = min(sweep, key=lambda r: sum(np.log(v) for k, v in r.items() if k not in ("tile", "overhead")))
+            jagged = [best["tile"], best["overhead"]]
         for dist, cap, lengths in batches:
             spec = {"lengths": lengths, "cap": cap, "reps": reps, "threads": threads, "device": a.device}
+            spec["jagged"] = jagged
             res = {}
             for model in ("hstu", "sdpa"):
                 res[model] = run_child({**spec, "model": model})
@@ -363,18 +435,21 @@ def main() -> None:
                     }
                 )
         progress.add_task("m-falcon (naive 1024 takes longest)", total=None)
-        mfalcon, raw = bench_mfalcon([1, 64, 1024, 16384], reps, naive_m=1024)
+        mfalcon, raw = bench_mfalcon([1, 64, 1024, 16384], reps, naive_m=1024, dev=dev)
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = "efficiency_quick" if a.quick else "efficiency"
+    stem = "efficiency" + ("_quick" if a.quick else "") + ("" if dev.type == "cpu" else f"_{dev.type}")
     previous = a.out / f"{stem}.json"  # keep the training rows another benchmark wrote
     training = json.loads(previous.read_text()).get("training", []) if previous.exists() else []
     result = {"attention": attention, "mfalcon": mfalcon, "training": training}
     extra = {
-        "device": a.device,
+        "device": a.device
+        + (f" ({torch.cuda.get_device_name(dev)}, torch {torch.__version__})" if dev.type == "cuda" else ""),
         "threads": threads,
         "mode": "quick" if a.quick else "full",
         "attention_meta": meta,
         "backends": backends,
+        "jagged_sweep": sweep,
+        "jagged_default": jagged,
         "mfalcon_raw": raw,
     }
     (a.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -203,8 +203,17 @@ def hstu_attention_padded(
 #      [0, e), so the all-zero upper-triangular tiles are never computed (about half the work for long sequences).
 # ---------------------------------------------------------------------------------------------------------------
 
-JAGGED_TILE = 128  # query rows per causal strip; buckets up to this length run as one padded product
-BUCKET_OVERHEAD = 60_000  # fixed cost of one more bucket, in (n, n) score elements (~ per-op overhead on CPU)
+# Per device type: (query rows per causal strip, fixed cost of one more strip in (n, n) score elements).
+# A bucket up to `tile` long runs as one padded product. CPU: an op costs ~60K elements of work, and 128-row
+# strips keep the (T, e) tensors small; GPU: a kernel launch costs millions of elements of bandwidth, so fewer,
+# larger strips and buckets (the tile sweep in benchmarks/results/efficiency_cuda.md).
+JAGGED_SETTINGS: dict[str, tuple[int, int]] = {"cpu": (128, 60_000), "cuda": (2048, 16_000_000)}
+JAGGED_TILE, BUCKET_OVERHEAD = JAGGED_SETTINGS["cpu"]
+
+
+def jagged_settings(device: torch.device) -> tuple[int, int]:
+    """(tile, bucket overhead) for a device; other accelerators take the GPU settings."""
+    return JAGGED_SETTINGS.get(device.type, JAGGED_SETTINGS["cuda"])
 
 
 def _strip_work(n: int, tile: int) -> int:
@@ -221,10 +230,12 @@ def _grid(n: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def plan_buckets(lengths: tuple[int, ...], heads: int = 1, tile: int = JAGGED_TILE) -> tuple[tuple[int, int], ...]:
+def plan_buckets(
+    lengths: tuple[int, ...], heads: int = 1, tile: int = JAGGED_TILE, overhead: int = BUCKET_OVERHEAD
+) -> tuple[tuple[int, int], ...]:
     """Cut sequences (sorted by length) into buckets: ((count, padded_len), ...) in increasing length.
 
-    Minimises sum_b count_b * heads * strip_work(padded_len_b) + BUCKET_OVERHEAD * strips_b over cut points
+    Minimises sum_b count_b * heads * strip_work(padded_len_b) + overhead * strips_b over cut points
     on the distinct rounded lengths (O(K^2), K <= ~100), cached per batch shape since every layer asks again.
     """
     rounded = sorted(_grid(max(n, 1)) for n in lengths)
@@ -232,7 +243,7 @@ def plan_buckets(lengths: tuple[int, ...], heads: int = 1, tile: int = JAGGED_TI
     K = len(values)
     cum = np.concatenate([[0], np.cumsum(counts)])
     work = np.array([_strip_work(int(v), tile) for v in values], dtype=np.float64) * heads
-    fixed = np.array([BUCKET_OVERHEAD * -(-int(v) // tile) for v in values], dtype=np.float64)
+    fixed = np.array([overhead * -(-int(v) // tile) for v in values], dtype=np.float64)
     best = np.full(K + 1, np.inf)
     best[0] = 0.0
     cut = np.zeros(K + 1, dtype=np.int64)
@@ -262,14 +273,19 @@ def _strip_logits(
     B, H, _, dqk = qp.shape
     gap = torch.arange(s, e, device=qp.device)[:, None] - torch.arange(e, device=qp.device)[None, :]  # (T, e)
     pos_idx = None if pos_bias is None else gap.clamp(0, pos_bias.shape[-1] - 1)
-    bias = torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device) if pos_idx is None else pos_bias[pos_idx]
-    bias = bias.masked_fill(gap < 0, -1e9).to(qp.dtype)  # causal: SiLU(-1e9) and its gradient are exactly 0
+    # gathers through _TableGather: autograd's index backward (sort + scatter into a few bins) made a 128 x 200
+    # bucket ~10x slower than the padded path on an H200 (efficiency_cuda.md)
+    if pos_idx is None:
+        bias = torch.zeros(gap.shape, dtype=qp.dtype, device=qp.device)
+    else:
+        bias = _TableGather.apply(pos_bias, pos_idx, qp.dtype)
+    bias = bias.masked_fill(gap < 0, -1e9)  # causal: SiLU(-1e9) and its gradient are exactly 0
     q = qp[:, :, s:e].reshape(B * H, e - s, dqk)
     k = kp[:, :, :e].reshape(B * H, e, dqk)
     time_idx = None
     if time_bias is not None and tp is not None:
         time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])  # (B, T, e)
-        bias = (time_bias[time_idx].to(qp.dtype) + bias).unsqueeze(1)  # (B, 1, T, e)
+        bias = (_TableGather.apply(time_bias, time_idx, qp.dtype) + bias).unsqueeze(1)  # (B, 1, T, e)
         if H == 1:
             return torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2)), pos_idx, time_idx
         # broadcast over heads in the add instead of materialising (B*H, T, e) copies of the bias
@@ -357,12 +373,13 @@ def hstu_attention_jagged(
     time_bias: torch.Tensor | None = None,
     timestamps: torch.Tensor | None = None,
     scale: float | None = None,
-    tile: int = JAGGED_TILE,
+    tile: int | None = None,
 ) -> torch.Tensor:
     """Length-bucketed, causally-stripped path; same result as the reference. Shapes as hstu_attention_reference.
 
     Work is ~ sum_b count_b * n_b^2 / 2 over a few length buckets (see plan_buckets), memory the same order:
     one short batch no longer pays for its one long user, and a long user no longer pays for the upper triangle.
+    tile: query rows per strip (default: per device type, JAGGED_SETTINGS).
     """
     lengths = lengths_from_offsets(offsets)
     B, H = len(lengths), q.shape[1]
@@ -372,8 +389,10 @@ def hstu_attention_jagged(
         v = v / torch.repeat_interleave(lengths.to(v.dtype).clamp(min=1), lengths)[:, None, None]
     else:
         v = v / scale
+    default_tile, overhead = jagged_settings(q.device)
+    tile = tile or default_tile
     lens = lengths.tolist()
-    plan = plan_buckets(tuple(lens), H, tile)
+    plan = plan_buckets(tuple(lens), H, tile, overhead)
     order = sorted(range(B), key=lens.__getitem__)  # sequences by length; buckets are runs of this order
     starts = offsets[:-1].tolist()
     outs, rows, first = [], [], 0

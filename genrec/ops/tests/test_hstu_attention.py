@@ -5,11 +5,11 @@ import genrec.ops.hstu_attention as ha
 from genrec.ops.hstu_attention import hstu_attention, hstu_attention_jagged, time_buckets
 
 
-def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0) -> dict:
+def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0, device: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed)
     n = sum(lengths)
-    offsets = torch.tensor([0] + lengths).cumsum(0)
-    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    offsets = torch.tensor([0] + lengths).cumsum(0).to(device)
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device).requires_grad_()  # noqa: E731
     return {
         "q": mk(n, heads, d),
         "k": mk(n, heads, d),
@@ -17,7 +17,7 @@ def jagged_batch(lengths: list[int], heads: int, d: int, seed: int = 0) -> dict:
         "offsets": offsets,
         "pos_bias": mk(16),
         "time_bias": mk(32),
-        "timestamps": torch.randint(0, 10**7, (n,), generator=g).sort().values,
+        "timestamps": torch.randint(0, 10**7, (n,), generator=g).sort().values.to(device),
     }
 
 
@@ -147,3 +147,22 @@ def test_time_buckets_are_floor_log2_at_every_power_of_two() -> None:
     want = torch.cat([k, (k - 1).clamp(min=0), k, torch.tensor([0])])  # gap 0 counts as 1 second
     assert torch.equal(time_buckets(gaps, 128), want)
     assert torch.equal(time_buckets(gaps, 20), want.clamp(max=19))
+
+
+def test_gpu_settings_plan_fewer_buckets_but_still_split_off_a_long_user() -> None:
+    from genrec.ops.hstu_attention import JAGGED_SETTINGS, jagged_settings, plan_buckets
+
+    lengths = (3, 200, 17, 199, 64, 1, 120, 8000, 45, 2048)
+    gpu = jagged_settings(torch.device("cuda"))
+    assert gpu == JAGGED_SETTINGS["cuda"] and jagged_settings(torch.device("cpu")) == JAGGED_SETTINGS["cpu"]
+    cpu_plan, gpu_plan = plan_buckets(lengths, 2, *JAGGED_SETTINGS["cpu"]), plan_buckets(lengths, 2, *gpu)
+    assert len(gpu_plan) < len(cpu_plan)  # a launch costs more than a few padded elements on a GPU
+    assert sorted(n for c, n in gpu_plan for _ in range(c))[-2] <= 2048 * 1.1  # 8000 is still a bucket of its own
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["padded", "jagged"])
+def test_fast_paths_equal_reference_on_cuda(backend: str) -> None:
+    """The GPU settings (1024-row strips) on a batch with a user longer than one strip, forward and backward."""
+    b = jagged_batch([7, 1, 1500, 12, 300, 64], 2, 8, device="cuda")
+    assert_matches_reference(b, backend)
