@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -39,11 +38,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates: see genrec/runtime.py
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

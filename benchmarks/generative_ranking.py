@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates: see genrec/runtime.py
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

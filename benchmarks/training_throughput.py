@@ -2,8 +2,9 @@
 
 Variants (each in its own subprocess, because the allocator setting is per process):
     v0        first implementation: masked attention (mask multiply + divide on the (n, n) scores),
-              4 KB pages for large tensors, fp32, sampled softmax with 128 negatives shared by the batch
-    +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, set by `import genrec`)
+              glibc's malloc defaults (4 KB pages, large blocks mmap'd fresh and unmapped on free), fp32,
+              sampled softmax with 128 negatives shared by the batch
+    +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, `import genrec`'s earlier default)
     +fused    attention as one bias-add-matmul + SiLU + matmul (causal mask folded into the bias, 1/n into V)
     +bf16     bfloat16 autocast for training
     +lean     dropout masks from numpy's PCG64 instead of torch's mt19937 per element (genrec/ops/dropout.py), and
@@ -11,16 +12,25 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     +strips   causal query strips in the padded attention (the all-zero upper (n, n) tiles are skipped), and the
               loss's logsumexp as one autograd function (exponentials reused as the gradient, accidental hits found
               through a membership table and zeroed by index instead of masked passes)
+    +heap     huge pages off; glibc keeps freed blocks up to 32 MB in the heap (genrec/memory.py, `import genrec`),
+              so every step reuses the last step's memory without page faults
+    +ftz      denormals flushed to zero while the trainer trains (genrec/runtime.py): Adam's decaying second moments slow each
+              epoch a little more than the last
+    +trim     the padded strips' backward written out (dK, dV accumulated in place instead of autograd's
+              zero-filled full-size gradient per key slice), no padding copies for batches whose sequences are all
+              full (the padded layout is then a view), fused AdamW, the loss's operands saved in bf16 (its backward
+              products ran in fp32) and its exponentials in bf16 with fp32 sums, dropout bits from PCG64's raw output
 and the loss variants used for quality: per-sequence sampled (128) and full softmax, on the final path; "v0
 per-seq-sampled" is the first implementation with that loss, so that the final path can be compared with it on an
 equal loss (the first implementation's batch-shared negatives learn badly: see genrec/training/losses.py).
+Memory settings are per process: each variant runs in its own process started with its own environment.
 Variants before +lean run torch's dropout and the max-shift logsumexp, as the first implementation did.
 
     python benchmarks/training_throughput.py [--steps 12] [--threads 2] [--rounds 3]
     python benchmarks/training_throughput.py --quality-epochs 10 --threads 1   # same-loss quality check
 
 --quality-epochs E trains each model E epochs through the real trainer (genrec.training.train, validation
-NDCG@10 after every epoch, seed 42) twice: "v0 per-seq-sampled" (first implementation, fp32) and "+strips
+NDCG@10 after every epoch, seed 42) twice: "v0 per-seq-sampled" (first implementation, fp32) and "+trim
 per-seq-sampled" (final path), and reports training seconds per epoch (validation excluded) and validation
 NDCG@10 per epoch for both: the speed-up is only worth having if the curves agree.
 
@@ -38,37 +48,84 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
-    # name: (huge pages, attention, precision, loss, negatives shared by the batch, lean dropout + logsumexp,
-    #        causal strips + fused loss)
-    "v0": (False, "v0", "fp32", "sampled", True, False, False),
-    "v0 per-seq-sampled": (False, "v0", "fp32", "sampled", False, False, False),
-    "+thp": (True, "v0", "fp32", "sampled", True, False, False),
-    "+fused": (True, "padded", "fp32", "sampled", True, False, False),
-    "+bf16": (True, "padded", "bf16", "sampled", True, False, False),
-    "+lean": (True, "padded", "bf16", "sampled", True, True, False),
-    "+strips": (True, "padded", "bf16", "sampled", True, True, True),
-    "+strips per-seq-sampled": (True, "padded", "bf16", "sampled", False, True, True),
-    "+strips full-softmax": (True, "padded", "bf16", "full", False, True, True),
+    # name: (memory: "4k" glibc defaults | "thp" huge pages | "heap" freed blocks kept, attention, precision, loss,
+    #        negatives shared by the batch, lean dropout + logsumexp, causal strips + fused loss, denormals flushed,
+    #        trim: no padding copies for full batches, fused AdamW, bf16 exponentials in the loss, cheaper mask bits)
+    "v0": ("4k", "v0", "fp32", "sampled", True, False, False, False, False),
+    "v0 per-seq-sampled": ("4k", "v0", "fp32", "sampled", False, False, False, False, False),
+    "+thp": ("thp", "v0", "fp32", "sampled", True, False, False, False, False),
+    "+fused": ("thp", "padded", "fp32", "sampled", True, False, False, False, False),
+    "+bf16": ("thp", "padded", "bf16", "sampled", True, False, False, False, False),
+    "+lean": ("thp", "padded", "bf16", "sampled", True, True, False, False, False),
+    "+strips": ("thp", "padded", "bf16", "sampled", True, True, True, False, False),
+    "+heap": ("heap", "padded", "bf16", "sampled", True, True, True, False, False),
+    "+ftz": ("heap", "padded", "bf16", "sampled", True, True, True, True, False),
+    "+trim": ("heap", "padded", "bf16", "sampled", True, True, True, True, True),
+    "+trim per-seq-sampled": ("heap", "padded", "bf16", "sampled", False, True, True, True, True),
+    "+trim full-softmax": ("heap", "padded", "bf16", "full", False, True, True, True, True),
 }
-FINAL = "+strips per-seq-sampled"  # the final path, compared with "v0 per-seq-sampled" on an equal loss
+FINAL = "+trim per-seq-sampled"  # the final path, compared with "v0 per-seq-sampled" on an equal loss
 
 
 def apply_variant(variant: str) -> tuple[str, str, bool]:
     """Patch this process to the variant's code path; returns (precision, loss, shared negatives)."""
-    _, attention, precision, loss, shared, lean, strips = VARIANTS[variant]
+    _, attention, precision, loss, shared, lean, strips, ftz, trim = VARIANTS[variant]  # memory: variant_env()
     import math
 
+    import torch
     import torch.nn.functional as F
 
     import genrec.models.hstu as hstu_mod
     import genrec.ops.dropout as dropout_mod
     import genrec.ops.hstu_attention as attention_mod
     import genrec.training.losses as losses_mod
+    import genrec.training.trainer as trainer_mod
 
     if attention == "v0":
         hstu_mod.hstu_attention = v0_attention
+    if not trim:  # padding copies, AdamW's per-op loop, fp32 loss products, rng.bytes bits, autograd strips
+        import types
+
+        import numpy as np
+
+        import genrec.ops.jagged as jagged_mod
+
+        def to_padded(values, index, batch, max_len):  # noqa: ANN001, ANN202
+            out = values.new_zeros((batch * max_len, *values.shape[1:])).index_copy(0, index, values)
+            return out.view(batch, max_len, *values.shape[1:])
+
+        def to_jagged(padded, index):  # noqa: ANN001, ANN202
+            return padded.reshape(-1, *padded.shape[2:]).index_select(0, index)
+
+        for mod in (jagged_mod, attention_mod, losses_mod):
+            mod.to_padded, mod.to_jagged = to_padded, to_jagged
+        adamw = torch.optim.AdamW
+        trainer_mod.torch.optim.AdamW = lambda *a, **k: adamw(*a, **{**k, "fused": None})
+        losses_mod._ProductLogSumExp = _FP32ProductLogSumExp
+
+        def dropout_mask(shape, p):  # noqa: ANN001, ANN202
+            rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, (1,)))))
+            bits = np.frombuffer(rng.bytes(2 * int(np.prod(shape))), dtype=np.int16).reshape(shape)
+            return torch.from_numpy(bits >= round(p * 65536) - 32768)
+
+        dropout_mod.dropout_mask = dropout_mask
+
+        def autograd_strips(qp, kp, vp, table, rab_idx, strips, heads):  # noqa: ANN001, ANN202
+            outs = []
+            for s, e in strips:
+                bias = attention_mod._TableGather.apply(table, rab_idx[..., s:e, :e], qp.dtype)
+                outs.append(torch.bmm(F.silu(attention_mod._strip_scores(qp, kp, bias, s, e, heads)), vp[:, :e]))
+            return torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+
+        attention_mod._PaddedStrips = types.SimpleNamespace(apply=autograd_strips)  # strips under autograd
+    if not ftz:  # the trainer flushes denormals while it trains; before +ftz it did not
+        import contextlib
+
+        trainer_mod.flush_denormals = contextlib.nullcontext
     if not lean:
         dropout_mod.dropout = lambda x, p, training=True: F.dropout(x, p, training)
         losses_mod._logit_bound = lambda *args: math.inf
@@ -77,6 +134,43 @@ def apply_variant(variant: str) -> tuple[str, str, bool]:
         losses_mod._ProductLogSumExp.apply = losses_mod.product_lse_reference
         losses_mod.accidental_hits = lambda neg, tgt, _: (neg[:, None, :] == tgt[:, :, None]).view(-1).nonzero()[:, 0]
     return precision, loss, shared
+
+
+class _FP32ProductLogSumExp(torch.autograd.Function):
+    """genrec.training.losses._ProductLogSumExp before +trim: logits cast to fp32 before the exponentials."""
+
+    @staticmethod
+    def forward(ctx, sp, ne, hits, bound):  # noqa: ANN001, ANN205
+        from genrec.training.losses import _needs_shift
+
+        x = torch.bmm(sp, ne.transpose(1, 2)).float()
+        shift = None
+        if _needs_shift(bound, x.shape[-1]):
+            shift = x.amax(-1, keepdim=True).clamp_min(-1e30)
+            x -= shift
+        e = x.exp_()
+        e.view(-1)[hits] = 0.0
+        total = e.sum(-1).clamp_min_(1e-30)
+        ctx.save_for_backward(sp, ne, e, total)
+        lse = total.log()
+        return lse if shift is None else lse + shift.squeeze(-1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        sp, ne, e, total = ctx.saved_tensors
+        p = e.mul_((grad / total).unsqueeze(-1)).to(sp.dtype)
+        return torch.bmm(p, ne), torch.bmm(p.transpose(1, 2), sp), None, None
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    """The environment a variant's process starts with: both allocator settings are read before torch allocates."""
+    memory = VARIANTS[variant][0]
+    return {
+        **os.environ,
+        "THP_MEM_ALLOC_ENABLE": "1" if memory == "thp" else "0",
+        "GENREC_MALLOC": "keep" if memory == "heap" else "default",
+    }
 
 
 def v0_attention(q, k, v, offsets, pos_bias=None, time_bias=None, timestamps=None, scale=None, backend="", cache=None):
@@ -109,13 +203,14 @@ def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(VARIANTS[variant][7])
 
     from genrec.data.batches import train_batches
     from genrec.training.losses import next_item_loss
     from genrec.training.trainer import TrainConfig, prepare
 
     _, split, model = prepare(TrainConfig(model=model_name, dataset="ml-1m", seed=0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), fused=VARIANTS[variant][8] or None)
     gen = torch.Generator().manual_seed(0)
     n_seq = n_tok = 0
     for i, b in enumerate(train_batches(split, 128, 200, seed=0)):
@@ -162,8 +257,7 @@ def quality(args: argparse.Namespace) -> None:
             out = runs / f"{model}-{variant.replace(' ', '_').replace('+', '')}-seed{args.seed}"
             cmd = [sys.executable, __file__, "--train-one", model, variant, "--quality-epochs", str(args.quality_epochs),
                    "--threads", str(args.threads), "--runs", str(out), "--seed", str(args.seed)]  # fmt: skip
-            env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=variant_env(variant))
             if proc.returncode:
                 sys.exit(f"{model} {variant} failed:\n{proc.stderr[-3000:]}")
             row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -244,9 +338,8 @@ def main() -> None:
         for model in args.models:
             for variant in VARIANTS:
                 cmd = [sys.executable, __file__, "--one", model, variant, "--steps", str(args.steps)]
-                env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if VARIANTS[variant][0] else "0"}
                 cmd += ["--threads", str(args.threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=variant_env(variant))
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 key = (model, variant)
                 if key not in best or row["seq_per_s"] > best[key]["seq_per_s"]:

@@ -1,6 +1,5 @@
 """genrec: a generative recommendation engine (HSTU, SASRec) for e-commerce personalization."""
 
-import os
+from genrec.memory import keep_freed_memory
 
-# Must precede torch's first allocation (see genrec.runtime): back big CPU tensors by transparent huge pages.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+keep_freed_memory()  # before torch's first large allocation: see genrec/memory.py

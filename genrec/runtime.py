@@ -1,24 +1,31 @@
-"""Process-level tuning for CPU training and serving.
+"""Process-level tuning for CPU training and serving: intra-op threads and denormals. Memory settings, which must
+precede torch's first large allocation, are applied by `import genrec` (genrec/memory.py).
 
-Every (B, H, n, n) attention temporary is tens of MB; glibc maps such blocks fresh and unmaps them on free,
-so each one pays ~10k page faults. On this 2-core box that made SiLU over 10M floats 5-16x slower than the
-arithmetic needs. PyTorch can back large CPU tensors with 2 MB transparent huge pages instead
-(THP_MEM_ALLOC_ENABLE=1, read once at torch's first allocation), which removes the faults without keeping
-freed memory around. `import genrec` sets it (unless the environment already says otherwise); entry points
-that import torch before genrec should set it themselves.
-"""
+Denormals (|x| < 1.2e-38) are flushed to zero: Adam's second moments of rarely-seen item rows decay by beta2 every
+step into that range, where x86 arithmetic takes a slow path; an ML-1M hstu epoch then grew from 3.9 to 4.25 s over
+six epochs, and stays at 3.9 s with the flush (measured; benchmarks/training_throughput.py, variant +ftz). GPUs
+flush them in most kernels anyway. The trainer flushes them while it trains (flush_denormals)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
-
-
-def thp_enabled() -> bool:
-    return os.environ.get("THP_MEM_ALLOC_ENABLE", "0") == "1"
 
 
 def setup(threads: int | None = None) -> None:
     """Intra-op threads (default: all cores)."""
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Denormals read and written as zero inside the block (x86 FTZ/DAZ), the IEEE default restored after, so a
+    process that trains in-process (a notebook, the tests) keeps its floating-point state."""
+    torch.set_flush_denormal(True)  # returns False where the CPU cannot (no SSE3): nothing changes then
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

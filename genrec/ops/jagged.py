@@ -25,15 +25,21 @@ def positions(offsets: torch.Tensor) -> torch.Tensor:
 
 
 def to_padded(values: torch.Tensor, index: torch.Tensor, batch: int, max_len: int) -> torch.Tensor:
-    """values: (sum N, *F) -> (B, max_len, *F), zeros where padded."""
+    """values: (sum N, *F) -> (B, max_len, *F), zeros where padded.
+
+    A batch whose sequences all have max_len elements (sum N = B * max_len; length-sorted training batches of long
+    users) needs no padding: the result is then a view of `values`, not a copy (callers must not write into it)."""
+    if values.shape[0] == batch * max_len:  # index is the identity: every sequence is full
+        return values.view(batch, max_len, *values.shape[1:])
     out = values.new_zeros((batch * max_len, *values.shape[1:]))
     out = out.index_copy(0, index, values)
     return out.view(batch, max_len, *values.shape[1:])
 
 
 def to_jagged(padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(B, max_len, *F) -> (sum N, *F)."""
-    return padded.reshape(-1, *padded.shape[2:]).index_select(0, index)
+    """(B, max_len, *F) -> (sum N, *F). With no padding (every sequence full) a reshape, a view where possible."""
+    flat = padded.reshape(-1, *padded.shape[2:])
+    return flat if index.shape[0] == flat.shape[0] else flat.index_select(0, index)
 
 
 def last_positions(offsets: torch.Tensor) -> torch.Tensor:

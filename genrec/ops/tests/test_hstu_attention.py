@@ -166,3 +166,22 @@ def test_fast_paths_equal_reference_on_cuda(backend: str) -> None:
     """The GPU settings (1024-row strips) on a batch with a user longer than one strip, forward and backward."""
     b = jagged_batch([7, 1, 1500, 12, 300, 64], 2, 8, device="cuda")
     assert_matches_reference(b, backend)
+
+
+def test_pair_time_buckets_equal_time_buckets_of_the_gaps() -> None:
+    from genrec.ops.hstu_attention import pair_time_buckets
+
+    powers = torch.tensor([2**k + d for k in range(1, 30) for d in (-1, 0, 1)])  # where float32 rounds up
+    tq = torch.cat([torch.tensor([0, 1, 2, 3]), powers, torch.tensor([2**30 - 1])])  # span < 2^30: int32 path
+    tk = torch.tensor([0, 5, 2**29])
+    for a, b in [(tq, tk), (tq + 1_700_000_000, tk + 1_700_000_000)]:  # absolute unix times, same gaps
+        out = pair_time_buckets(a, b, 40)
+        assert out.dtype == torch.int32
+        assert torch.equal(out.long(), time_buckets(a[:, None] - b[None, :], 40))
+    wide = torch.tensor([0, 2**40, 3 * 2**35])  # span >= 2^30: the float64 path
+    assert torch.equal(pair_time_buckets(wide, wide, 64).long(), time_buckets(wide[:, None] - wide[None, :], 64))
+    batch = torch.randint(0, 10**6, (3, 7)).cumsum(1)  # (B, n) with the (B, T, e) shape of a strip
+    assert torch.equal(
+        pair_time_buckets(batch[:, 2:5], batch, 16).long(), time_buckets(batch[:, 2:5, None] - batch[:, None, :], 16)
+    )
+    assert pair_time_buckets(torch.zeros(2, 0, dtype=torch.long), batch[:2], 8).shape == (2, 0, 7)
