@@ -48,8 +48,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     # name: (memory: "4k" glibc defaults | "thp" huge pages | "heap" freed blocks kept, attention, precision, loss,
@@ -105,7 +103,7 @@ def apply_variant(variant: str) -> tuple[str, str, bool]:
             mod.to_padded, mod.to_jagged = to_padded, to_jagged
         adamw = torch.optim.AdamW
         trainer_mod.torch.optim.AdamW = lambda *a, **k: adamw(*a, **{**k, "fused": None})
-        losses_mod._ProductLogSumExp = _FP32ProductLogSumExp
+        losses_mod.LOW_PRECISION_LOSS = False
 
         def dropout_mask(shape, p):  # noqa: ANN001, ANN202
             rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, (1,)))))
@@ -134,33 +132,6 @@ def apply_variant(variant: str) -> tuple[str, str, bool]:
         losses_mod._ProductLogSumExp.apply = losses_mod.product_lse_reference
         losses_mod.accidental_hits = lambda neg, tgt, _: (neg[:, None, :] == tgt[:, :, None]).view(-1).nonzero()[:, 0]
     return precision, loss, shared
-
-
-class _FP32ProductLogSumExp(torch.autograd.Function):
-    """genrec.training.losses._ProductLogSumExp before +trim: logits cast to fp32 before the exponentials."""
-
-    @staticmethod
-    def forward(ctx, sp, ne, hits, bound):  # noqa: ANN001, ANN205
-        from genrec.training.losses import _needs_shift
-
-        x = torch.bmm(sp, ne.transpose(1, 2)).float()
-        shift = None
-        if _needs_shift(bound, x.shape[-1]):
-            shift = x.amax(-1, keepdim=True).clamp_min(-1e30)
-            x -= shift
-        e = x.exp_()
-        e.view(-1)[hits] = 0.0
-        total = e.sum(-1).clamp_min_(1e-30)
-        ctx.save_for_backward(sp, ne, e, total)
-        lse = total.log()
-        return lse if shift is None else lse + shift.squeeze(-1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        sp, ne, e, total = ctx.saved_tensors
-        p = e.mul_((grad / total).unsqueeze(-1)).to(sp.dtype)
-        return torch.bmm(p, ne), torch.bmm(p.transpose(1, 2), sp), None, None
 
 
 def variant_env(variant: str) -> dict[str, str]:

@@ -36,6 +36,11 @@ def _logsumexp(x: torch.Tensor, bound: float = math.inf) -> torch.Tensor:
     return torch.log(torch.exp(x - m).sum(-1)) + m.squeeze(-1)
 
 
+# Loss operands saved and exponentials taken in the autocast dtype (False: both in fp32, the path before;
+# benchmarks/training_throughput.py measures the difference)
+LOW_PRECISION_LOSS = True
+
+
 class _ProductLogSumExp(torch.autograd.Function):
     """log sum_k exp(s_bi . e_bk) over each sequence's K candidate items, skipping accidental hits: (B, n).
     Sampled softmax: the K negatives of sequence b; full softmax: B = 1, n = N, K = V (every item, no hits).
@@ -48,10 +53,12 @@ class _ProductLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sp, ne, hits, bound):  # noqa: ANN001, ANN205
-        if torch.is_autocast_enabled(sp.device.type):  # save the low-precision operands, so that the backward's
-            dtype = torch.get_autocast_dtype(sp.device.type)  # two products run in bf16 too, not on fp32 inputs
-            sp, ne = sp.to(dtype), ne.to(dtype)  # (autograd casts the returned gradients back to fp32)
+        low = LOW_PRECISION_LOSS and torch.is_autocast_enabled(sp.device.type)
+        if low:  # save the low-precision operands, so that the backward's two products run in bf16 too, not on
+            dtype = torch.get_autocast_dtype(sp.device.type)  # the fp32 inputs (autograd casts the returned
+            sp, ne = sp.to(dtype), ne.to(dtype)  # gradients back to fp32)
         x = torch.bmm(sp, ne.transpose(1, 2))  # (B, n, K), in the products' precision (bf16 under autocast)
+        x = x if low else x.float()
         shift = None
         if _needs_shift(bound, x.shape[-1]):  # exp could overflow: shift by the row max, in fp32
             x = x.float()
