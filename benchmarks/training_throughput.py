@@ -4,7 +4,7 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     v0        first implementation: masked attention (mask multiply + divide on the (n, n) scores),
               glibc's malloc defaults (4 KB pages, large blocks mmap'd fresh and unmapped on free), fp32,
               sampled softmax with 128 negatives shared by the batch
-    +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, `import genrec`'s earlier default)
+    +thp      large tensors on transparent huge pages (THP_MEM_ALLOC_ENABLE=1, genrec's earlier default)
     +fused    attention as one bias-add-matmul + SiLU + matmul (causal mask folded into the bias, 1/n into V)
     +bf16     bfloat16 autocast for training
     +lean     dropout masks from numpy's PCG64 instead of torch's mt19937 per element (genrec/ops/dropout.py), and
@@ -12,7 +12,7 @@ Variants (each in its own subprocess, because the allocator setting is per proce
     +strips   causal query strips in the padded attention (the all-zero upper (n, n) tiles are skipped), and the
               loss's logsumexp as one autograd function (exponentials reused as the gradient, accidental hits found
               through a membership table and zeroed by index instead of masked passes)
-    +heap     huge pages off; glibc keeps freed blocks up to 32 MB in the heap (genrec/memory.py, `import genrec`),
+    +heap     huge pages off; glibc keeps freed blocks up to 32 MB in the heap (genrec/memory.py, applied by the trainer),
               so every step reuses the last step's memory without page faults
     +ftz      denormals flushed to zero while the trainer trains (genrec/runtime.py): Adam's decaying second moments slow each
               epoch a little more than the last
@@ -175,6 +175,9 @@ def measure(model_name: str, variant: str, steps: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(VARIANTS[variant][7])
+    from genrec.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the trainer does; GENREC_MALLOC (variant_env) says whether it changes anything
 
     from genrec.data.batches import train_batches
     from genrec.training.losses import next_item_loss

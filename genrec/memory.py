@@ -1,4 +1,4 @@
-"""Process memory settings for CPU training and serving (torch-free: applied by `import genrec`, before torch).
+"""Process memory settings for single-process CPU training (genrec.training.train applies them).
 
 A training step allocates and frees the same tens of large temporaries (attention scores, loss logits, their
 gradients) every step. glibc's defaults hand blocks above its mmap threshold to fresh mmap()s and give freed heap
@@ -6,11 +6,13 @@ top back to the kernel, so each step pays page faults on memory it just released
 (128, 200, 128) cast took ~20 ms instead of ~1 ms. Raising the mmap threshold to glibc's maximum (32 MB) and never
 trimming keeps those blocks in the heap, where the next step reuses them fault-free: hstu epochs 4.1 -> 3.75 s,
 hstu-large 15.4 -> 14.3 s on one thread (measured; benchmarks/training_throughput.py, variant +heap). The process
-keeps its peak heap instead of returning it between steps, which is what a caching allocator does too.
+keeps its peak heap instead of returning it between steps, which is what a caching allocator does too, so only the
+trainer applies it: importing genrec leaves a process's allocator alone.
 
 Transparent huge pages for large tensors (torch's THP_MEM_ALLOC_ENABLE=1, genrec's earlier default) were the first
 answer to the same faults; with the heap kept they are slower (madvise'd pages compact on fault), so they are off
-unless the environment asks for them. GENREC_MALLOC=default leaves glibc's settings alone.
+unless the environment asks for them. GENREC_MALLOC=default leaves glibc's settings alone. mallopt applies to the
+allocations that follow it, so calling it after torch is imported is fine.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
+from genrec.memory import keep_freed_memory
 from genrec.models import SequentialModel, build_model, model_from_config
 from genrec.runtime import flush_denormals, setup
 from genrec.training.averaging import WeightEMA
@@ -278,6 +279,7 @@ def train(
 ) -> RunResult:
     console = console or Console()
     setup(cfg.threads)
+    keep_freed_memory()  # each step reuses the last step's blocks without page faults (genrec/memory.py)
     device = resolve_device(cfg.device)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
