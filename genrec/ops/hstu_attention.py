@@ -353,7 +353,10 @@ def _strip_logits(
     k = kp[:, :, :e].reshape(B * H, e, dqk)
     time_idx = None
     if time_bias is not None and tp is not None:
-        time_idx = pair_time_buckets(tp[:, s:e], tp[:, :e], time_bias.shape[-1])  # (B, T, e)
+        if tp.device.type == "cpu":  # int32 gaps; its span check syncs, once per strip: not on a GPU
+            time_idx = pair_time_buckets(tp[:, s:e], tp[:, :e], time_bias.shape[-1])  # (B, T, e)
+        else:
+            time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])
         bias = (_TableGather.apply(time_bias, time_idx, qp.dtype) + bias).unsqueeze(1)  # (B, 1, T, e)
         if H == 1:
             return torch.baddbmm(bias.view(B, e - s, e), q, k.transpose(1, 2)), pos_idx, time_idx
