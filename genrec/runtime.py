@@ -1,5 +1,5 @@
-"""Process-level tuning for CPU training and serving: intra-op threads and denormals. Memory settings, which must
-precede torch's first large allocation, are applied by `import genrec` (genrec/memory.py).
+"""Process-level tuning for CPU training and serving: intra-op threads and denormals. The trainer's allocator
+setting is genrec/memory.py.
 
 Denormals (|x| < 1.2e-38) are flushed to zero: Adam's second moments of rarely-seen item rows decay by beta2 every
 step into that range, where x86 arithmetic takes a slow path; an ML-1M hstu epoch then grew from 3.9 to 4.25 s over

@@ -219,13 +219,36 @@ def _strip_scores(qp: torch.Tensor, kp: torch.Tensor, bias: torch.Tensor, s: int
     return (torch.bmm(q_s, k_s.transpose(1, 2)).view(BH // heads, heads, t, e) + bias[:, None]).view(BH, t, e)
 
 
+def _strip_backward(
+    do: torch.Tensor,
+    logits: torch.Tensor,
+    attn: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    s: int,
+    e: int,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+) -> torch.Tensor:
+    """One causal strip's gradients, written into dq[s:e] and accumulated in place into dk[:e], dv[:e].
+
+    q, k, v, dq, dk, dv: (B*H, n, D); do: (B*H, T, Dv); logits S and attn A = SiLU(S): (B*H, T, e).
+    dV += A^T dO, dS = SiLU'(S) * (dO V^T), dQ = dS K, dK += dS^T Q. Returns dS for the bias gradients."""
+    dv[:, :e].baddbmm_(attn.transpose(1, 2), do)
+    ds = torch.ops.aten.silu_backward(torch.bmm(do, v[:, :e].transpose(1, 2)), logits)
+    dq[:, s:e] = torch.bmm(ds, k[:, :e])
+    dk[:, :e].baddbmm_(ds.transpose(1, 2), q[:, s:e])
+    return ds
+
+
 class _PaddedStrips(torch.autograd.Function):
     """The padded path's causal strips, forward and backward written out.
 
     qp, kp: (B*H, n, Dqk); vp: (B*H, n, Dv); table: rab_table; rab_idx: (n, n) or (B, n, n); strips: row ranges.
-    Forward keeps each strip's scores S and A = SiLU(S), as autograd would. Backward, per strip:
-    dV[:e] += A^T dO, dS = SiLU'(S) * (dO V^T), dQ[s:e] = dS K, dK[:e] += dS^T Q, accumulated in place: autograd's
-    own backward zero-fills a full (B*H, n, D) gradient for every key slice and adds them up (measured: ~2 ms of
+    Forward keeps each strip's scores S and A = SiLU(S), as autograd would. Backward, per strip: _strip_backward,
+    accumulating dK and dV in place: autograd's own backward zero-fills a full (B*H, n, D) gradient for every key slice and adds them up (measured: ~2 ms of
     a ~75 ms hstu step). The table's gradient is dS summed over the broadcast dims, then one bincount in fp32.
     """
 
@@ -251,12 +274,7 @@ class _PaddedStrips(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
         dtable = torch.zeros(ctx.table_size, dtype=ctx.acc, device=qp.device)
         for i, (s, e) in enumerate(ctx.strips):
-            logits, attn = saved[2 * i], saved[2 * i + 1]
-            do = dout[:, s:e]
-            dv[:, :e].baddbmm_(attn.transpose(1, 2), do)
-            ds = torch.ops.aten.silu_backward(torch.bmm(do, vp[:, :e].transpose(1, 2)), logits)  # (B*H, T, e)
-            dq[:, s:e] = torch.bmm(ds, kp[:, :e])
-            dk[:, :e].baddbmm_(ds.transpose(1, 2), qp[:, s:e])
+            ds = _strip_backward(dout[:, s:e], saved[2 * i], saved[2 * i + 1], qp, kp, vp, s, e, dq, dk, dv)
             sub = rab_idx[..., s:e, :e]
             dbias = ds.sum(0) if sub.dim() == 2 else ds.view(sub.shape[0], -1, e - s, e).sum(1)  # bias's shape
             dtable += torch.bincount(sub.flatten(), dbias.flatten().to(ctx.acc), ctx.table_size)
@@ -353,7 +371,8 @@ def _strip_logits(
     k = kp[:, :, :e].reshape(B * H, e, dqk)
     time_idx = None
     if time_bias is not None and tp is not None:
-        if tp.device.type == "cpu":  # int32 gaps; its span check syncs, once per strip: not on a GPU
+        if tp.device.type == "cpu":  # int32 gaps: int64 abs / clamp run scalar on CPUs; GPUs need no workaround
+            # (and would pay pair_time_buckets' span check, a host sync, once per strip)
             time_idx = pair_time_buckets(tp[:, s:e], tp[:, :e], time_bias.shape[-1])  # (B, T, e)
         else:
             time_idx = time_buckets(tp[:, s:e, None] - tp[:, None, :e], time_bias.shape[-1])
@@ -369,8 +388,8 @@ def _strip_logits(
 class _StripAttention(torch.autograd.Function):
     """Causal strips with recomputation: no (n, n) tensor outlives its strip, forward or backward.
 
-    Backward recomputes each strip's scores S (one extra Q K^T) and uses, with A = SiLU(S):
-    dV += A^T dO, dS = SiLU'(S) * (dO V^T), dQ = dS K, dK += dS^T Q; rab grads are dS summed into their bins.
+    Backward recomputes each strip's scores S (one extra Q K^T), then _strip_backward; rab grads are dS summed
+    into their bins.
     """
 
     @staticmethod
@@ -388,22 +407,15 @@ class _StripAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001, ANN205
         qp, kp, vp, tp, pos_bias, time_bias = ctx.saved_tensors
-        B, H, n, dqk = qp.shape
-        dv = vp.shape[-1]
+        B, H, n, _ = qp.shape
         dq, dk, dvp = torch.zeros_like(qp), torch.zeros_like(kp), torch.zeros_like(vp)
         dpos = None if pos_bias is None else torch.zeros_like(pos_bias)
         dtime = None if time_bias is None or tp is None else torch.zeros_like(time_bias)
-        dout = dout.contiguous()
+        q, k, v, gq, gk, gv, do = (t.view(B * H, n, -1) for t in (qp, kp, vp, dq, dk, dvp, dout.contiguous()))
         for s in range(0, n, ctx.tile):
             e = min(s + ctx.tile, n)
             logits, pos_idx, time_idx = _strip_logits(qp, kp, tp, pos_bias, time_bias, s, e)
-            attn = F.silu(logits)  # (B*H, T, e)
-            do = dout[:, :, s:e].reshape(B * H, e - s, dv)
-            v = vp[:, :, :e].reshape(B * H, e, dv)
-            dvp[:, :, :e] += torch.bmm(attn.transpose(1, 2), do).view(B, H, e, dv)
-            ds = torch.ops.aten.silu_backward(torch.bmm(do, v.transpose(1, 2)), logits)  # (B*H, T, e)
-            dq[:, :, s:e] = torch.bmm(ds, kp[:, :, :e].reshape(B * H, e, dqk)).view(B, H, e - s, dqk)
-            dk[:, :, :e] += torch.bmm(ds.transpose(1, 2), qp[:, :, s:e].reshape(B * H, e - s, dqk)).view(B, H, e, dqk)
+            ds = _strip_backward(do[:, s:e], logits, F.silu(logits), q, k, v, s, e, gq, gk, gv)
             if dpos is not None or dtime is not None:
                 ds_b = ds.view(B, H, e - s, e).sum(1)  # (B, T, e); masked entries carry exactly 0
                 if dpos is not None:
@@ -465,6 +477,8 @@ def hstu_attention_jagged(
     tile = tile or default_tile
     lens = lengths.tolist()
     plan = plan_buckets(tuple(lens), H, tile, overhead)
+    # padded slots hold 0 = the earliest timestamp, so they stay inside the batch's span (pair_time_buckets)
+    rel_times = None if timestamps is None else timestamps - timestamps.min()
     order = sorted(range(B), key=lens.__getitem__)  # sequences by length; buckets are runs of this order
     starts = offsets[:-1].tolist()
     outs, rows, first = [], [], 0
@@ -481,7 +495,7 @@ def hstu_attention_jagged(
         vp = to_padded(v.index_select(0, tok), idx, count, n).permute(0, 2, 1, 3)
         tp = None
         if time_bias is not None and timestamps is not None:
-            tp = to_padded(timestamps.index_select(0, tok) - timestamps.min(), idx, count, n)  # (count, n)
+            tp = to_padded(rel_times.index_select(0, tok), idx, count, n)  # (count, n)
         out = _attend_strips(qp, kp, vp, tp, pos_bias, time_bias, tile)  # (count, H, n, Dv)
         outs.append(to_jagged(out.permute(0, 2, 1, 3), idx))  # (tokens of bucket, H, Dv)
         rows.append(tok)
