@@ -36,6 +36,7 @@ import torch.distributed as dist
 import typer
 from rich.console import Console
 
+from genrec.bundle import atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
 from genrec.data.datasets import load_dataset
 from genrec.data.sequences import Split, leave_one_out
@@ -54,7 +55,7 @@ from genrec.distributed.sharding import (
 from genrec.evaluation.evaluate import evaluation_ranks, model_scorer
 from genrec.evaluation.metrics import metrics_from_ranks
 from genrec.runtime import setup
-from genrec.training.trainer import DATASET_DEFAULTS, atomic_save, load_checkpoint, write_json
+from genrec.training.trainer import DATASET_DEFAULTS
 
 
 @dataclass

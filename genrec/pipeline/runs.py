@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from genrec.bundle import atomic_save, load_checkpoint, write_json
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_scorer
@@ -46,7 +47,7 @@ from genrec.ranking.train import (
     user_vectors,
 )
 from genrec.runtime import setup
-from genrec.training.trainer import atomic_save, load_checkpoint, load_run, write_json
+from genrec.training.trainer import load_run
 
 
 class Context:
