@@ -453,6 +453,16 @@ class BundleWriter:
         self.components[name] = {"kind": kind, "role": role, "path": f"components/{name}", "files": files,
                                  "config": config, "metrics": metrics}  # fmt: skip
 
+    def copy_component(self, source: Bundle, name: str, as_name: str | None = None) -> None:
+        """Another bundle's component, files and all (e.g. the retrievers a ranker was trained on)."""
+        comp = source.component(name)
+        new = as_name or name
+        if not _NAME.match(new) or new in self.components:
+            raise BundleError(f"component name {new!r}: must be new and made of letters, digits, '_', '-', '.'")
+        shutil.copytree(comp.path, self.tmp / "components" / new)
+        self.components[new] = {"kind": comp.kind, "role": comp.role, "path": f"components/{new}",
+                                "files": list(comp.files), "config": comp.config, "metrics": comp.metrics}  # fmt: skip
+
     def set_pipeline(self, specs: list[dict[str, Any]]) -> None:
         self.pipeline = [dict(s) for s in specs]
 
