@@ -5,8 +5,9 @@ from rich.console import Console
 
 from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
-from genrec.pipeline.runs import Context, load_ranker, pipeline_evaluate, retrieval_stage, train_ranking_model
+from genrec.pipeline.runs import Context, load_ranker, pipeline_evaluate, retrieval_stage
 from genrec.pipeline.stages import recommend_pages, rerank
+from genrec.pipeline.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 
