@@ -29,8 +29,15 @@ from genrec.features.tables import FeatureTables, build_feature_tables
 from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
-from genrec.pipeline.retrieval import HSTURetriever, RetrievalStage, Retriever, TwoTowerRetriever
-from genrec.pipeline.stages import Ranker, evaluate_pipeline, training_rows
+from genrec.pipeline.pipeline import Pipeline, evaluate
+from genrec.pipeline.stages import (
+    Ranker,
+    SequenceRetrieve,
+    TwoTowerParts,
+    TwoTowerRetrieve,
+    retrieval_feature_names,
+    training_rows,
+)
 from genrec.ranking.train import (
     RANKERS,
     CTRConfig,
@@ -47,6 +54,8 @@ from genrec.ranking.train import (
 )
 from genrec.runtime import setup
 from genrec.training.trainer import atomic_save, load_checkpoint, load_run, write_json
+
+Retriever = SequenceRetrieve | TwoTowerRetrieve
 
 
 class Context:
@@ -111,7 +120,7 @@ def train_two_tower(ctx: Context, out: Path, console: Console, **opts: Any) -> d
     return metrics
 
 
-def load_two_tower(run: Path, ctx: Context, use_ann: bool = True) -> TwoTowerRetriever:
+def load_two_tower_parts(run: Path, ctx: Context, use_ann: bool = True) -> TwoTowerParts:
     meta = json.loads((run / "config.json").read_text())
     feat = ctx.featurizer(FeatureConfig(**meta["features"]))
     cfg = dict(meta["model"])
@@ -122,11 +131,11 @@ def load_two_tower(run: Path, ctx: Context, use_ann: bool = True) -> TwoTowerRet
     model = TwoTower(TwoTowerConfig(us, its, **cfg))
     model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     index = load_index(run / "index") if use_ann and (run / "index/index.json").exists() else None
-    return TwoTowerRetriever(model, feat, index if isinstance(index, FaissIndex) else None)
+    return TwoTowerParts(model, feat, index if isinstance(index, FaissIndex) else None)
 
 
-def load_retriever(run: str | Path, ctx: Context, use_ann: bool = True) -> Retriever:
-    """A two-tower run folder or any genrec sequential run (HSTU, SASRec) as a retriever on ctx's dataset."""
+def load_component(run: str | Path, ctx: Context, use_ann: bool = True) -> tuple[str, object]:
+    """A two-tower run folder or any genrec sequential run (HSTU, SASRec) on ctx's dataset -> (name, part)."""
     run = Path(run)
     cfg_path = run / "config.json"
     if not cfg_path.exists():
@@ -136,20 +145,35 @@ def load_retriever(run: str | Path, ctx: Context, use_ann: bool = True) -> Retri
     if dataset != ctx.name:
         raise ValueError(f"{run} was trained on {dataset!r}, not {ctx.name!r}")
     if meta.get("kind") == "two-tower":
-        return load_two_tower(run, ctx, use_ann)
+        return "two-tower", load_two_tower_parts(run, ctx, use_ann)
     model, _ = load_run(run)
     if meta.get("dataset") != ctx.ds.sequences.summary():
         raise ValueError(f"{run} was trained on {meta.get('dataset')}, this dataset is {ctx.ds.sequences.summary()}")
-    return HSTURetriever(model, ctx.ds.sequences, name=meta["train"]["model"])
+    return meta["train"]["model"], model
 
 
-def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> RetrievalStage:
-    retrievers = [load_retriever(r, ctx, use_ann) for r in runs]
-    names = [r.name for r in retrievers]
-    for i, r in enumerate(retrievers):  # two runs of one kind get distinct feature names
-        if names.count(r.name) > 1:
-            r.name = f"{r.name}{i}"
-    return RetrievalStage(retrievers, k)
+def retrieval_components(runs: list[str], ctx: Context, use_ann: bool = True) -> dict[str, object]:
+    """Retrieval run folders -> {name: loaded part}; two runs of one kind get distinct names."""
+    loaded = [load_component(r, ctx, use_ann) for r in runs]
+    names = [n for n, _ in loaded]
+    return {(f"{n}{i}" if names.count(n) > 1 else n): c for i, (n, c) in enumerate(loaded)}
+
+
+def retrieval_specs(components: dict[str, object], k: int = 200) -> list[dict]:
+    return [{"stage": "retrieve", "component": n, "k": k} for n in components]
+
+
+def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> list[Retriever]:
+    """The retrieval stage objects of a pipeline over these runs (the same ones the pipeline runs)."""
+    comps = retrieval_components(runs, ctx, use_ann)
+    return context_pipeline(ctx, comps, retrieval_specs(comps, k)).stages  # type: ignore[return-value]
+
+
+def context_pipeline(ctx: Context, components: dict[str, object], specs: list[dict]) -> Pipeline:
+    """A Pipeline over ctx's dataset (its catalog, user attributes, and the feature tables' category)."""
+    return Pipeline.from_parts(ctx.ds.sequences, components, specs, catalog=ctx.ds.catalog,
+                               users=getattr(ctx.ds, "users", None), category=ctx.tables.category - 1,
+                               name=ctx.name)  # fmt: skip
 
 
 # ---- rankers -----------------------------------------------------------------------------------------
@@ -165,8 +189,9 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     setup_opts = {k: opts.pop(k) for k in ("k", "n_hard", "n_random", "max_users", "holdout", "history_len",
                                             "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
     k = setup_opts.get("k", 200)
-    stage = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
-    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=stage.feature_names())
+    retrievers = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
+    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20),
+                         extra_dense=retrieval_feature_names([r.name for r in retrievers]))  # fmt: skip
     feat = ctx.featurizer(fcfg)
     mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
     opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
@@ -178,11 +203,13 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
     lists = setup_opts.get("lists_per_user", 1)
     with _progress(console) as prog:
-        tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
+        tr = training_rows(retrievers, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
                            lists_per_user=lists, **sample)  # fmt: skip
-        va = training_rows(stage, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample)
+        va = training_rows(
+            retrievers, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample
+        )
         test_users = _user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
-        te = training_rows(stage, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
+        te = training_rows(retrievers, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
     if min(len(tr), len(va)) == 0:
         raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
     scaler = DenseScaler().fit(tr.dense)
@@ -198,7 +225,7 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
     meta = {"kind": kind, "dataset": ctx.name, "model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg),
             "setup": setup_opts, "retrieval": [str(r) for r in retrieval],
-            "retriever_names": [r.name for r in stage.retrievers], "scaler": asdict(scaler)}  # fmt: skip
+            "retriever_names": [r.name for r in retrievers], "scaler": asdict(scaler)}  # fmt: skip
     write_json(meta, out / "config.json")
     atomic_save({"model": model.state_dict()}, out / "best.pt")
     write_json(res.history, out / "history.json")
@@ -211,7 +238,8 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     return metrics
 
 
-def load_ranker(run: str | Path, ctx: Context, stage: RetrievalStage) -> Ranker:
+def load_ranker(run: str | Path, ctx: Context, retrievers: list[str]) -> Ranker:
+    """A ranker run on ctx's dataset; `retrievers`: the names of the pipeline's retrieval stages, in order."""
     run = Path(run)
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{run} is not a ranker run folder (no config.json)")
@@ -221,10 +249,10 @@ def load_ranker(run: str | Path, ctx: Context, stage: RetrievalStage) -> Ranker:
     if meta["dataset"] != ctx.name:
         raise ValueError(f"{run} was trained on {meta['dataset']!r}, not {ctx.name!r}")
     fcfg = FeatureConfig(**meta["features"])
-    if fcfg.extra_dense != stage.feature_names():
+    if fcfg.extra_dense != retrieval_feature_names(retrievers):
         raise ValueError(
             f"{run} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
-            f"{stage.feature_names()} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
+            f"{retrieval_feature_names(retrievers)} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
         )
     feat = ctx.featurizer(fcfg)
     cfg = dict(meta["model"])
@@ -235,15 +263,27 @@ def load_ranker(run: str | Path, ctx: Context, stage: RetrievalStage) -> Ranker:
     return Ranker(model.eval(), DenseScaler(**meta["scaler"]), feat)
 
 
+def runs_pipeline(ctx: Context, retrieval: list[str], ranker_run: str | None, k: int = 200, cap: int = 3,
+                  use_ann: bool = True) -> Pipeline:  # fmt: skip
+    """Retrieval runs (fused) -> the ranker run -> re-rank (seen excluded, at most `cap` per category)."""
+    comps = retrieval_components(retrieval, ctx, use_ann)
+    specs = retrieval_specs(comps, k)
+    if ranker_run:
+        ranker = load_ranker(ranker_run, ctx, list(comps))
+        comps["ranker"] = ranker
+        specs.append({"stage": "rank", "component": "ranker", "name": type(ranker.model).__name__.lower()})
+    specs.append({"stage": "rerank", "exclude_out_of_stock": False, "max_per_category": cap})
+    return context_pipeline(ctx, comps, specs)
+
+
 def pipeline_evaluate(
     ctx: Context, retrieval: list[str], ranker_run: str | None, console: Console, k: int = 200,
     cap: int = 3, max_users: int | None = None, seed: int = 0, use_ann: bool = True, which: str = "test",
-) -> dict[str, dict[str, float]]:  # fmt: skip
-    stage = retrieval_stage(retrieval, ctx, k, use_ann)
-    ranker = load_ranker(ranker_run, ctx, stage) if ranker_run else None
-    users = _user_subset(ctx.split.eval_users, max_users, seed)
+) -> list[dict]:  # fmt: skip
+    """Records {dataset, stage, name, components, metrics} after each stage of runs_pipeline."""
+    pipe = runs_pipeline(ctx, retrieval, ranker_run, k, cap, use_ann)
     with _progress(console) as prog:
-        return evaluate_pipeline(stage, ctx.split, which, users, ranker, ctx.tables.category, 10, cap, progress=prog)
+        return evaluate(pipe, which, max_users, seed, dataset=ctx.name, progress=prog)
 
 
 def train_ranking_model(model: str, dataset: str, out: str | Path, **opts: Any) -> dict[str, Any]:
