@@ -130,15 +130,10 @@ class Pipeline:
 
     @classmethod
     def from_bundle(cls, bundle: Any, specs: list[dict[str, Any]] | None = None) -> Pipeline:
-        """The pipeline a genrec bundle declares (manifest["pipeline"]), its components loaded from it."""
-        from genrec import bundle as bundle_module
+        """The pipeline a genrec bundle declares (manifest["pipeline"], or `specs`), components loaded from it."""
+        from genrec.pipeline.runs import bundle_pipeline
 
-        seq = bundle.sequences()
-        specs = specs if specs is not None else bundle.pipeline
-        used = {s["component"] for s in specs if "component" in s}
-        components = {name: bundle_module.load_component(bundle, name) for name in used}
-        return cls(bundle.item_vocab, seq, components, specs, catalog=bundle.catalog(), users=bundle.users(),
-                   name=str(bundle.path))  # fmt: skip
+        return bundle_pipeline(bundle, specs)
 
     def _group_popularity(self, users: pl.DataFrame | None) -> dict[tuple[str, str], np.ndarray]:
         """(user attribute, value) -> item counts among users with that value: context-aware cold start."""

@@ -1,17 +1,19 @@
-"""Run folders for the two-tower retriever and the rankers, and `train_ranking_model`, the CLI's entry point.
+"""Bundles for the two-tower retriever and the rankers, and `train_ranking_model`, the CLI's entry point.
 
-Two-tower run (RUN_DIR):  config.json (kind, model config with feature schemas, feature config, dataset),
-    best.pt (weights of the best validation epoch, saved atomically), history.json, metrics.json (test
-    full-catalog metrics; ANN recall@100 vs exact and latency), index/ (faiss HNSW over the item tower).
-Ranker run (dlrm | wide-deep | lr):  config.json (also the retrieval runs it was trained with and the dense
-    scaler), best.pt, history.json, metrics.json (AUC / logloss / list HR@10, NDCG@10 on test rows).
-Feature tables are rebuilt from the dataset at load time (deterministic, training statistics only); the
-stored schema is compared with the rebuilt one so a changed dataset fails loudly instead of mis-indexing.
+Two-tower bundle (genrec/bundle.py): one retrieval component "two-tower" whose config holds the model config
+    (with feature schemas), the feature config and the training settings; its files are model.pt (best
+    validation epoch), tables.npz + tables.json (the encoded feature tables) and index/ (faiss HNSW over the
+    item tower). Its metrics: test full-catalog metrics, ANN recall@100 vs exact and latency.
+Ranker bundle (dlrm | wide-deep | lr): copies of the retrieval components it was trained on (their scores are
+    its features), plus the ranking component (config: model, features, dense scaler, the retrievers' names;
+    files: model.pt, tables.npz + tables.json); metrics: AUC / logloss / list HR@10, NDCG@10 on test rows.
+Feature tables are built from the dataset once, at training, and loaded from the bundle: a bundle needs no
+dataset. history.json and metrics.json are also written beside the bundle's files for people and benchmarks.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,24 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from genrec.bundle import (
+    Bundle,
+    BundleError,
+    BundleWriter,
+    Component,
+    fingerprint,
+    json_bytes,
+    load_sequential,
+    npz_bytes,
+    open_bundle,
+    write_json,
+)
 from genrec.data.datasets import Dataset, load_dataset
-from genrec.data.sequences import Split, leave_one_out
+from genrec.data.sequences import SequenceData, Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_scorer
+from genrec.features.covisit import CoVisitation
 from genrec.features.ranking import FeatureConfig, RankingFeaturizer
-from genrec.features.tables import FeatureTables, build_feature_tables
+from genrec.features.tables import EntityTable, FeatureTables, build_feature_tables
 from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -53,7 +68,6 @@ from genrec.ranking.train import (
     user_vectors,
 )
 from genrec.runtime import setup
-from genrec.training.trainer import atomic_save, load_checkpoint, load_run, write_json
 
 Retriever = SequenceRetrieve | TwoTowerRetrieve
 
@@ -67,6 +81,7 @@ class Context:
         self.ds = ds or load_dataset(dataset, seed=seed)
         self.split: Split = leave_one_out(self.ds.sequences)
         self.tables: FeatureTables = build_feature_tables(self.ds, self.split)
+        self.fingerprint = fingerprint(self.ds.sequences)
 
     def featurizer(self, cfg: FeatureConfig | None = None) -> RankingFeaturizer:
         return RankingFeaturizer(self.tables, self.ds.sequences, cfg)
@@ -76,9 +91,48 @@ def _progress(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
-def _check_schema(stored: dict, rebuilt: FeatureSchema, run: Path) -> None:
+def _check_schema(stored: dict, rebuilt: FeatureSchema, comp: Component) -> None:
     if FeatureSchema.from_dict(stored) != rebuilt:
-        raise ValueError(f"{run}: the dataset's features no longer match the ones this run was trained on")
+        raise BundleError(f"{comp.path}: tables.npz does not give the feature schema of components.{comp.name}")
+
+
+# ---- feature tables inside a component: tables.npz (arrays, allow_pickle=False) + tables.json ---------
+
+
+def table_files(t: FeatureTables) -> dict[str, bytes]:
+    arrays: dict[str, np.ndarray] = {"category": t.category}
+    meta: dict[str, Any] = {"num_items": t.num_items, "num_users": t.num_users, "has_time": t.has_time,
+                            "num_event_types": t.num_event_types, "covisit": t.covisit is not None}  # fmt: skip
+    for side, e in (("users", t.users), ("items", t.items)):
+        meta[side] = {"cat": list(e.cat), "multi": list(e.multi), "num": list(e.num), "sizes": e.sizes}
+        for i, name in enumerate(e.cat):
+            arrays[f"{side}.cat.{i}"] = e.cat[name]
+        for i, (values, offsets) in enumerate(e.multi.values()):
+            arrays[f"{side}.multi.{i}.values"], arrays[f"{side}.multi.{i}.offsets"] = values, offsets
+        for i, name in enumerate(e.num):
+            arrays[f"{side}.num.{i}"] = e.num[name]
+    if t.covisit is not None:
+        arrays["covisit.keys"], arrays["covisit.counts"] = t.covisit.keys, t.covisit.counts
+    return {"tables.npz": npz_bytes(arrays), "tables.json": json_bytes(meta)}
+
+
+def load_tables(bundle: Bundle, comp: Component) -> FeatureTables:
+    meta, a = bundle.json(comp, "tables.json"), bundle.arrays(comp, "tables.npz")
+    try:
+        sides = {}
+        for side in ("users", "items"):
+            m = meta[side]
+            sides[side] = EntityTable(
+                cat={n: a[f"{side}.cat.{i}"] for i, n in enumerate(m["cat"])},
+                multi={n: (a[f"{side}.multi.{i}.values"], a[f"{side}.multi.{i}.offsets"]) for i, n in enumerate(m["multi"])},
+                num={n: a[f"{side}.num.{i}"] for i, n in enumerate(m["num"])},
+                sizes=dict(m["sizes"]),
+            )  # fmt: skip
+        covisit = CoVisitation(a["covisit.keys"], a["covisit.counts"], meta["num_items"]) if meta["covisit"] else None
+        return FeatureTables(sides["users"], sides["items"], a["category"], meta["num_items"], meta["num_users"],
+                             meta["has_time"], meta["num_event_types"], covisit)  # fmt: skip
+    except KeyError as e:
+        raise BundleError(f"{comp.path}/tables.npz / tables.json: missing key {e}") from None
 
 
 # ---- two-tower ---------------------------------------------------------------------------------------
@@ -93,24 +147,26 @@ def train_two_tower(ctx: Context, out: Path, console: Console, **opts: Any) -> d
     model = TwoTower(TwoTowerConfig(feat.user_schema(), feat.item_schema(), **mkw))
     console.print(f"[bold]two-tower[/] on {ctx.name}: {sum(p.numel() for p in model.parameters()):,} parameters")
     history = fit_two_tower(model, feat, ctx.split, tcfg, console)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": "two-tower", "dataset": ctx.name, "model": model.config.to_dict(), "features": asdict(fcfg),
-            "train": asdict(tcfg)}  # fmt: skip
-    write_json(meta, out / "config.json")
-    atomic_save({"model": model.state_dict()}, out / "best.pt")
-    write_json(history, out / "history.json")
     test = evaluate_scorer(two_tower_scorer(model, feat, ctx.split, "test"), ctx.split, "test", fcfg.history_len)
-    # ANN over the item tower: build, save, reload, and measure it against exact search on real queries
-    table = item_vectors(model, feat)[1:].numpy()
-    ids = np.arange(1, len(table) + 1)
-    FaissIndex.build(table, ids, kind="hnsw").save(out / "index")
-    ann = load_index(out / "index")
-    u, e, _ = ctx.split.eval_inputs("test")
-    q = user_vectors(model, feat, u[:1000], e[:1000]).numpy()
-    ann_m = recall_vs_exact(ann, ExactIndex(table, ids), q, k=min(100, len(ids)))
     best = max(history, key=lambda h: h["valid"]["NDCG@10"])
-    metrics = {"dataset": ctx.name, "model": "two-tower", "split": "test", "metrics": test, "ann": ann_m,
-               "best_epoch": best["epoch"], "best_valid": best["valid"]}  # fmt: skip
+    writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
+    with tempfile.TemporaryDirectory() as tmp:
+        # ANN over the item tower: build, save, reload, and measure it against exact search on real queries
+        table = item_vectors(model, feat)[1:].numpy()
+        ids = np.arange(1, len(table) + 1)
+        FaissIndex.build(table, ids, kind="hnsw").save(Path(tmp) / "index")
+        ann = load_index(Path(tmp) / "index")
+        u, e, _ = ctx.split.eval_inputs("test")
+        q = user_vectors(model, feat, u[:1000], e[:1000]).numpy()
+        ann_m = recall_vs_exact(ann, ExactIndex(table, ids), q, k=min(100, len(ids)))
+        metrics = {"dataset": ctx.name, "model": "two-tower", "split": "test", "metrics": test, "ann": ann_m,
+                   "best_epoch": best["epoch"], "best_valid": best["valid"]}  # fmt: skip
+        config = {"model": model.config.to_dict(), "features": asdict(fcfg), "train": asdict(tcfg)}
+        files = {**table_files(ctx.tables), "index": Path(tmp) / "index"}
+        writer.add_component("two-tower", "two-tower", "retrieval", config, model.state_dict(), metrics, files)
+        writer.set_metrics(metrics)
+        writer.commit()
+    write_json(history, out / "history.json")
     write_json(metrics, out / "metrics.json")
     console.print(
         f"two-tower test NDCG@10 {test['NDCG@10']:.4f} HR@10 {test['HR@10']:.4f} HR@200 {test['HR@200']:.4f}; "
@@ -120,56 +176,80 @@ def train_two_tower(ctx: Context, out: Path, console: Console, **opts: Any) -> d
     return metrics
 
 
-def load_two_tower_parts(run: Path, ctx: Context, use_ann: bool = True) -> TwoTowerParts:
-    meta = json.loads((run / "config.json").read_text())
-    feat = ctx.featurizer(FeatureConfig(**meta["features"]))
-    cfg = dict(meta["model"])
+def load_two_tower(
+    bundle: Bundle, comp: Component, data: SequenceData | None = None, use_ann: bool = True
+) -> TwoTowerParts:
+    """data: the sequences the queries index into (default: the bundle's own histories)."""
+    feat = RankingFeaturizer(
+        load_tables(bundle, comp), data or bundle.sequences(), FeatureConfig(**comp.config["features"])
+    )
+    cfg = dict(comp.config["model"])
     cfg.pop("kind")
     us, its = FeatureSchema.from_dict(cfg.pop("user_schema")), FeatureSchema.from_dict(cfg.pop("item_schema"))
-    _check_schema(asdict(us), feat.user_schema(), run)
-    _check_schema(asdict(its), feat.item_schema(), run)
+    _check_schema(asdict(us), feat.user_schema(), comp)
+    _check_schema(asdict(its), feat.item_schema(), comp)
     model = TwoTower(TwoTowerConfig(us, its, **cfg))
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
-    index = load_index(run / "index") if use_ann and (run / "index/index.json").exists() else None
+    model.load_state_dict(bundle.state_dict(comp))
+    index = load_index(comp.path / "index") if use_ann and "index/index.json" in comp.files else None
     return TwoTowerParts(model, feat, index if isinstance(index, FaissIndex) else None)
 
 
-def load_component(run: str | Path, ctx: Context, use_ann: bool = True) -> tuple[str, object]:
-    """A two-tower run folder or any genrec sequential run (HSTU, SASRec) on ctx's dataset -> (name, part)."""
-    run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.json)")
-    meta = json.loads(cfg_path.read_text())
-    dataset = meta.get("dataset") if meta.get("kind") == "two-tower" else meta["train"]["dataset"]
-    if dataset != ctx.name:
-        raise ValueError(f"{run} was trained on {dataset!r}, not {ctx.name!r}")
-    if meta.get("kind") == "two-tower":
-        return "two-tower", load_two_tower_parts(run, ctx, use_ann)
-    model, _ = load_run(run)
-    if meta.get("dataset") != ctx.ds.sequences.summary():
-        raise ValueError(f"{run} was trained on {meta.get('dataset')}, this dataset is {ctx.ds.sequences.summary()}")
-    return meta["train"]["model"], model
+def load_retriever(
+    bundle: Bundle | str | Path, name: str | None = None, data: SequenceData | None = None, use_ann: bool = True,
+    k: int = 200,
+) -> Retriever:  # fmt: skip
+    """A retrieval component (two-tower, HSTU, SASRec) of a bundle as a retrieval stage; its first one unless
+    `name` says which. data: the sequences its featurizer reads (default: the bundle's own histories)."""
+    b = open_bundle(bundle)
+    comp = b.component(name, role="retrieval")
+    if comp.kind == "two-tower":
+        return TwoTowerRetrieve(load_two_tower(b, comp, data, use_ann), k, comp.name, "faiss" if use_ann else "exact")
+    seq = data or b.sequences()
+    return SequenceRetrieve(load_sequential(b, comp.name), k, comp.name, uses_timestamps=seq.timestamps is not None)
 
 
-def retrieval_components(runs: list[str], ctx: Context, use_ann: bool = True) -> dict[str, object]:
-    """Retrieval run folders -> {name: loaded part}; two runs of one kind get distinct names."""
-    loaded = [load_component(r, ctx, use_ann) for r in runs]
-    names = [n for n, _ in loaded]
-    return {(f"{n}{i}" if names.count(n) > 1 else n): c for i, (n, c) in enumerate(loaded)}
+def load_component(bundle: Bundle, name: str, data: SequenceData | None = None) -> Any:
+    """A bundle component as the pipeline's stage factories take it: a SequentialModel (sasrec, hstu), a
+    TwoTowerParts, or a Ranker (dlrm, wide-deep, lr)."""
+    comp = bundle.component(name)
+    if comp.kind == "two-tower":
+        return load_two_tower(bundle, comp, data)
+    if comp.kind in RANKERS:
+        return load_ranker(bundle, comp.config["retriever_names"], data, name)
+    if comp.role == "retrieval":
+        return load_sequential(bundle, name)
+    raise BundleError(f"{bundle.path}/manifest.json: components.{name}.kind {comp.kind!r} has no pipeline loader")
 
 
-def retrieval_specs(components: dict[str, object], k: int = 200) -> list[dict]:
-    return [{"stage": "retrieve", "component": n, "k": k} for n in components]
+def bundle_pipeline(bundle: Bundle | str | Path, specs: list[dict] | None = None) -> Pipeline:
+    """The Pipeline a bundle declares (manifest["pipeline"], or `specs`), its components loaded from it."""
+    b = open_bundle(bundle)
+    seq = b.sequences()
+    specs = specs if specs is not None else b.pipeline
+    used = list(dict.fromkeys(s["component"] for s in specs if "component" in s))
+    comps = {n: load_component(b, n, seq) for n in used}
+    return Pipeline(b.item_vocab, seq, comps, specs, catalog=b.catalog(), users=b.users(), name=str(b.path))
+
+
+def _context_bundle(run: str | Path, ctx: Context) -> Bundle:
+    """A bundle trained on ctx's dataset (same data fingerprint), else a ValueError."""
+    b = Bundle.open(run)
+    if b.data.get("fingerprint") != ctx.fingerprint:
+        raise ValueError(f"{run} was trained on {b.data.get('name')!r} ({b.data.get('summary')}), not on {ctx.name!r}")
+    return b
 
 
 def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> list[Retriever]:
-    """The retrieval stage objects of a pipeline over these runs (the same ones the pipeline runs)."""
-    comps = retrieval_components(runs, ctx, use_ann)
-    return context_pipeline(ctx, comps, retrieval_specs(comps, k)).stages  # type: ignore[return-value]
+    """The first retriever of each bundle in `runs` (trained on ctx's dataset) as retrieval stage objects."""
+    retrievers = [load_retriever(_context_bundle(r, ctx), data=ctx.ds.sequences, use_ann=use_ann, k=k) for r in runs]
+    names = [r.name for r in retrievers]
+    for i, r in enumerate(retrievers):  # two runs of one kind get distinct feature names
+        if names.count(r.name) > 1:
+            r.name = f"{r.name}{i}"
+    return retrievers
 
 
-def context_pipeline(ctx: Context, components: dict[str, object], specs: list[dict]) -> Pipeline:
+def context_pipeline(ctx: Context, components: dict[str, Any], specs: list[dict]) -> Pipeline:
     """A Pipeline over ctx's dataset (its catalog, user attributes, and the feature tables' category)."""
     return Pipeline.from_parts(ctx.ds.sequences, components, specs, catalog=ctx.ds.catalog,
                                users=getattr(ctx.ds, "users", None), category=ctx.tables.category - 1,
@@ -190,8 +270,8 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
                                             "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
     k = setup_opts.get("k", 200)
     retrievers = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
-    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20),
-                         extra_dense=retrieval_feature_names([r.name for r in retrievers]))  # fmt: skip
+    names = [r.name for r in retrievers]
+    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=retrieval_feature_names(names))
     feat = ctx.featurizer(fcfg)
     mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
     opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
@@ -221,57 +301,65 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
                   f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
     res = fit_ctr(model, tr, va, ccfg, console)
     test = ctr_metrics(te, predict(model, te))
-    out.mkdir(parents=True, exist_ok=True)
     cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
-    meta = {"kind": kind, "dataset": ctx.name, "model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg),
-            "setup": setup_opts, "retrieval": [str(r) for r in retrieval],
-            "retriever_names": [r.name for r in retrievers], "scaler": asdict(scaler)}  # fmt: skip
-    write_json(meta, out / "config.json")
-    atomic_save({"model": model.state_dict()}, out / "best.pt")
-    write_json(res.history, out / "history.json")
+    meta = {"model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg), "setup": setup_opts,
+            "retrieval": [str(r) for r in retrieval], "retriever_names": names,
+            "scaler": asdict(scaler)}  # fmt: skip
     metrics = {"dataset": ctx.name, "model": kind, "valid": res.best_valid, "best_epoch": res.best_epoch,
                "test_rows": test, "rows": {"train": len(tr), "valid": len(va), "test": len(te)},
                "note": "test rows: each test user's real next item + sampled hard (retrieved) and random negatives"}  # fmt: skip
+    writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
+    for run, r in zip(retrieval, retrievers, strict=True):  # the retrievers whose scores are features
+        src = Bundle.open(run)
+        writer.copy_component(src, src.component(role="retrieval").name, r.name)
+    writer.add_component(kind, kind, "ranking", meta, model.state_dict(), metrics, table_files(ctx.tables))
+    writer.set_metrics(metrics)
+    writer.commit()
+    write_json(res.history, out / "history.json")
     write_json(metrics, out / "metrics.json")
     console.print(f"{kind} test rows: AUC {test['AUC']:.4f} logloss {test['logloss']:.4f} "
                   f"list HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")  # fmt: skip
     return metrics
 
 
-def load_ranker(run: str | Path, ctx: Context, retrievers: list[str]) -> Ranker:
-    """A ranker run on ctx's dataset; `retrievers`: the names of the pipeline's retrieval stages, in order."""
-    run = Path(run)
-    if not (run / "config.json").exists():
-        raise FileNotFoundError(f"{run} is not a ranker run folder (no config.json)")
-    meta = json.loads((run / "config.json").read_text())
-    if meta.get("kind") not in RANKERS:
-        raise ValueError(f"{run} holds a {meta.get('kind')!r} run, not a ranker ({', '.join(RANKERS)})")
-    if meta["dataset"] != ctx.name:
-        raise ValueError(f"{run} was trained on {meta['dataset']!r}, not {ctx.name!r}")
+def load_ranker(
+    bundle: Bundle | str | Path, retrievers: list[str], data: SequenceData | None = None, name: str | None = None
+) -> Ranker:
+    """A ranking component (dlrm | wide-deep | lr) over the candidates and retrieval features of the
+    retrieval stages named `retrievers`, in order. data: the sequences its featurizer reads (default: the
+    bundle's own histories)."""
+    b = open_bundle(bundle)
+    comp = b.component(name, role="ranking")
+    if comp.kind not in RANKERS:
+        raise BundleError(f"{b.path}/manifest.json: components.{comp.name}.kind {comp.kind!r} is not one of {RANKERS}")
+    meta = comp.config
     fcfg = FeatureConfig(**meta["features"])
     if fcfg.extra_dense != retrieval_feature_names(retrievers):
         raise ValueError(
-            f"{run} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
+            f"{b.path} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
             f"{retrieval_feature_names(retrievers)} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
         )
-    feat = ctx.featurizer(fcfg)
+    feat = RankingFeaturizer(load_tables(b, comp), data or b.sequences(), fcfg)
     cfg = dict(meta["model"])
-    _check_schema(cfg["schema"], feat.schema(), run)
+    _check_schema(cfg["schema"], feat.schema(), comp)
     kw = {k: v for k, v in cfg.items() if k not in ("kind", "schema")}
-    model = build_ranker(meta["kind"], feat.schema(), **kw)
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    model = build_ranker(comp.kind, feat.schema(), **kw)
+    model.load_state_dict(b.state_dict(comp))
     return Ranker(model.eval(), DenseScaler(**meta["scaler"]), feat)
 
 
 def runs_pipeline(ctx: Context, retrieval: list[str], ranker_run: str | None, k: int = 200, cap: int = 3,
                   use_ann: bool = True) -> Pipeline:  # fmt: skip
-    """Retrieval runs (fused) -> the ranker run -> re-rank (seen excluded, at most `cap` per category)."""
-    comps = retrieval_components(retrieval, ctx, use_ann)
-    specs = retrieval_specs(comps, k)
+    """Retrieval bundles (fused) -> the ranker bundle -> re-rank (seen excluded, at most `cap` per category)."""
+    comps: dict[str, Any] = {}
+    for r in retrieval_stage(retrieval, ctx, k, use_ann):
+        comps[r.name] = TwoTowerParts(r.model, r.feat, r.index) if isinstance(r, TwoTowerRetrieve) else r.model
+    specs: list[dict] = [{"stage": "retrieve", "component": n, "k": k} for n in comps]
     if ranker_run:
-        ranker = load_ranker(ranker_run, ctx, list(comps))
-        comps["ranker"] = ranker
-        specs.append({"stage": "rank", "component": "ranker", "name": type(ranker.model).__name__.lower()})
+        b = _context_bundle(ranker_run, ctx)
+        kind = b.component(role="ranking").kind
+        comps[kind] = load_ranker(b, list(comps), ctx.ds.sequences)
+        specs.append({"stage": "rank", "component": kind})
     specs.append({"stage": "rerank", "exclude_out_of_stock": False, "max_per_category": cap})
     return context_pipeline(ctx, comps, specs)
 
@@ -307,4 +395,13 @@ def train_ranking_model(model: str, dataset: str, out: str | Path, **opts: Any) 
         raise ValueError(f"bad option for --model {model}: {e}") from None
 
 
-__all__ = ["Context", "pipeline_evaluate", "train_ranking_model"]
+__all__ = [
+    "Context",
+    "bundle_pipeline",
+    "load_ranker",
+    "load_retriever",
+    "load_tables",
+    "pipeline_evaluate",
+    "runs_pipeline",
+    "train_ranking_model",
+]

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
 from genrec.pipeline.core import Candidates, RequestContext, RerankRules
 from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline, train_ranking_model
@@ -45,8 +46,12 @@ def test_pipeline_end_to_end_on_a_tiny_shop(tmp_path):
     m = train_ranking_model("dlrm", "synthetic:tiny", tmp_path / "dlrm", context=ctx, console=console, epochs=2,
                             retrieval=",".join(runs), k=50, dim=8, test_users=100, threads=1)  # fmt: skip
     assert 0.0 <= m["test_rows"]["AUC"] <= 1.0
-    for f in ("config.json", "best.pt", "metrics.json"):
-        assert (tmp_path / "dlrm" / f).exists()
+    assert (tmp_path / "dlrm" / "metrics.json").exists()
+    b = Bundle.open(tmp_path / "dlrm")  # the ranker bundle carries the retrievers it was trained on
+    assert {n: (c.kind, c.role) for n, c in b.components.items()} == {
+        "hstu": ("hstu", "retrieval"), "two-tower": ("two-tower", "retrieval"), "dlrm": ("dlrm", "ranking"),
+    }  # fmt: skip
+    assert [s["stage"] for s in b.pipeline] == ["retrieve", "retrieve", "popular", "rank", "rerank"]
     res = pipeline_evaluate(ctx, runs, str(tmp_path / "dlrm"), console, k=50, max_users=80)
     assert [(r["stage"], r["name"]) for r in res] == [
         ("retrieval", "hstu"),
@@ -54,7 +59,7 @@ def test_pipeline_end_to_end_on_a_tiny_shop(tmp_path):
         ("ranking", "dlrm"),
         ("rerank", "rerank"),
     ]
-    assert res[-1]["components"] == ["hstu", "two-tower", "ranker"]
+    assert res[-1]["components"] == ["hstu", "two-tower", "dlrm"]
     assert all(r["metrics"]["users"] == 80 for r in res)
     fused = res[1]["metrics"]
     assert "recall@50" in fused and 0 < fused["recall@50"] <= 1
@@ -95,3 +100,18 @@ def test_rerank_back_fills_the_capped_page():
     cands = Candidates(items, -items.float(), ["r"] * 8, [0] * 8)  # best first: 1, 2, ..., 8
     page = rr(ctx, cands).items.tolist()
     assert page == [1, 2, 6, 7, 8, 3]  # two of category 0, then the others, then the best capped-out one
+
+
+def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
+    """`genrec pipeline evaluate BUNDLE`: the stage list of the manifest, built from the bundle alone."""
+    from genrec.pipeline.pipeline import Pipeline, evaluate
+
+    console = Console(quiet=True)
+    ds = load_synthetic("tiny", seed=0)
+    train(TrainConfig(model="sasrec", dataset="synthetic:tiny", out=str(tmp_path / "sasrec"), epochs=1, max_len=20,
+                      threads=1), dataset=ds, console=console)  # fmt: skip
+    pipe = Pipeline.from_bundle(Bundle.open(tmp_path / "sasrec"))
+    assert [s.name for s in pipe.stages] == ["sasrec", "popular", "rerank"]
+    records = evaluate(pipe, "test", max_users=50)
+    assert [r["stage"] for r in records] == ["retrieval", "retrieval", "rerank"]
+    assert records[0]["metrics"]["users"] == 50 and 0 <= records[-1]["metrics"]["NDCG@10"] <= 1
