@@ -41,6 +41,7 @@ from genrec.data.sequences import PAD, SequenceData, Vocab
 if TYPE_CHECKING:
     from genrec.data.datasets import Dataset
     from genrec.models import SequentialModel
+    from genrec.models.hstu_ranker import HSTURanker
 
 FORMAT = "genrec-bundle"
 FORMAT_VERSION = 1
@@ -350,6 +351,22 @@ def load_sequential(bundle: Bundle | str | Path, name: str | None = None) -> Seq
     return model.eval()
 
 
+def load_hstu_ranker(bundle: Bundle | str | Path, name: str | None = None) -> tuple[HSTURanker, dict[str, Any]]:
+    """The HSTU ranker of a bundle (path or Bundle) in eval mode, and its component config (+ "test" metrics)."""
+    from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig
+
+    b = open_bundle(bundle)
+    comp = b.component(name) if name else next((c for c in b.components.values() if c.kind == "hstu-ranker"), None)
+    if comp is None or comp.kind != "hstu-ranker":
+        raise BundleError(f"{b.path}/manifest.json: no hstu-ranker component (train one with `genrec genrank train`)")
+    try:
+        model = HSTURanker(HSTURankerConfig.from_dict(comp.config["model"]))
+        model.load_state_dict(b.state_dict(comp))
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise BundleError(f"{comp.path}: weights do not fit components.{comp.name}.config.model ({e})") from None
+    return model.eval(), {**comp.config, "test": comp.metrics}
+
+
 # ---- writing ---------------------------------------------------------------------------------------
 
 
@@ -542,6 +559,7 @@ __all__ = [
     "atomic_save",
     "fingerprint",
     "load_checkpoint",
+    "load_hstu_ranker",
     "load_sequential",
     "write_json",
 ]

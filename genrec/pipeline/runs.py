@@ -13,35 +13,31 @@ dataset. history.json and metrics.json are also written beside the bundle's file
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genrec.bundle import (
     Bundle,
     BundleError,
-    BundleWriter,
     Component,
     fingerprint,
     json_bytes,
+    load_hstu_ranker,
     load_sequential,
     npz_bytes,
     open_bundle,
-    write_json,
 )
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.sequences import SequenceData, Split, leave_one_out
-from genrec.evaluation.evaluate import evaluate_scorer
 from genrec.features.covisit import CoVisitation
 from genrec.features.ranking import FeatureConfig, RankingFeaturizer
 from genrec.features.tables import EntityTable, FeatureTables, build_feature_tables
-from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
+from genrec.index.ann import FaissIndex, load_index
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
 from genrec.pipeline.pipeline import Pipeline, evaluate
@@ -51,23 +47,8 @@ from genrec.pipeline.stages import (
     TwoTowerParts,
     TwoTowerRetrieve,
     retrieval_feature_names,
-    training_rows,
 )
-from genrec.ranking.train import (
-    RANKERS,
-    CTRConfig,
-    DenseScaler,
-    TwoTowerTrainConfig,
-    build_ranker,
-    ctr_metrics,
-    fit_ctr,
-    fit_two_tower,
-    item_vectors,
-    predict,
-    two_tower_scorer,
-    user_vectors,
-)
-from genrec.runtime import setup
+from genrec.ranking.inference import RANKERS, DenseScaler, build_ranker
 
 Retriever = SequenceRetrieve | TwoTowerRetrieve
 
@@ -87,7 +68,7 @@ class Context:
         return RankingFeaturizer(self.tables, self.ds.sequences, cfg)
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
@@ -138,44 +119,6 @@ def load_tables(bundle: Bundle, comp: Component) -> FeatureTables:
 # ---- two-tower ---------------------------------------------------------------------------------------
 
 
-def train_two_tower(ctx: Context, out: Path, console: Console, **opts: Any) -> dict[str, Any]:
-    fcfg = FeatureConfig(history_len=opts.pop("history_len", 20))
-    feat = ctx.featurizer(fcfg)
-    mkw = {k: opts.pop(k) for k in ("dim", "emb_dim", "hidden", "temperature") if k in opts}
-    tcfg = TwoTowerTrainConfig(**opts)
-    torch.manual_seed(tcfg.seed)
-    model = TwoTower(TwoTowerConfig(feat.user_schema(), feat.item_schema(), **mkw))
-    console.print(f"[bold]two-tower[/] on {ctx.name}: {sum(p.numel() for p in model.parameters()):,} parameters")
-    history = fit_two_tower(model, feat, ctx.split, tcfg, console)
-    test = evaluate_scorer(two_tower_scorer(model, feat, ctx.split, "test"), ctx.split, "test", fcfg.history_len)
-    best = max(history, key=lambda h: h["valid"]["NDCG@10"])
-    writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
-    with tempfile.TemporaryDirectory() as tmp:
-        # ANN over the item tower: build, save, reload, and measure it against exact search on real queries
-        table = item_vectors(model, feat)[1:].numpy()
-        ids = np.arange(1, len(table) + 1)
-        FaissIndex.build(table, ids, kind="hnsw").save(Path(tmp) / "index")
-        ann = load_index(Path(tmp) / "index")
-        u, e, _ = ctx.split.eval_inputs("test")
-        q = user_vectors(model, feat, u[:1000], e[:1000]).numpy()
-        ann_m = recall_vs_exact(ann, ExactIndex(table, ids), q, k=min(100, len(ids)))
-        metrics = {"dataset": ctx.name, "model": "two-tower", "split": "test", "metrics": test, "ann": ann_m,
-                   "best_epoch": best["epoch"], "best_valid": best["valid"]}  # fmt: skip
-        config = {"model": model.config.to_dict(), "features": asdict(fcfg), "train": asdict(tcfg)}
-        files = {**table_files(ctx.tables), "index": Path(tmp) / "index"}
-        writer.add_component("two-tower", "two-tower", "retrieval", config, model.state_dict(), metrics, files)
-        writer.set_metrics(metrics)
-        writer.commit()
-    write_json(history, out / "history.json")
-    write_json(metrics, out / "metrics.json")
-    console.print(
-        f"two-tower test NDCG@10 {test['NDCG@10']:.4f} HR@10 {test['HR@10']:.4f} HR@200 {test['HR@200']:.4f}; "
-        f"HNSW recall@100 {ann_m['recall@100']:.3f}, {ann_m['ann_latency_ms_p50']:.2f} ms/query "
-        f"(exact {ann_m['exact_latency_ms_p50']:.2f} ms)"
-    )
-    return metrics
-
-
 def load_two_tower(
     bundle: Bundle, comp: Component, data: SequenceData | None = None, use_ann: bool = True
 ) -> TwoTowerParts:
@@ -210,12 +153,14 @@ def load_retriever(
 
 def load_component(bundle: Bundle, name: str, data: SequenceData | None = None) -> Any:
     """A bundle component as the pipeline's stage factories take it: a SequentialModel (sasrec, hstu), a
-    TwoTowerParts, or a Ranker (dlrm, wide-deep, lr)."""
+    TwoTowerParts, a Ranker (dlrm, wide-deep, lr) or (HSTURanker, its config) for an hstu-ranker."""
     comp = bundle.component(name)
     if comp.kind == "two-tower":
         return load_two_tower(bundle, comp, data)
     if comp.kind in RANKERS:
         return load_ranker(bundle, comp.config["retriever_names"], data, name)
+    if comp.kind == "hstu-ranker":
+        return load_hstu_ranker(bundle, name)
     if comp.role == "retrieval":
         return load_sequential(bundle, name)
     raise BundleError(f"{bundle.path}/manifest.json: components.{name}.kind {comp.kind!r} has no pipeline loader")
@@ -259,67 +204,10 @@ def context_pipeline(ctx: Context, components: dict[str, Any], specs: list[dict]
 # ---- rankers -----------------------------------------------------------------------------------------
 
 
-def _user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+def user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or limit >= len(users):
         return users
     return np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
-
-
-def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], console: Console, **opts: Any) -> dict:
-    setup_opts = {k: opts.pop(k) for k in ("k", "n_hard", "n_random", "max_users", "holdout", "history_len",
-                                            "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
-    k = setup_opts.get("k", 200)
-    retrievers = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
-    names = [r.name for r in retrievers]
-    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=retrieval_feature_names(names))
-    feat = ctx.featurizer(fcfg)
-    mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
-    opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
-    ccfg = CTRConfig(**opts)
-    users = _user_subset(ctx.split.eval_users, setup_opts.get("max_users"), ccfg.seed)
-    rng = np.random.default_rng(ccfg.seed)
-    hold = rng.random(len(users)) < setup_opts.get("holdout", 0.1)
-    sample = {"n_hard": setup_opts.get("n_hard", 20), "n_random": setup_opts.get("n_random", 10)}
-    sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
-    lists = setup_opts.get("lists_per_user", 1)
-    with _progress(console) as prog:
-        tr = training_rows(retrievers, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
-                           lists_per_user=lists, **sample)  # fmt: skip
-        va = training_rows(
-            retrievers, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample
-        )
-        test_users = _user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
-        te = training_rows(retrievers, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
-    if min(len(tr), len(va)) == 0:
-        raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
-    scaler = DenseScaler().fit(tr.dense)
-    for rows in (tr, va, te):
-        rows.dense = scaler.transform(rows.dense)
-    torch.manual_seed(ccfg.seed)
-    model = build_ranker(kind, feat.schema(), **mkw)
-    console.print(f"[bold]{kind}[/] on {ctx.name}: {len(tr):,} training rows ({len(users[~hold]):,} users), "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
-    res = fit_ctr(model, tr, va, ccfg, console)
-    test = ctr_metrics(te, predict(model, te))
-    cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
-    meta = {"model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg), "setup": setup_opts,
-            "retrieval": [str(r) for r in retrieval], "retriever_names": names,
-            "scaler": asdict(scaler)}  # fmt: skip
-    metrics = {"dataset": ctx.name, "model": kind, "valid": res.best_valid, "best_epoch": res.best_epoch,
-               "test_rows": test, "rows": {"train": len(tr), "valid": len(va), "test": len(te)},
-               "note": "test rows: each test user's real next item + sampled hard (retrieved) and random negatives"}  # fmt: skip
-    writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
-    for run, r in zip(retrieval, retrievers, strict=True):  # the retrievers whose scores are features
-        src = Bundle.open(run)
-        writer.copy_component(src, src.component(role="retrieval").name, r.name)
-    writer.add_component(kind, kind, "ranking", meta, model.state_dict(), metrics, table_files(ctx.tables))
-    writer.set_metrics(metrics)
-    writer.commit()
-    write_json(res.history, out / "history.json")
-    write_json(metrics, out / "metrics.json")
-    console.print(f"{kind} test rows: AUC {test['AUC']:.4f} logloss {test['logloss']:.4f} "
-                  f"list HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")  # fmt: skip
-    return metrics
 
 
 def load_ranker(
@@ -348,7 +236,7 @@ def load_ranker(
     return Ranker(model.eval(), DenseScaler(**meta["scaler"]), feat)
 
 
-def runs_pipeline(ctx: Context, retrieval: list[str], ranker_run: str | None, k: int = 200, cap: int = 3,
+def runs_pipeline(ctx: Context, retrieval: list[str], ranker_run: str | None, k: int = 200, cap: int | None = 3,
                   use_ann: bool = True) -> Pipeline:  # fmt: skip
     """Retrieval bundles (fused) -> the ranker bundle -> re-rank (seen excluded, at most `cap` per category)."""
     comps: dict[str, Any] = {}
@@ -370,38 +258,17 @@ def pipeline_evaluate(
 ) -> list[dict]:  # fmt: skip
     """Records {dataset, stage, name, components, metrics} after each stage of runs_pipeline."""
     pipe = runs_pipeline(ctx, retrieval, ranker_run, k, cap, use_ann)
-    with _progress(console) as prog:
+    with progress_bar(console) as prog:
         return evaluate(pipe, which, max_users, seed, dataset=ctx.name, progress=prog)
-
-
-def train_ranking_model(model: str, dataset: str, out: str | Path, **opts: Any) -> dict[str, Any]:
-    """Entry point for `genrec train --model {two-tower,wide-deep,dlrm,lr}`. Rankers need
-    retrieval=[RUN_DIR, ...] (HSTU and/or two-tower runs on the same dataset)."""
-    console = opts.pop("console", None) or Console()
-    setup(opts.pop("threads", None))
-    if model != "two-tower" and model not in RANKERS:
-        raise ValueError(f"unknown model {model!r}: choose from two-tower, {', '.join(RANKERS)}")
-    retrieval = opts.pop("retrieval", None)
-    if model in RANKERS and not retrieval:
-        raise ValueError(f"--model {model} needs --retrieval RUN_DIR[,RUN_DIR] (an HSTU and/or two-tower run)")
-    ctx = opts.pop("context", None) or Context(dataset, seed=opts.pop("data_seed", 42))
-    out = Path(out)
-    try:
-        if model == "two-tower":
-            return train_two_tower(ctx, out, console, **opts)
-        runs = [r for r in retrieval.split(",") if r] if isinstance(retrieval, str) else list(retrieval)
-        return train_ranker(ctx, model, out, runs, console, **opts)
-    except TypeError as e:  # an option the chosen model's config does not have
-        raise ValueError(f"bad option for --model {model}: {e}") from None
 
 
 __all__ = [
     "Context",
     "bundle_pipeline",
+    "load_component",
     "load_ranker",
     "load_retriever",
     "load_tables",
     "pipeline_evaluate",
     "runs_pipeline",
-    "train_ranking_model",
 ]

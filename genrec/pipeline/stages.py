@@ -372,7 +372,7 @@ class HSTURank:
         self.type_action = np.array([-1] + [actions.get(t, self.low_action) for t in types], np.int64)
 
     def history_tokens(self, ctx: RequestContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from genrec.generative_ranking.run import collapse_history
+        from genrec.generative_ranking.data import collapse_history
 
         h = ctx.history
         by_flag = np.where(h.purchased, self.purchase_action, self.low_action).astype(np.int64)

@@ -35,9 +35,9 @@ def make_stage(
     bundle: Pipeline, run_dir: str | Path, weights: dict[str, Any] | None = None, name: str = "hstu_rank"
 ) -> HSTURank:
     """Stage factory for the serving config (see the module doc)."""
-    from genrec.generative_ranking.run import load_ranker
+    from genrec.bundle import load_hstu_ranker
 
-    model, meta = load_ranker(run_dir)
+    model, meta = load_hstu_ranker(run_dir)
     return HSTURank(model, meta, bundle.vocab, bundle.event_vocab, sorted(bundle.purchase_types), weights, name)
 
 

@@ -7,8 +7,9 @@ from rich.console import Console
 from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
 from genrec.pipeline.core import Candidates, RequestContext, RerankRules
-from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline, train_ranking_model
+from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline
 from genrec.pipeline.stages import capped_order
+from genrec.pipeline.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 
