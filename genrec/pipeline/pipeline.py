@@ -502,13 +502,14 @@ def evaluate(
             progress.update(task, advance=len(u))
     if progress is not None and task is not None:
         progress.remove_task(task)
-    records, used = [], []
+    records, used, big = [], [], k
     for j, (stage, spec) in enumerate(zip(pipe.stages, pipe.stage_specs, strict=True)):
         kind = STAGE_KIND.get(spec.get("stage", ""), "ranking" if spec.get("factory") else _legacy_kind(spec))
         if "component" in spec:
             used.append(spec["component"])
+        if kind == "retrieval":  # recall@K: K = the largest retrieval list so far (its k), else the list's size
+            big = max(big, int(getattr(stage, "k", 0)) or sizes[j])
         r = np.array(ranks[j])
-        big = max(sizes[j], k)
         m = metrics_from_ranks(r, ks=(k, big))
         metrics = {f"HR@{k}": m[f"HR@{k}"], f"NDCG@{k}": m[f"NDCG@{k}"]}
         if kind == "retrieval":
