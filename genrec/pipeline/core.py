@@ -225,7 +225,7 @@ class Catalog:
             out = np.full(len(vocab) + 1, "", dtype=object)
             if name == "item_id":
                 out[1:] = vocab.ids
-            elif name == "category" and self.df is None:
+            elif name == "category" and (self.df is None or "category" not in self.df.columns):
                 out[:] = [self.category_names[c] if c >= 0 else "" for c in self.category]
             elif self.df is not None and name in self.df.columns:
                 vals = np.array(self.df[name].cast(pl.Utf8, strict=False).fill_null("").to_list(), dtype=object)

@@ -173,7 +173,21 @@ def bundle_pipeline(bundle: Bundle | str | Path, specs: list[dict] | None = None
     specs = specs if specs is not None else b.pipeline
     used = list(dict.fromkeys(s["component"] for s in specs if "component" in s))
     comps = {n: load_component(b, n, seq) for n in used}
-    return Pipeline(b.item_vocab, seq, comps, specs, catalog=b.catalog(), users=b.users(), name=str(b.path))
+    catalog = b.catalog()
+    return Pipeline(b.item_vocab, seq, comps, specs, catalog=catalog, users=b.users(),
+                    category=feature_category(catalog, comps), name=str(b.path))  # fmt: skip
+
+
+def feature_category(catalog: Any, components: dict[str, Any]) -> np.ndarray | None:
+    """The re-rank's category when the catalog has none (ML-1M: the first genre): the feature tables' category
+    of a loaded ranker / two-tower component (-1 = none), else None (the catalog's own column)."""
+    if catalog is not None and "category" in catalog.columns:
+        return None
+    for c in components.values():
+        feat = getattr(c, "feat", None)
+        if feat is not None and feat.t.category.max() > 0:
+            return feat.t.category - 1
+    return None
 
 
 def _context_bundle(run: str | Path, ctx: Context) -> Bundle:
@@ -265,6 +279,7 @@ def pipeline_evaluate(
 __all__ = [
     "Context",
     "bundle_pipeline",
+    "feature_category",
     "load_component",
     "load_ranker",
     "load_retriever",

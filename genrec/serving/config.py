@@ -6,14 +6,14 @@ admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/ad
 max_k = 100
 max_batch = 1000
 
-[rules]
+[rules]                             # optional: replaces the bundle's rerank rules
 exclude_seen = true
 exclude_purchased = true
 exclude_out_of_stock = true
 max_per_category = 3
 boosts = [{ field = "category", value = "c3", weight = 0.5 }]
 
-[[stages]]                          # the pipeline, in order; "factory" plugs in your own stage
+[[stages]]                          # optional: replaces the bundle's pipeline; "factory" plugs in your own stage
 name = "retrieval"
 num_candidates = 300
 [[stages]]

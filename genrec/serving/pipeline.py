@@ -46,19 +46,21 @@ class ServingModel(Pipeline):
         """Everything from the bundle folder (genrec/bundle.py), never from the training data."""
         from genrec.bundle import Bundle
         from genrec.models import SequentialModel
-        from genrec.pipeline.runs import load_component
+        from genrec.pipeline.runs import feature_category, load_component
 
         run_dir = Path(run_dir)
         b = Bundle.open(run_dir)
         seq = b.sequences()
         specs = config.stages if config.stages is not None else b.pipeline
         components = {name: load_component(b, name, seq) for name, c in b.components.items() if c.kind != "hstu-ranker"}
+        catalog = b.catalog()
         model = cls(
             b.item_vocab,
             seq if config.dataset_history else None,
             components,
             specs,
-            catalog=b.catalog(),
+            catalog=catalog,
+            category=feature_category(catalog, components),
             users=b.users() if config.dataset_history else None,
             rules=config.rules,
             uses_timestamps=seq.timestamps is not None,
