@@ -126,16 +126,18 @@ def dataset_records(dataset: str, args: argparse.Namespace, mode: dict) -> list[
         rm = json.loads((run / "metrics.json").read_text())
         res = pipeline_evaluate(ctx, retrieval, str(run), console, k=args.k, cap=args.cap,
                                 max_users=mode["eval_users"])  # fmt: skip
-        for stage, m in res.items():
+        for rec in res:  # after hstu, after hstu + two-tower (fused), ranking, rerank
+            stage, m = rec["stage"], rec["metrics"]
             if stage in ("ranking", "rerank"):
                 extra = {"ranker_test_rows": rm["test_rows"]} if stage == "ranking" else {"cap": args.cap}
                 records.append(
                     {"dataset": dataset, "stage": stage, "model": kind, "metrics": m, "command": cmd, **extra}
                 )
             elif not base_done:
-                model = {"hstu-only": f"hstu ({hstu_origin})", "retrieval": f"hstu + two-tower, RRF top-{args.k}"}
-                records.append({"dataset": dataset, "stage": stage, "model": model.get(stage, stage), "metrics": m,
-                                "command": cmd})  # fmt: skip
+                fused = len(rec["components"]) > 1
+                model = f"hstu + two-tower, RRF top-{args.k}" if fused else f"hstu ({hstu_origin})"
+                records.append({"dataset": dataset, "stage": "retrieval" if fused else "hstu-only", "model": model,
+                                "metrics": m, "command": cmd})  # fmt: skip
         base_done = True
     console.print(f"{dataset} done in {(time.perf_counter() - t0) / 60:.1f} min")
     return records

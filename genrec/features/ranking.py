@@ -42,30 +42,93 @@ def recent_items(data: SequenceData, users: np.ndarray, ends: np.ndarray, h: int
     return data.items[idx], offsets
 
 
-def context_ids(
-    data: SequenceData, tables: FeatureTables, users: np.ndarray, ends: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Request context per row: hour and weekday of the target event's time, type of the last seen event."""
-    out: dict[str, np.ndarray] = {}
-    if tables.has_time and data.timestamps is not None:
-        ts = data.timestamps[np.minimum(ends, len(data.items) - 1)]
-        out["c_hour"] = ts // 3600 % 24 + 1
-        out["c_weekday"] = (ts // 86_400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
-    if tables.num_event_types and data.event_types is not None:
-        has = ends > data.offsets[users]
-        out["c_last_event"] = np.where(has, data.event_types[np.maximum(ends - 1, 0)], 0)
-    return out
+@dataclass
+class Requests:
+    """B requests as the features read them (a row = a request + a candidate), from dataset positions
+    (RankingFeaturizer.requests_at) or from a served request's history arrays (Requests.from_histories).
+
+    users: (B,) int64 0-based dataset user, -1 for a user the feature tables do not know
+    recent, recent_offsets: jagged last H known items of each history, oldest first
+    hist_len: (B,) int64 length of the whole history
+    times: (B,) int64 request time (unix seconds) or None;  last_event: (B,) int64 last event's type or None
+    """
+
+    users: np.ndarray
+    recent: np.ndarray
+    recent_offsets: np.ndarray
+    hist_len: np.ndarray
+    times: np.ndarray | None = None
+    last_event: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @classmethod
+    def from_histories(
+        cls,
+        users: np.ndarray,
+        histories: list[np.ndarray],
+        h: int,
+        times: np.ndarray | None = None,
+        last_event: np.ndarray | None = None,
+    ) -> Requests:
+        """histories: per request its known items, oldest first (the whole history; the last h are read)."""
+        recent = [x[-h:] if h > 0 else x[:0] for x in histories]
+        off = np.zeros(len(recent) + 1, np.int64)
+        np.cumsum([len(x) for x in recent], out=off[1:])
+        values = np.concatenate(recent).astype(np.int64) if recent else np.zeros(0, np.int64)
+        lens = np.array([len(x) for x in histories], np.int64)
+        return cls(np.asarray(users, np.int64), values, off, lens, times, last_event)
 
 
 class RankingFeaturizer:
     def __init__(self, tables: FeatureTables, data: SequenceData, config: FeatureConfig | None = None) -> None:
         self.t, self.data, self.cfg = tables, data, config or FeatureConfig()
 
+    def _has_time(self) -> bool:
+        return self.t.has_time and self.data.timestamps is not None
+
+    def _has_events(self) -> bool:
+        return bool(self.t.num_event_types) and self.data.event_types is not None
+
+    def requests_at(self, users: np.ndarray, ends: np.ndarray) -> Requests:
+        """Requests of histories that end (exclusive) at positions `ends` of data.items; the request time is
+        the next event's (the target's) time."""
+        d = self.data
+        users, ends = np.asarray(users, np.int64), np.asarray(ends, np.int64)
+        recent, off = recent_items(d, users, ends, self.cfg.history_len)
+        times = last = None
+        if self._has_time():
+            times = d.timestamps[np.minimum(ends, len(d.items) - 1)]
+        if self._has_events():
+            has = ends > d.offsets[users]
+            last = np.where(has, d.event_types[np.maximum(ends - 1, 0)], 0)
+        return Requests(users, recent, off, ends - d.offsets[users], times, last)
+
+    def _context_ids(self, req: Requests) -> dict[str, np.ndarray]:
+        """Request context: hour and weekday of the request time, type of the last seen event."""
+        out: dict[str, np.ndarray] = {}
+        if self._has_time():
+            if req.times is None:
+                raise ValueError("requests need their times: this featurizer's dataset has timestamps")
+            out["c_hour"] = req.times // 3600 % 24 + 1
+            out["c_weekday"] = (req.times // 86_400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
+        if self._has_events():
+            out["c_last_event"] = np.zeros(len(req), np.int64) if req.last_event is None else req.last_event
+        return out
+
+    def _user_ids(self, users: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Categorical and numeric user attributes of each request; unknown users (-1) get bucket 0 / 0.0."""
+        known, u = users >= 0, np.maximum(users, 0)
+        cat = {n: np.where(known, ids[u], 0) for n, ids in self.t.users.cat.items()}
+        num = {n: np.where(known, x[u], 0.0).astype(np.float32) for n, x in self.t.users.num.items()}
+        return cat, num
+
     def _context_sizes(self) -> dict[str, int]:
         sizes = {}
-        if self.t.has_time and self.data.timestamps is not None:
+        if self._has_time():
             sizes |= {"c_hour": 25, "c_weekday": 8}
-        if self.t.num_event_types and self.data.event_types is not None:
+        if self._has_events():
             sizes["c_last_event"] = self.t.num_event_types + 1
         return sizes
 
@@ -105,29 +168,43 @@ class RankingFeaturizer:
         groups: np.ndarray | None = None,
     ) -> Rows:
         """users, cands, ends: (R,) int64 -> Rows. extra: (R, len(extra_dense)) float, labels: (R,) 0/1."""
-        t, d, cfg = self.t, self.data, self.cfg
-        users, cands, ends = (np.asarray(a, np.int64) for a in (users, cands, ends))
-        r = len(users)
-        hist, hist_off = recent_items(d, users, ends, cfg.history_len)
+        req = self.requests_at(users, ends)
+        return self.request_rows(req, np.arange(len(req)), cands, extra, labels, groups)
+
+    def request_rows(
+        self,
+        req: Requests,
+        of: np.ndarray,
+        cands: np.ndarray,
+        extra: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
+    ) -> Rows:
+        """Row r = request of[r] with candidate cands[r]. of, cands: (R,) int64 -> Rows."""
+        t, cfg = self.t, self.cfg
+        of, cands = np.asarray(of, np.int64), np.asarray(cands, np.int64)
+        r = len(cands)
+        hist, hist_off = take_jagged(req.recent, req.recent_offsets, of)
         hist_len = np.diff(hist_off)
         last = np.where(hist_len > 0, hist[np.maximum(hist_off[1:] - 1, 0)], 0)
         sp = SparseColumns.single({"cand_item": cands, "last_item": last})
         sp.add("hist_items", hist, hist_off)
-        for n, ids in t.users.cat.items():
-            sp.add(f"u_{n}", ids[users])
+        ucat, unum = self._user_ids(req.users[of])
+        for n, ids in ucat.items():
+            sp.add(f"u_{n}", ids)
         for n, ids in t.items.cat.items():
             sp.add(f"i_{n}", ids[cands])
         for n, (vals, offs) in t.items.multi.items():
             sp.add(f"i_{n}", *take_jagged(vals, offs, cands))
-        for n, ids in context_ids(d, t, users, ends).items():
-            sp.add(n, ids)
+        for n, ids in self._context_ids(req).items():
+            sp.add(n, ids[of])
         b = cfg.cross_buckets
         cand_cat = t.category[cands]
         sp.add("x_last_item_cand", hash_cross(last, cands, b))
         if t.category.max() > 0:
             sp.add("x_last_cat_cand_cat", hash_cross(t.category[last], cand_cat, b))
-            for n, ids in t.users.cat.items():
-                sp.add(f"x_u_{n}_cand_cat", hash_cross(ids[users], cand_cat, b))
+            for n, ids in ucat.items():
+                sp.add(f"x_u_{n}_cand_cat", hash_cross(ids, cand_cat, b))
         # share of the recent items in the candidate's category: a cheap, strong ranking signal
         same = (t.category[hist] == np.repeat(cand_cat, hist_len)) & (np.repeat(cand_cat, hist_len) > 0)
         share = (
@@ -136,14 +213,14 @@ class RankingFeaturizer:
             else np.zeros(r)
         )
         share = np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0)
-        cols = [t.items.num[n][cands] for n in t.items.num] + [t.users.num[n][users] for n in t.users.num]
-        cols += [np.log1p(ends - d.offsets[users]).astype(np.float32), share.astype(np.float32)]
+        cols = [t.items.num[n][cands] for n in t.items.num] + list(unum.values())
+        cols += [np.log1p(req.hist_len[of]).astype(np.float32), share.astype(np.float32)]
         if t.covisit is not None:  # how often the candidate followed the last / the recent items in training
             last_c = t.covisit.lookup(last, cands)
             rec = t.covisit.lookup(hist, np.repeat(cands, hist_len))
             rec_sum = np.bincount(np.repeat(np.arange(r), hist_len), weights=rec, minlength=r)
             cols += [np.log1p(last_c), np.log1p(rec_sum).astype(np.float32)]
-        dense = np.stack(cols, 1).astype(np.float32)
+        dense = np.stack(cols, 1).astype(np.float32) if cols else np.zeros((r, 0), np.float32)
         if cfg.extra_dense:
             if extra is None or extra.shape != (r, len(cfg.extra_dense)):
                 raise ValueError(
@@ -171,18 +248,22 @@ class RankingFeaturizer:
 
     def user_side(self, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, SparseColumns]:
         """Two-tower user inputs for histories ending (exclusive) at `ends`: dense (B, F), sparse columns."""
-        t, d = self.t, self.data
-        hist, off = recent_items(d, users, ends, self.cfg.history_len)
+        return self.request_user_side(self.requests_at(users, ends))
+
+    def request_user_side(self, req: Requests) -> tuple[np.ndarray, SparseColumns]:
+        """Two-tower user inputs of B requests: dense (B, F), sparse columns."""
+        hist, off = req.recent, req.recent_offsets
         n = np.diff(off)
         last = np.where(n > 0, hist[np.maximum(off[1:] - 1, 0)], 0)
         sp = SparseColumns.single({"last_item": last})
         sp.add("hist_items", hist, off)
-        for k, ids in t.users.cat.items():
-            sp.add(f"u_{k}", ids[users])
-        ctx = context_ids(d, t, users, ends)
+        ucat, unum = self._user_ids(req.users)
+        for k, ids in ucat.items():
+            sp.add(f"u_{k}", ids)
+        ctx = self._context_ids(req)
         if "c_last_event" in ctx:
             sp.add("c_last_event", ctx["c_last_event"])
-        cols = [t.users.num[k][users] for k in t.users.num] + [np.log1p(ends - d.offsets[users]).astype(np.float32)]
+        cols = list(unum.values()) + [np.log1p(req.hist_len).astype(np.float32)]
         return np.stack(cols, 1).astype(np.float32), sp
 
     def item_side(self, items: np.ndarray) -> tuple[np.ndarray, SparseColumns]:

@@ -23,46 +23,68 @@ pipeline_app = typer.Typer(
 console = Console()
 
 
-def stage_table(title: str, res: dict[str, dict[str, float]]) -> Table:
-    cols = sorted({k for m in res.values() for k in m if k != "users"}, key=lambda c: (c.split("@")[0], c))
+def stage_table(title: str, records: list[dict]) -> Table:
+    """One row per stage record {stage, name, components, metrics}."""
+    cols = sorted({k for r in records for k in r["metrics"] if k != "users"}, key=lambda c: (c.split("@")[0], c))
     table = Table(title=title)
-    table.add_column("stage")
+    for c in ("stage", "name"):
+        table.add_column(c)
     for c in cols:
         table.add_column(c, justify="right")
     table.add_column("users", justify="right")
-    for name, m in res.items():
-        table.add_row(name, *(f"{m[c]:.4f}" if c in m else "" for c in cols), str(m["users"]))
+    for r in records:
+        m = r["metrics"]
+        table.add_row(r["stage"], r["name"], *(f"{m[c]:.4f}" if c in m else "" for c in cols), str(m["users"]))
     return table
 
 
 @pipeline_app.command("evaluate")
 def evaluate(
-    retrieval: str = typer.Option(..., help="retrieval run folders, comma-separated (HSTU / SASRec / two-tower)"),
-    ranker: str | None = typer.Option(None, help="ranker run folder (dlrm / wide-deep / lr); omit for retrieval only"),
-    dataset: str = typer.Option(..., help="dataset the runs were trained on"),
-    k: int = typer.Option(200, help="candidates passed from retrieval to the ranker"),
-    cap: int = typer.Option(3, help="at most this many items of one category on the final top-10"),
+    bundle: Path | None = typer.Argument(None, help="a genrec bundle: runs its declared pipeline"),
+    retrieval: str | None = typer.Option(None, help="without a bundle: retrieval run folders, comma-separated"),
+    ranker: str | None = typer.Option(None, help="without a bundle: ranker run folder (dlrm / wide-deep / lr)"),
+    dataset: str | None = typer.Option(None, help="without a bundle: dataset the runs were trained on"),
+    k: int = typer.Option(200, help="without a bundle: candidates passed from retrieval to the ranker"),
+    cap: int = typer.Option(3, help="without a bundle: at most this many items of one category on the top-10"),
     split: str = typer.Option("test", help="test | valid"),
     max_users: int | None = typer.Option(None, help="evaluate a random subset of users (quick checks)"),
-    exact: bool = typer.Option(False, help="two-tower candidates by exact search instead of the HNSW index"),
-    out: Path | None = typer.Option(None, help="write the metrics here as JSON"),
+    exact: bool = typer.Option(False, help="without a bundle: two-tower candidates by exact search, not HNSW"),
+    out: Path | None = typer.Option(None, help="write the records {dataset, stage, components, metrics} as JSON"),
     threads: int | None = typer.Option(None),
 ) -> None:
-    """HR@10 / NDCG@10 after each stage and recall@K of retrieval, full catalog, seen items excluded."""
-    from genrec.pipeline.runs import Context, pipeline_evaluate
+    """HR@10 / NDCG@10 after each stage and recall@K of retrieval, full catalog, seen items excluded: the
+    same stage objects `genrec serve` runs, on each evaluation user's history before the split's target."""
+    from genrec.pipeline.pipeline import Pipeline
+    from genrec.pipeline.pipeline import evaluate as run_evaluate
     from genrec.runtime import setup
 
     setup(threads)
+    if split not in ("test", "valid"):
+        console.print(f"[red]error:[/] --split: expected test or valid, got {split!r}")
+        raise typer.Exit(2)
     try:
-        ctx = Context(dataset)
-        res = pipeline_evaluate(ctx, [r for r in retrieval.split(",") if r], ranker, console, k, cap, max_users,
-                                use_ann=not exact, which=split)  # fmt: skip
+        if bundle is not None:
+            from genrec.bundle import Bundle
+
+            pipe = Pipeline.from_bundle(Bundle.open(bundle))
+            name = pipe.sequences.name if pipe.sequences is not None else str(bundle)
+            records = run_evaluate(pipe, split, max_users, dataset=name)
+            title = f"{split} split, {name}: {' -> '.join(s.name for s in pipe.stages)}"
+        else:
+            if not retrieval or not dataset:
+                raise ValueError("give a BUNDLE, or --retrieval RUN_DIR[,RUN_DIR] and --dataset")
+            from genrec.pipeline.runs import Context, pipeline_evaluate
+
+            ctx = Context(dataset)
+            records = pipeline_evaluate(ctx, [r for r in retrieval.split(",") if r], ranker, console, k, cap,
+                                        max_users, use_ann=not exact, which=split)  # fmt: skip
+            title = f"{split} split, {dataset}: retrieval top-{k} -> ranker -> re-rank (cap {cap})"
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    console.print(stage_table(f"{split} split, {dataset}: retrieval top-{k} -> ranker -> re-rank (cap {cap})", res))
+    console.print(stage_table(title, records))
     if out:
-        out.write_text(json.dumps({"dataset": dataset, "split": split, "stages": res}, indent=2))
+        out.write_text(json.dumps(records, indent=2))
 
 
 @pipeline_app.command("train")

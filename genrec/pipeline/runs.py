@@ -27,6 +27,7 @@ from genrec.bundle import (
     Component,
     fingerprint,
     json_bytes,
+    load_hstu_ranker,
     load_sequential,
     npz_bytes,
     open_bundle,
@@ -39,9 +40,17 @@ from genrec.features.tables import EntityTable, FeatureTables, build_feature_tab
 from genrec.index.ann import FaissIndex, load_index
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
-from genrec.pipeline.retrieval import HSTURetriever, RetrievalStage, Retriever, TwoTowerRetriever
-from genrec.pipeline.stages import Ranker, evaluate_pipeline
+from genrec.pipeline.pipeline import Pipeline, evaluate
+from genrec.pipeline.stages import (
+    Ranker,
+    SequenceRetrieve,
+    TwoTowerParts,
+    TwoTowerRetrieve,
+    retrieval_feature_names,
+)
 from genrec.ranking.inference import RANKERS, DenseScaler, build_ranker
+
+Retriever = SequenceRetrieve | TwoTowerRetrieve
 
 
 class Context:
@@ -112,7 +121,7 @@ def load_tables(bundle: Bundle, comp: Component) -> FeatureTables:
 
 def load_two_tower(
     bundle: Bundle, comp: Component, data: SequenceData | None = None, use_ann: bool = True
-) -> TwoTowerRetriever:
+) -> TwoTowerParts:
     """data: the sequences the queries index into (default: the bundle's own histories)."""
     feat = RankingFeaturizer(
         load_tables(bundle, comp), data or bundle.sequences(), FeatureConfig(**comp.config["features"])
@@ -125,19 +134,60 @@ def load_two_tower(
     model = TwoTower(TwoTowerConfig(us, its, **cfg))
     model.load_state_dict(bundle.state_dict(comp))
     index = load_index(comp.path / "index") if use_ann and "index/index.json" in comp.files else None
-    return TwoTowerRetriever(model, feat, index if isinstance(index, FaissIndex) else None, name=comp.name)
+    return TwoTowerParts(model, feat, index if isinstance(index, FaissIndex) else None)
 
 
 def load_retriever(
-    bundle: Bundle | str | Path, name: str | None = None, data: SequenceData | None = None, use_ann: bool = True
-) -> Retriever:
-    """A retrieval component (two-tower, HSTU, SASRec) of a bundle; its first one unless `name` says which.
-    data: the sequences its queries index into (default: the bundle's own histories)."""
+    bundle: Bundle | str | Path, name: str | None = None, data: SequenceData | None = None, use_ann: bool = True,
+    k: int = 200,
+) -> Retriever:  # fmt: skip
+    """A retrieval component (two-tower, HSTU, SASRec) of a bundle as a retrieval stage; its first one unless
+    `name` says which. data: the sequences its featurizer reads (default: the bundle's own histories)."""
     b = open_bundle(bundle)
     comp = b.component(name, role="retrieval")
     if comp.kind == "two-tower":
-        return load_two_tower(b, comp, data, use_ann)
-    return HSTURetriever(load_sequential(b, comp.name), data or b.sequences(), name=comp.name)
+        return TwoTowerRetrieve(load_two_tower(b, comp, data, use_ann), k, comp.name, "faiss" if use_ann else "exact")
+    seq = data or b.sequences()
+    return SequenceRetrieve(load_sequential(b, comp.name), k, comp.name, uses_timestamps=seq.timestamps is not None)
+
+
+def load_component(bundle: Bundle, name: str, data: SequenceData | None = None) -> Any:
+    """A bundle component as the pipeline's stage factories take it: a SequentialModel (sasrec, hstu), a
+    TwoTowerParts, a Ranker (dlrm, wide-deep, lr) or (HSTURanker, its config) for an hstu-ranker."""
+    comp = bundle.component(name)
+    if comp.kind == "two-tower":
+        return load_two_tower(bundle, comp, data)
+    if comp.kind in RANKERS:
+        return load_ranker(bundle, comp.config["retriever_names"], data, name)
+    if comp.kind == "hstu-ranker":
+        return load_hstu_ranker(bundle, name)
+    if comp.role == "retrieval":
+        return load_sequential(bundle, name)
+    raise BundleError(f"{bundle.path}/manifest.json: components.{name}.kind {comp.kind!r} has no pipeline loader")
+
+
+def bundle_pipeline(bundle: Bundle | str | Path, specs: list[dict] | None = None) -> Pipeline:
+    """The Pipeline a bundle declares (manifest["pipeline"], or `specs`), its components loaded from it."""
+    b = open_bundle(bundle)
+    seq = b.sequences()
+    specs = specs if specs is not None else b.pipeline
+    used = list(dict.fromkeys(s["component"] for s in specs if "component" in s))
+    comps = {n: load_component(b, n, seq) for n in used}
+    catalog = b.catalog()
+    return Pipeline(b.item_vocab, seq, comps, specs, catalog=catalog, users=b.users(),
+                    category=feature_category(catalog, comps), name=str(b.path))  # fmt: skip
+
+
+def feature_category(catalog: Any, components: dict[str, Any]) -> np.ndarray | None:
+    """The re-rank's category when the catalog has none (ML-1M: the first genre): the feature tables' category
+    of a loaded ranker / two-tower component (-1 = none), else None (the catalog's own column)."""
+    if catalog is not None and "category" in catalog.columns:
+        return None
+    for c in components.values():
+        feat = getattr(c, "feat", None)
+        if feat is not None and feat.t.category.max() > 0:
+            return feat.t.category - 1
+    return None
 
 
 def _context_bundle(run: str | Path, ctx: Context) -> Bundle:
@@ -148,23 +198,21 @@ def _context_bundle(run: str | Path, ctx: Context) -> Bundle:
     return b
 
 
-def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> RetrievalStage:
-    """The first retriever of each bundle in `runs` (trained on ctx's dataset), over ctx's sequences."""
-    retrievers = [load_retriever(_context_bundle(r, ctx), data=ctx.ds.sequences, use_ann=use_ann) for r in runs]
+def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> list[Retriever]:
+    """The first retriever of each bundle in `runs` (trained on ctx's dataset) as retrieval stage objects."""
+    retrievers = [load_retriever(_context_bundle(r, ctx), data=ctx.ds.sequences, use_ann=use_ann, k=k) for r in runs]
     names = [r.name for r in retrievers]
     for i, r in enumerate(retrievers):  # two runs of one kind get distinct feature names
         if names.count(r.name) > 1:
             r.name = f"{r.name}{i}"
-    return RetrievalStage(retrievers, k)
+    return retrievers
 
 
-def bundle_retrieval_stage(
-    bundle: Bundle | str | Path, data: SequenceData | None = None, k: int = 200, use_ann: bool = True
-) -> RetrievalStage:
-    """The retrievers a ranker bundle's ranking component was trained on, from the same bundle."""
-    b = open_bundle(bundle)
-    names = b.component(role="ranking").config["retriever_names"]
-    return RetrievalStage([load_retriever(b, n, data, use_ann) for n in names], k)
+def context_pipeline(ctx: Context, components: dict[str, Any], specs: list[dict]) -> Pipeline:
+    """A Pipeline over ctx's dataset (its catalog, user attributes, and the feature tables' category)."""
+    return Pipeline.from_parts(ctx.ds.sequences, components, specs, catalog=ctx.ds.catalog,
+                               users=getattr(ctx.ds, "users", None), category=ctx.tables.category - 1,
+                               name=ctx.name)  # fmt: skip
 
 
 # ---- rankers -----------------------------------------------------------------------------------------
@@ -177,20 +225,21 @@ def user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 
 def load_ranker(
-    bundle: Bundle | str | Path, stage: RetrievalStage, data: SequenceData | None = None, name: str | None = None
+    bundle: Bundle | str | Path, retrievers: list[str], data: SequenceData | None = None, name: str | None = None
 ) -> Ranker:
-    """A ranking component (dlrm | wide-deep | lr) over `stage`'s candidates and retrieval features.
-    data: the sequences the rows index into (default: the bundle's own histories)."""
+    """A ranking component (dlrm | wide-deep | lr) over the candidates and retrieval features of the
+    retrieval stages named `retrievers`, in order. data: the sequences its featurizer reads (default: the
+    bundle's own histories)."""
     b = open_bundle(bundle)
     comp = b.component(name, role="ranking")
     if comp.kind not in RANKERS:
         raise BundleError(f"{b.path}/manifest.json: components.{comp.name}.kind {comp.kind!r} is not one of {RANKERS}")
     meta = comp.config
     fcfg = FeatureConfig(**meta["features"])
-    if fcfg.extra_dense != stage.feature_names():
+    if fcfg.extra_dense != retrieval_feature_names(retrievers):
         raise ValueError(
             f"{b.path} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
-            f"{stage.feature_names()} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
+            f"{retrieval_feature_names(retrievers)} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
         )
     feat = RankingFeaturizer(load_tables(b, comp), data or b.sequences(), fcfg)
     cfg = dict(meta["model"])
@@ -201,22 +250,40 @@ def load_ranker(
     return Ranker(model.eval(), DenseScaler(**meta["scaler"]), feat)
 
 
+def runs_pipeline(ctx: Context, retrieval: list[str], ranker_run: str | None, k: int = 200, cap: int | None = 3,
+                  use_ann: bool = True) -> Pipeline:  # fmt: skip
+    """Retrieval bundles (fused) -> the ranker bundle -> re-rank (seen excluded, at most `cap` per category)."""
+    comps: dict[str, Any] = {}
+    for r in retrieval_stage(retrieval, ctx, k, use_ann):
+        comps[r.name] = TwoTowerParts(r.model, r.feat, r.index) if isinstance(r, TwoTowerRetrieve) else r.model
+    specs: list[dict] = [{"stage": "retrieve", "component": n, "k": k} for n in comps]
+    if ranker_run:
+        b = _context_bundle(ranker_run, ctx)
+        kind = b.component(role="ranking").kind
+        comps[kind] = load_ranker(b, list(comps), ctx.ds.sequences)
+        specs.append({"stage": "rank", "component": kind})
+    specs.append({"stage": "rerank", "exclude_out_of_stock": False, "max_per_category": cap})
+    return context_pipeline(ctx, comps, specs)
+
+
 def pipeline_evaluate(
     ctx: Context, retrieval: list[str], ranker_run: str | None, console: Console, k: int = 200,
     cap: int = 3, max_users: int | None = None, seed: int = 0, use_ann: bool = True, which: str = "test",
-) -> dict[str, dict[str, float]]:  # fmt: skip
-    stage = retrieval_stage(retrieval, ctx, k, use_ann)
-    ranker = load_ranker(_context_bundle(ranker_run, ctx), stage, ctx.ds.sequences) if ranker_run else None
-    users = user_subset(ctx.split.eval_users, max_users, seed)
+) -> list[dict]:  # fmt: skip
+    """Records {dataset, stage, name, components, metrics} after each stage of runs_pipeline."""
+    pipe = runs_pipeline(ctx, retrieval, ranker_run, k, cap, use_ann)
     with progress_bar(console) as prog:
-        return evaluate_pipeline(stage, ctx.split, which, users, ranker, ctx.tables.category, 10, cap, progress=prog)
+        return evaluate(pipe, which, max_users, seed, dataset=ctx.name, progress=prog)
 
 
 __all__ = [
     "Context",
-    "bundle_retrieval_stage",
+    "bundle_pipeline",
+    "feature_category",
+    "load_component",
     "load_ranker",
     "load_retriever",
     "load_tables",
     "pipeline_evaluate",
+    "runs_pipeline",
 ]

@@ -22,7 +22,7 @@ from genrec.features.ranking import FeatureConfig
 from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
 from genrec.pipeline.runs import Context, progress_bar, retrieval_stage, table_files, user_subset
-from genrec.pipeline.stages import training_rows
+from genrec.pipeline.stages import retrieval_feature_names, training_rows
 from genrec.ranking.inference import (
     RANKERS,
     DenseScaler,
@@ -79,8 +79,9 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     setup_opts = {k: opts.pop(k) for k in ("k", "n_hard", "n_random", "max_users", "holdout", "history_len",
                                             "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
     k = setup_opts.get("k", 200)
-    stage = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
-    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=stage.feature_names())
+    retrievers = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))  # the pipeline's stage objects
+    names = [r.name for r in retrievers]
+    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=retrieval_feature_names(names))
     feat = ctx.featurizer(fcfg)
     mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
     opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
@@ -92,11 +93,13 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
     lists = setup_opts.get("lists_per_user", 1)
     with progress_bar(console) as prog:
-        tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
+        tr = training_rows(retrievers, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
                            lists_per_user=lists, **sample)  # fmt: skip
-        va = training_rows(stage, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample)
+        va = training_rows(
+            retrievers, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample
+        )
         test_users = user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
-        te = training_rows(stage, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
+        te = training_rows(retrievers, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
     if min(len(tr), len(va)) == 0:
         raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
     scaler = DenseScaler().fit(tr.dense)
@@ -110,13 +113,13 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     test = ctr_metrics(te, predict(model, te))
     cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
     meta = {"model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg), "setup": setup_opts,
-            "retrieval": [str(r) for r in retrieval], "retriever_names": [r.name for r in stage.retrievers],
+            "retrieval": [str(r) for r in retrieval], "retriever_names": names,
             "scaler": asdict(scaler)}  # fmt: skip
     metrics = {"dataset": ctx.name, "model": kind, "valid": res.best_valid, "best_epoch": res.best_epoch,
                "test_rows": test, "rows": {"train": len(tr), "valid": len(va), "test": len(te)},
                "note": "test rows: each test user's real next item + sampled hard (retrieved) and random negatives"}  # fmt: skip
     writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
-    for run, r in zip(retrieval, stage.retrievers, strict=True):  # the retrievers whose scores are features
+    for run, r in zip(retrieval, retrievers, strict=True):  # the retrievers whose scores are features
         src = Bundle.open(run)
         writer.copy_component(src, src.component(role="retrieval").name, r.name)
     writer.add_component(kind, kind, "ranking", meta, model.state_dict(), metrics, table_files(ctx.tables))

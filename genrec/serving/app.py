@@ -1,11 +1,16 @@
-"""The HTTP API: FastAPI app over a ServingModel (hot-swappable) and an EventStore.
+"""The HTTP API: FastAPI app over a ServingModel (a bundle's Pipeline, hot-swappable) and an EventStore.
 
-    app = create_app(ServeConfig(store="sqlite:///events.db"), run_dir="runs/ml1m-hstu")
+    app = create_app(ServeConfig(store="sqlite:///events.db"), run_dir="runs/ml1m-stack")   # a bundle folder
     uvicorn.run(app, host="127.0.0.1", port=8000)          # OpenAPI UI at /docs
 
 Endpoints: POST /v1/recommend, GET /v1/users/{id}/history, GET /v1/items/{id}, POST /v1/events,
 POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Bad input is a 422 that names the field (413 for an
 oversize body or event batch); a request never sees a stack trace.
+
+/v1/recommend runs the bundle's pipeline (the stage objects `genrec pipeline evaluate` scores) and answers
+each item's score and the stage that last scored it (a retriever, popular, the ranker); per-stage latency is
+in /metrics. POST /v1/admin/reload {"bundle": PATH} ("run_dir" is an alias) loads another bundle and swaps it
+in atomically. Several worker processes and replicas: see genrec/serving/cli.py.
 
 Concurrency: endpoints are sync functions run in the server's thread pool (torch and SQLite release the
 GIL). Each request reads `state.bundle` once, so a reload that swaps the reference lets requests in flight
@@ -140,19 +145,37 @@ class ItemResponse(BaseModel):
 
 
 class ReloadRequest(_Strict):
-    run_dir: str = Field(min_length=1, max_length=4096)
+    bundle: str | None = Field(None, min_length=1, max_length=4096, description="a bundle folder on the server")
+    run_dir: str | None = Field(None, min_length=1, max_length=4096, description="alias of bundle")
 
-    @field_validator("run_dir")
+    @field_validator("bundle", "run_dir")
     @classmethod
-    def _no_nul(cls, v: str) -> str:
-        if "\x00" in v:
-            raise ValueError("run_dir must not contain NUL")
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain NUL")
         return v
+
+    @model_validator(mode="after")
+    def _one(self) -> ReloadRequest:
+        if (self.bundle is None) == (self.run_dir is None):
+            raise ValueError("give exactly one of bundle (or its alias run_dir)")
+        return self
+
+    @property
+    def path(self) -> str:
+        return self.bundle if self.bundle is not None else self.run_dir  # type: ignore[return-value]
+
+    @property
+    def field(self) -> str:
+        return "bundle" if self.bundle is not None else "run_dir"
 
 
 class ReloadResponse(BaseModel):
-    run_dir: str
+    bundle: str
+    previous_bundle: str | None
+    run_dir: str = Field(description="same as bundle (older clients)")
     previous_run_dir: str | None
+    stages: list[str]
     num_items: int
     seconds: float
 
@@ -256,8 +279,10 @@ def create_app(
     run_dir: str | Path | None = None,
     bundle: ServingModel | None = None,
     store: EventStore | None = None,
+    workers: int = 1,
 ) -> FastAPI:
-    """The API. Give a loaded `bundle`, or a `run_dir` to load in the background (readyz says when)."""
+    """The API. Give a loaded `bundle`, or a `run_dir` (a bundle folder) to load in the background (readyz
+    says when). workers: how many processes serve this port (reload is refused when more than one)."""
     if bundle is None and run_dir is None:
         raise ValueError("create_app needs run_dir or bundle")
     metrics = ServingMetrics()
@@ -436,16 +461,20 @@ def create_app(
     def reload(
         req: ReloadRequest, authorization: Annotated[str | None, Header()] = None
     ) -> ReloadResponse | JSONResponse:
-        """Load another run and swap it in atomically; requests in flight finish on the old one."""
+        """Load another bundle and swap it in atomically; requests in flight finish on the old one."""
         token = config.admin_token
         if not token:
             return _error(403, "admin endpoints are disabled: set admin_token in the config or GENREC_ADMIN_TOKEN")
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given.encode(), token.encode()):  # fmt: skip
             return JSONResponse(status_code=401, content={"error": "missing or wrong bearer token"}, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        path = Path(req.run_dir)
+        if workers > 1:
+            return _error(
+                409, f"reload reaches one of {workers} worker processes: restart the server on the new bundle"
+            )
+        path = Path(req.path)
         if not (path / "manifest.json").is_file():
-            raise RequestError("run_dir", f"{req.run_dir!r} is not a bundle (no manifest.json)")
+            raise RequestError(req.field, f"{req.path!r} is not a bundle (no manifest.json)")
         if not state.reload_lock.acquire(blocking=False):
             return _error(409, "a reload is already in progress")
         try:
@@ -454,13 +483,17 @@ def create_app(
                 new = ServingModel.load(path, config)
             except Exception as e:  # noqa: BLE001 - a broken run is the caller's input, the old model keeps serving
                 metrics.reloads.inc(outcome="failed")
-                raise RequestError("run_dir", f"cannot load {req.run_dir!r}: {type(e).__name__}: {e}") from None
+                raise RequestError(req.field, f"cannot load {req.path!r}: {type(e).__name__}: {e}") from None
             old = state.bundle
             state.bundle = new  # the atomic swap: one reference assignment
             metrics.reloads.inc(outcome="ok")
+            previous = str(old.run_dir) if old else None
             return ReloadResponse(
+                bundle=str(path),
+                previous_bundle=previous,
                 run_dir=str(path),
-                previous_run_dir=str(old.run_dir) if old else None,
+                previous_run_dir=previous,
+                stages=[st.name for st in new.stages],
                 num_items=new.num_items,
                 seconds=time.perf_counter() - t0,
             )

@@ -1,15 +1,34 @@
-"""`genrec serve RUN_DIR [--host] [--port] [--store] [--config]`: the HTTP API on uvicorn.
+"""`genrec serve BUNDLE [--host] [--port] [--store] [--config] [--workers N]`: the HTTP API on uvicorn.
 
 Register in genrec/cli.py with:
     from genrec.serving.cli import serve
     app.command()(serve)
-Also runnable alone: python -m genrec.serving.cli RUN_DIR --port 8000
+Also runnable alone: python -m genrec.serving.cli BUNDLE --port 8000
+
+Workers: `--workers N` starts N uvicorn worker processes on one port (the kernel spreads connections over
+them); each loads the bundle itself and serves its whole pipeline, and all of them share the event store, so
+an event posted to one worker is read by the next request on any other. Use Redis for that
+(`--store redis://HOST:6379/0`). SQLite is one file on one host: its WAL mode lets processes read at once
+but writes take turns on a file lock, so N > 1 on SQLite is refused unless `--sqlite-shared` says you know
+(fine for a demo on one machine, not for write-heavy traffic). With N > 1, `POST /v1/admin/reload` is
+refused (it would reach one worker only): deploy a new bundle by restarting, or run replicas.
+
+Replicas behind a load balancer: run `genrec serve BUNDLE --store redis://HOST:6379/0 --host 0.0.0.0
+--port 8000 [--workers N]` on each host or container (copy the bundle folder there: it is self-contained),
+point the balancer (nginx upstream, an AWS ALB target group, a Kubernetes Service) at them with `/readyz`
+as the health check (200 once the bundle is loaded and the store answers; /healthz is liveness only), and
+roll a new bundle out host by host: drain one, restart it on the new bundle (or POST /v1/admin/reload with
+{"bundle": PATH} to a single-worker replica), wait for /readyz, go on. Every replica reads and writes the
+same Redis, so a user's live history is the same whichever replica answers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -28,6 +47,10 @@ def serve(
     ),
     threads: int | None = typer.Option(None, help="torch threads per request (default 1)"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes sharing the event store (use Redis)"),
+    sqlite_shared: bool = typer.Option(
+        False, help="allow --workers > 1 on one SQLite file (WAL: concurrent reads, writes take turns)"
+    ),
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
@@ -49,7 +72,16 @@ def serve(
         cfg = load_config(config, store=store, admin_token=admin_token, threads=threads)
         if store is None and (config is None or "store" not in _keys(config)):
             cfg.store = f"sqlite:///{(run_dir / 'events.db').resolve()}"
+        if workers > 1 and not cfg.store.startswith("redis") and not sqlite_shared:
+            raise ConfigError(
+                f"--workers {workers} with the SQLite store {cfg.store}: worker processes would take turns "
+                "writing one file. Use --store redis://HOST:PORT/DB (shared by all workers), or pass "
+                "--sqlite-shared to accept SQLite in WAL mode on this host"
+            )
         setup(cfg.threads)
+        if workers > 1:
+            _serve_workers(run_dir, cfg, config, store, admin_token, threads, host, port, log_level, workers)
+            return
         with console.status(f"loading {run_dir}"):
             bundle = ServingModel.load(run_dir, cfg)  # before binding the port: a broken run fails fast
         app = create_app(cfg, bundle=bundle)
@@ -62,6 +94,39 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"genrec serving {run_dir} on http://{host}:{port} (docs: /docs, store: {cfg.store})")
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+_WORKER_ENV = "GENREC_SERVE_WORKER"
+
+
+def _serve_workers(run_dir: Path, cfg: Any, config: Path | None, store: str | None, admin_token: str | None,
+                   threads: int | None, host: str, port: int, log_level: str, workers: int) -> None:  # fmt: skip
+    """uvicorn's multi-process mode: each worker builds its own app with worker_app()."""
+    import uvicorn
+
+    from genrec.serving.store import open_store
+
+    open_store(cfg.store).close()  # an unreachable store fails here, once, not in N workers
+    os.environ[_WORKER_ENV] = json.dumps({"bundle": str(run_dir.resolve()), "config": str(config.resolve()) if config else None,
+                                          "store": cfg.store, "admin_token": admin_token, "threads": threads,
+                                          "workers": workers})  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    console.print(f"genrec serving {run_dir} on http://{host}:{port} with {workers} workers (store: {cfg.store})")
+    uvicorn.run("genrec.serving.cli:worker_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False)  # fmt: skip
+
+
+def worker_app() -> Any:
+    """The app of one worker process (uvicorn calls this factory in each worker): loads the bundle itself."""
+    from genrec.runtime import setup
+    from genrec.serving.app import create_app
+    from genrec.serving.config import load_config
+    from genrec.serving.pipeline import ServingModel
+
+    args = json.loads(os.environ[_WORKER_ENV])
+    cfg = load_config(args["config"], store=args["store"], admin_token=args["admin_token"], threads=args["threads"])
+    setup(cfg.threads)
+    return create_app(cfg, bundle=ServingModel.load(args["bundle"], cfg), workers=args["workers"])
 
 
 def _keys(path: Path) -> set[str]:

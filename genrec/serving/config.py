@@ -6,14 +6,14 @@ admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/ad
 max_k = 100
 max_batch = 1000
 
-[rules]
+[rules]                             # optional: replaces the bundle's rerank rules
 exclude_seen = true
 exclude_purchased = true
 exclude_out_of_stock = true
 max_per_category = 3
 boosts = [{ field = "category", value = "c3", weight = 0.5 }]
 
-[[stages]]                          # the pipeline, in order; "factory" plugs in your own stage
+[[stages]]                          # optional: replaces the bundle's pipeline; "factory" plugs in your own stage
 name = "retrieval"
 num_candidates = 300
 [[stages]]
@@ -31,35 +31,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from genrec.pipeline.core import Boost, RerankRules
+
 
 class ConfigError(ValueError):
     """A problem in the serving config, naming the file and key."""
 
 
-@dataclass
-class Boost:
-    """Add `weight` to the score of items whose catalog `field` equals `value` (item_id works as a field)."""
-
-    field: str
-    value: str
-    weight: float
-
-
-@dataclass
-class RerankRules:
-    exclude_seen: bool = True  # drop every item in the user's history
-    exclude_purchased: bool = True  # drop purchased items even when exclude_seen is off
-    exclude_out_of_stock: bool = True  # catalog column in_stock == false
-    max_per_category: int | None = None  # at most this many items of one catalog category in a response
-    boosts: list[Boost] = field(default_factory=list)
-    purchase_types: list[str] = field(default_factory=lambda: ["purchase"])  # event types that mean "bought"
-
-
-DEFAULT_STAGES: list[dict[str, Any]] = [
-    {"name": "retrieval", "num_candidates": 300},
-    {"name": "popular"},
-    {"name": "rerank"},
-]
+# the rules are the pipeline's (genrec/pipeline/core.py); kept importable from here
+__all__ = ["Boost", "ConfigError", "RerankRules", "ServeConfig", "load_config"]
 
 
 @dataclass
@@ -74,9 +54,9 @@ class ServeConfig:
     # requests computed at once (thread pool size): one per core. More only queues work inside the CPU: on
     # 2 cores, 8 gave p99 55 ms at 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
     max_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
-    dataset_history: bool = True  # seed known users' history from the run's dataset
-    rules: RerankRules = field(default_factory=RerankRules)
-    stages: list[dict[str, Any]] = field(default_factory=lambda: [dict(s) for s in DEFAULT_STAGES])
+    dataset_history: bool = True  # seed known users' history from the bundle's histories
+    rules: RerankRules | None = None  # None: the bundle's rerank rules (its pipeline's rerank spec)
+    stages: list[dict[str, Any]] | None = None  # None: the bundle's pipeline (manifest["pipeline"])
 
     def __post_init__(self) -> None:
         if self.admin_token is None:
@@ -100,8 +80,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         kw["boosts"] = [_build(Boost, b, f"{where}, boosts[{i}]") for i, b in enumerate(boosts)]
     if cls is ServeConfig and "stages" in kw:
         st = kw["stages"]
-        if not isinstance(st, list) or not all(isinstance(s, dict) and "name" in s for s in st):
-            raise ConfigError(f"{where}, stages: expected a list of tables with a 'name'")
+        if not isinstance(st, list) or not all(isinstance(s, dict) and ("name" in s or "stage" in s) for s in st):
+            raise ConfigError(f"{where}, stages: expected a list of tables with a 'name' or a 'stage'")
     try:
         return cls(**kw)
     except TypeError as e:

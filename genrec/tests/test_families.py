@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -60,38 +59,41 @@ def test_sequence_model_bundle(bundles, no_data) -> None:
 
 
 def test_two_tower_bundle_retrieves_as_with_the_dataset(bundles, no_data) -> None:
+    from genrec.pipeline.core import run_batch
     from genrec.pipeline.runs import load_retriever, retrieval_stage
+    from genrec.pipeline.stages import Candidates, dataset_contexts
 
     b = Bundle.open(bundles["root"] / "tt")
     assert "index/index.json" in b.component("two-tower").files and "tables.npz" in b.component("two-tower").files
-    alone = load_retriever(b)
+    alone = load_retriever(b, k=10)
     split = leave_one_out(b.sequences())
     u, e, _ = split.eval_inputs("test")
-    seen = [np.zeros(0, np.int64)] * 20
-    got = alone.top(alone.query(u[:20], e[:20]), seen, 10)
-    ref = retrieval_stage([bundles["runs"][1]], bundles["ctx"]).retrievers[0]
-    np.testing.assert_array_equal(got, ref.top(ref.query(u[:20], e[:20]), seen, 10))
+    got = run_batch(alone, dataset_contexts(split.data, u[:20], e[:20]), [Candidates()] * 20)
+    ref = retrieval_stage([bundles["runs"][1]], bundles["ctx"], k=10)[0]
+    want = run_batch(ref, dataset_contexts(bundles["ctx"].split.data, u[:20], e[:20]), [Candidates()] * 20)
+    for g, w in zip(got, want, strict=True):
+        assert len(g) == 10 and g.items.tolist() == w.items.tolist()
     torch.testing.assert_close(alone.table, ref.table)
 
 
 def test_ranker_bundle_carries_its_retrievers_and_ranks_as_with_the_dataset(bundles, no_data) -> None:
-    from genrec.pipeline.runs import bundle_retrieval_stage, load_ranker, retrieval_stage
-    from genrec.pipeline.stages import recommend_pages
+    from genrec.pipeline.runs import bundle_pipeline, runs_pipeline
 
     b = Bundle.open(bundles["root"] / "lr")
     assert {n: c.role for n, c in b.components.items()} == {"hstu": "retrieval", "two-tower": "retrieval",
                                                              "lr": "ranking"}  # fmt: skip
-    stage = bundle_retrieval_stage(b, k=30)
-    ranker = load_ranker(b, stage)
+    specs = [{"stage": "retrieve", "component": "hstu", "k": 30}, {"stage": "retrieve", "component": "two-tower", "k": 30},
+             {"stage": "rank", "component": "lr"}, {"stage": "rerank", "exclude_out_of_stock": False}]  # fmt: skip
+    pipe = bundle_pipeline(b, specs)
     split = leave_one_out(b.sequences())
     u, e, _ = split.eval_inputs("test")
-    pages = recommend_pages(stage, ranker, split, u[:15], e[:15], ranker.feat.t.category, k=10, cap=3)
+    pages = pipe.run_batch(pipe.offline_contexts(split.data, u[:15], e[:15]))[-1]
     ctx = bundles["ctx"]
-    ref_stage = retrieval_stage(bundles["runs"], ctx, 30)
-    ref = load_ranker(b, ref_stage, ctx.ds.sequences)
-    want = recommend_pages(ref_stage, ref, ctx.split, u[:15], e[:15], ctx.tables.category, k=10, cap=3)
+    ref = runs_pipeline(ctx, bundles["runs"], str(bundles["root"] / "lr"), k=30, cap=None)
+    want = ref.run_batch(ref.offline_contexts(ctx.split.data, u[:15], e[:15]))[-1]
     for a, w in zip(pages, want, strict=True):
-        np.testing.assert_array_equal(a, w)
+        assert a.items.tolist() == w.items.tolist()
+        torch.testing.assert_close(a.scores, w.scores)
     assert all(len(p) == 10 for p in pages)
 
 

@@ -1,34 +1,38 @@
 import numpy as np
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
 from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
-from genrec.pipeline.runs import Context, load_ranker, pipeline_evaluate, retrieval_stage
-from genrec.pipeline.stages import recommend_pages, rerank
+from genrec.pipeline.core import Candidates, RequestContext, RerankRules
+from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline
+from genrec.pipeline.stages import capped_order
 from genrec.pipeline.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
-def test_rerank_pages_are_unique_unseen_and_capped(data):
-    n_items = data.draw(st.integers(5, 40))
-    cands = np.array(data.draw(st.lists(st.integers(0, n_items), min_size=1, max_size=60)), np.int64)
-    scores = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=len(cands), max_size=len(cands))))
-    category = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n_items + 1, max_size=n_items + 1)))
-    seen = np.array(data.draw(st.lists(st.integers(1, n_items), max_size=10)), np.int64)
+def test_cap_pages_are_full_and_capped_while_other_items_remain(data):
+    n = data.draw(st.integers(1, 60))
+    category = np.array(data.draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n)), np.int64)
     k, cap = data.draw(st.integers(1, 10)), data.draw(st.integers(1, 3))
-    page = rerank(cands, scores, category, seen, k, cap)
-    eligible = set(cands.tolist()) - set(seen.tolist()) - {0}
-    assert len(page) == min(k, len(eligible)) and len(set(page.tolist())) == len(page)
-    assert not set(page.tolist()) & (set(seen.tolist()) | {0})
-    # the cap holds unless there were not enough other items to fill the page
-    counts = np.bincount(category[page], minlength=4)[1:]
-    capped_out = sum(max(0, int(np.sum(category[list(eligible)] == c)) - cap) for c in (1, 2, 3))
-    if len(eligible) - capped_out >= k:
-        assert counts.max(initial=0) <= cap
+    order = np.arange(n)
+    page = capped_order(order, category, k, cap)
+    assert len(page) == min(k, n) and len(set(page.tolist())) == len(page)  # never short: back-filled
+    capped_out = sum(max(0, int(np.sum(category == c)) - cap) for c in (0, 1, 2, 3))
+    if n - capped_out >= k:  # enough items under the cap: the cap holds
+        assert np.bincount(category[page][category[page] >= 0], minlength=4).max(initial=0) <= cap
+    # the back-filled items come after every item under the cap, in score order
+    counts: dict[int, int] = {}
+    within = []
+    for i in page.tolist():
+        c = int(category[i])
+        counts[c] = counts.get(c, 0) + 1
+        within.append(c < 0 or counts[c] <= cap)
+    assert within == sorted(within, reverse=True)
 
 
 def test_pipeline_end_to_end_on_a_tiny_shop(tmp_path):
@@ -50,15 +54,65 @@ def test_pipeline_end_to_end_on_a_tiny_shop(tmp_path):
     }  # fmt: skip
     assert [s["stage"] for s in b.pipeline] == ["retrieve", "retrieve", "popular", "rank", "rerank"]
     res = pipeline_evaluate(ctx, runs, str(tmp_path / "dlrm"), console, k=50, max_users=80)
-    assert set(res) == {"hstu-only", "two-tower-only", "retrieval", "ranking", "rerank"}
-    assert res["retrieval"]["recall@50"] == res["ranking"]["recall@50"]  # the ranker only reorders
-    # final pages: k unique items, none seen, at most `cap` per category
-    stage = retrieval_stage(runs, ctx, 50)
-    ranker = load_ranker(tmp_path / "dlrm", stage, ctx.ds.sequences)
+    assert [(r["stage"], r["name"]) for r in res] == [
+        ("retrieval", "hstu"),
+        ("retrieval", "two-tower"),
+        ("ranking", "dlrm"),
+        ("rerank", "rerank"),
+    ]
+    assert res[-1]["components"] == ["hstu", "two-tower", "dlrm"]
+    assert all(r["metrics"]["users"] == 80 for r in res)
+    fused = res[1]["metrics"]
+    assert "recall@50" in fused and 0 < fused["recall@50"] <= 1
+    assert fused["HR@10"] <= fused["recall@50"]
+
+    # final pages: k unique items, none seen, at most `cap` per category; the ranker only reorders retrieval
+    pipe = runs_pipeline(ctx, runs, str(tmp_path / "dlrm"), k=50, cap=2)
     u, e, _ = ctx.split.eval_inputs("test")
-    pages = recommend_pages(stage, ranker, ctx.split, u[:30], e[:30], ctx.tables.category, k=10, cap=2)
+    ctxs = pipe.offline_contexts(ctx.split.data, u[:30], e[:30])
+    after = pipe.run_batch(ctxs)
     data = ctx.split.data
-    for user, end, page in zip(u[:30], e[:30], pages, strict=True):
+    for j, (user, end) in enumerate(zip(u[:30], e[:30], strict=True)):
+        page = after[-1][j].items.numpy()
+        assert set(after[2][j].items.tolist()) == set(after[1][j].items.tolist())
         assert len(page) == 10 and len(set(page.tolist())) == 10
         assert not set(page.tolist()) & set(data.items[data.offsets[user] : end].tolist())
         assert np.bincount(ctx.tables.category[page])[1:].max() <= 2
+    # batched (offline) and one-request-at-a-time (served) runs of the same stage objects agree
+    for j in range(5):
+        one = pipe.run(pipe.offline_contexts(ctx.split.data, u[j : j + 1], e[j : j + 1])[0])
+        assert one.items.tolist() == after[-1][j].items.tolist()
+        torch.testing.assert_close(one.scores, after[-1][j].scores)
+
+
+def test_rerank_back_fills_the_capped_page():
+    from genrec.data.sequences import Vocab
+    from genrec.pipeline.core import Catalog, History
+    from genrec.pipeline.stages import Rerank
+
+    vocab = Vocab([f"i{j}" for j in range(1, 9)])
+    category = np.array([-1, 0, 0, 0, 0, 0, 1, 2, -1])  # 5 items of category 0
+    rr = Rerank(RerankRules(max_per_category=2), Catalog(None, vocab, category), vocab)
+    allowed = torch.ones(9, dtype=torch.bool)
+    allowed[0] = False
+    hist = History(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int64), 0)
+    ctx = RequestContext("u", -1, 6, hist, allowed)
+    items = torch.arange(1, 9)
+    cands = Candidates(items, -items.float(), ["r"] * 8, [0] * 8)  # best first: 1, 2, ..., 8
+    page = rr(ctx, cands).items.tolist()
+    assert page == [1, 2, 6, 7, 8, 3]  # two of category 0, then the others, then the best capped-out one
+
+
+def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
+    """`genrec pipeline evaluate BUNDLE`: the stage list of the manifest, built from the bundle alone."""
+    from genrec.pipeline.pipeline import Pipeline, evaluate
+
+    console = Console(quiet=True)
+    ds = load_synthetic("tiny", seed=0)
+    train(TrainConfig(model="sasrec", dataset="synthetic:tiny", out=str(tmp_path / "sasrec"), epochs=1, max_len=20,
+                      threads=1), dataset=ds, console=console)  # fmt: skip
+    pipe = Pipeline.from_bundle(Bundle.open(tmp_path / "sasrec"))
+    assert [s.name for s in pipe.stages] == ["sasrec", "popular", "rerank"]
+    records = evaluate(pipe, "test", max_users=50)
+    assert [r["stage"] for r in records] == ["retrieval", "retrieval", "rerank"]
+    assert records[0]["metrics"]["users"] == 50 and 0 <= records[-1]["metrics"]["NDCG@10"] <= 1

@@ -41,7 +41,7 @@ def test_known_user_gets_model_items_without_seen_or_out_of_stock(client: TestCl
     user = bundle.users.ids[5]
     body = rec(client, user, k=20)
     assert body["known_user"] and not body["cold_start"] and len(body["items"]) == 20
-    assert {it["stage"] for it in body["items"]} == {"retrieval"}
+    assert {it["stage"] for it in body["items"]} == {"hstu"}  # the bundle's retrieval stage: its component
     scores = [it["score"] for it in body["items"]]
     assert scores == sorted(scores, reverse=True)
     seen = {bundle.vocab.raw(int(i)) for i in bundle.history(user, []).items}
@@ -49,7 +49,7 @@ def test_known_user_gets_model_items_without_seen_or_out_of_stock(client: TestCl
     assert out_of_stock, "the synthetic catalog has out-of-stock items"
     got = {it["item_id"] for it in body["items"]}
     assert not got & seen and not got & out_of_stock
-    assert set(body["timings_ms"]) == {"history", "prepare", "retrieval", "popular", "rerank"}
+    assert set(body["timings_ms"]) == {"history", "prepare", "hstu", "popular", "rerank"}
 
 
 def test_events_are_idempotent_and_the_next_recommendation_reads_them(client: TestClient, bundle: ServingModel) -> None:
@@ -193,7 +193,7 @@ def test_ops_endpoints(client: TestClient, bundle: ServingModel) -> None:
     assert 'genrec_requests_total{endpoint="/v1/recommend",method="POST",status="200"} 1' in text
     assert 'genrec_requests_total{endpoint="/v1/recommend",method="POST",status="422"} 1' in text
     assert "genrec_events_ingested_total 2" in text
-    for stage in ("history", "retrieval", "popular", "rerank"):
+    for stage in ("history", "hstu", "popular", "rerank"):
         assert f'genrec_stage_latency_seconds_count{{stage="{stage}"}} 1' in text
     assert 'genrec_request_latency_seconds_bucket{endpoint="/v1/recommend",le="+Inf"} 2' in text
 
@@ -235,6 +235,6 @@ def test_new_item_is_served_once_a_model_knows_it(client: TestClient, bundle: Se
     assert item["known_to_model"] and item["in_catalog"] and item["popularity"] == 40
     other = bundle.users.ids[-1]  # a dataset user who never saw it
     got = rec(client, other, k=5, filters={"category": "new-cat"})["items"]
-    assert [(it["item_id"], it["stage"]) for it in got] == [("sku-new", "retrieval")]
+    assert [(it["item_id"], it["stage"]) for it in got] == [("sku-new", "hstu")]
     # the shopper's stored event now counts as history the model reads, and the item is excluded as seen
     assert rec(client, shopper, k=5, filters={"category": "new-cat"})["items"] == []

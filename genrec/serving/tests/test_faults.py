@@ -110,7 +110,7 @@ def test_hot_reload_under_load_fails_no_request(
     reloads = []
     time.sleep(0.5)
     for target in (other_run, tiny_run, other_run, tiny_run):
-        r = httpx.post(f"{srv.url}/v1/admin/reload", json={"run_dir": str(target)}, headers=auth, timeout=60)
+        r = httpx.post(f"{srv.url}/v1/admin/reload", json={"bundle": str(target)}, headers=auth, timeout=60)
         reloads.append(r.status_code)
         time.sleep(0.4)
     stop.set()

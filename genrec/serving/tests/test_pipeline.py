@@ -35,7 +35,12 @@ def test_category_cap_and_boost(tiny_run: Path, tmp_path: Path, bundle: ServingM
     out = recommend(capped, user, k=20)  # 8 categories x 3 >= 20: the cap can be met
     assert len(out) == 20
     assert max(Counter(capped.catalog.category[out.items.numpy()].tolist()).values()) <= 3
-    assert len(recommend(capped, user, k=30)) == 24  # never more than cap x categories
+    # k over cap x categories: the page is back-filled with the best capped-out items, after all the others
+    full = recommend(capped, user, k=30)
+    assert len(full) == 30 and len(set(full.items.tolist())) == 30
+    n_cats = len(set(capped.catalog.category[full.items.numpy()].tolist()))
+    head = full.items.numpy()[: 3 * n_cats]
+    assert max(Counter(capped.catalog.category[head].tolist()).values()) <= 3
     # boosting the category of the 20th item pulls that category's items to the top
     boost_cat = bundle.catalog.category_names[int(bundle.catalog.category[int(plain.items[19])])]
     boosted = build(tiny_run, tmp_path, rules={"boosts": [{"field": "category", "value": boost_cat, "weight": 1000.0}]})

@@ -1,0 +1,107 @@
+"""The served pipeline is the offline pipeline: for a bundle with two retrievers, a CTR ranker and re-ranking,
+`/v1/recommend` answers the same top-k (items, scores, stages) that `genrec pipeline evaluate` scores."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from rich.console import Console
+from typer.testing import CliRunner
+
+from genrec.bundle import Bundle
+from genrec.data.datasets import load_synthetic
+from genrec.data.sequences import leave_one_out
+from genrec.pipeline.pipeline import Pipeline
+from genrec.serving.app import create_app
+from genrec.serving.config import ServeConfig
+from genrec.serving.pipeline import ServingModel
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hstu + two-tower retrieval bundles and a DLRM bundle over both (it carries them): the full stack."""
+    from genrec.pipeline.runs import Context
+    from genrec.pipeline.train import train_ranking_model
+    from genrec.training.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("stack")
+    console = Console(quiet=True)
+    ds = load_synthetic("tiny", seed=0)
+    train(TrainConfig(model="hstu", dataset="synthetic:tiny", out=str(root / "hstu"), epochs=1, max_len=20, dim=16,
+                      threads=1), dataset=ds, console=console)  # fmt: skip
+    ctx = Context("synthetic:tiny", ds=ds)
+    train_ranking_model("two-tower", "synthetic:tiny", root / "tt", context=ctx, console=console, epochs=1, threads=1)
+    train_ranking_model("dlrm", "synthetic:tiny", root / "dlrm", context=ctx, console=console, epochs=1, dim=8,
+                        retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
+    torch.set_num_threads(1)
+    return root / "dlrm"
+
+
+def _without_last_events(src: Path, dst: Path) -> None:
+    """A copy of the bundle whose stored histories stop before each user's last event (the test input)."""
+    shutil.copytree(src, dst)
+    df = pl.read_parquet(dst / "histories.parquet").with_row_index("row")
+    last = df.group_by("user_id").agg(pl.col("row").max())["row"]
+    df.filter(~pl.col("row").is_in(last.implode())).drop("row").write_parquet(dst / "histories.parquet")
+
+
+def test_served_top_k_equals_the_offline_pipeline(stack: Path, tmp_path: Path) -> None:
+    offline = Pipeline.from_bundle(Bundle.open(stack))
+    kinds = [s.get("stage") for s in offline.stage_specs]
+    assert kinds == ["retrieve", "retrieve", "popular", "rank", "rerank"]
+    split = leave_one_out(offline.sequences)
+    u, e, _ = split.eval_inputs("test")
+    pick = np.random.default_rng(0).choice(len(u), 25, replace=False)
+    ctxs = offline.offline_contexts(split.data, u[pick], e[pick], k=10)
+    pages = offline.run_batch(ctxs)[-1]  # what evaluate() scores after rerank
+
+    _without_last_events(stack, tmp_path / "served")
+    served = ServingModel.load(tmp_path / "served", ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"))
+    assert [s.name for s in served.stages] == [s.name for s in offline.stages]
+    with TestClient(create_app(ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"), bundle=served)) as client:
+        ranked = 0
+        for ctx, page in zip(ctxs, pages, strict=True):
+            body = client.post("/v1/recommend", json={"user_id": ctx.user_id, "k": 10,
+                                                      "context": {"timestamp": ctx.request_time}}).json()  # fmt: skip
+            assert body["history_length"] == len(ctx.history.items)
+            assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
+            np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
+            assert [it["stage"] for it in body["items"]] == page.stages
+            ranked += {it["stage"] for it in body["items"]} == {"dlrm"}
+        assert ranked == len(ctxs)  # every final item was scored by the ranker
+        text = client.get("/metrics").text
+        for stage in ("hstu", "two-tower", "popular", "dlrm", "rerank"):
+            assert f'genrec_stage_latency_seconds_count{{stage="{stage}"}} {len(ctxs)}' in text
+
+
+def test_served_page_is_back_filled_under_the_category_cap(stack: Path, tmp_path: Path) -> None:
+    from genrec.pipeline.core import RerankRules
+
+    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}", rules=RerankRules(max_per_category=1))
+    model = ServingModel.load(stack, cfg)
+    n_cats = len(model.catalog.category_names)
+    with TestClient(create_app(cfg, bundle=model)) as client:
+        body = client.post("/v1/recommend", json={"user_id": model.users.ids[0], "k": n_cats + 4}).json()
+    cats = [it["category"] for it in body["items"]]
+    assert len(cats) == n_cats + 4  # never short while candidates remain
+    head = cats[: len(set(cats))]
+    assert len(set(head)) == len(head)  # one per category first, then the best capped-out items
+
+
+def test_workers_on_sqlite_is_a_clear_error(stack: Path, tmp_path: Path) -> None:
+    import typer
+
+    from genrec.serving.cli import serve
+
+    app = typer.Typer()
+    app.command()(serve)
+    res = CliRunner().invoke(app, [str(stack), "--workers", "2", "--store", f"sqlite:///{tmp_path / 'e.db'}"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())
+    assert "--workers 2 with the SQLite store" in out and "redis://" in out and "--sqlite-shared" in out
