@@ -24,6 +24,8 @@ from torch import nn
 from genrec.generative_ranking.data import ActionSequences
 from genrec.generative_ranking.examples import Examples
 from genrec.generative_ranking.train import multitask_loss
+from genrec.models.dlrm import dot_interaction
+from genrec.models.sparse import mlp
 
 # ---------------------------------------------------------------------------------------------------
 # features
@@ -142,27 +144,19 @@ class DLRMStyleConfig:
     top: tuple[int, ...] = (128, 64)
 
 
-def _mlp(sizes: list[int], final: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or final:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class DLRMStyle(nn.Module):
     """Bottom MLP(dense); embeddings of candidate, attributes, history bag, per-action bags; pairwise dots;
-    top MLP -> (R, T) logits."""
+    top MLP -> (R, T) logits. The DLRM of genrec.models.dlrm (its MLP and dot interaction) with one logit per
+    task, over plain embedding tables of the window arrays instead of a KeyedJaggedTensor."""
 
     def __init__(self, c: DLRMStyleConfig) -> None:
         super().__init__()
         self.c = c
         self.item = nn.Embedding(c.num_items + 1, c.dim, padding_idx=0)
         self.attrs = nn.ModuleList(nn.Embedding(n, c.dim, padding_idx=0) for n in c.attributes)
-        self.bottom = _mlp([c.num_dense, *c.bottom, c.dim], final=True)
+        self.bottom = mlp([c.num_dense, *c.bottom, c.dim], final_activation=True)
         f = 1 + 1 + len(c.attributes) + 1 + c.num_actions  # dense, cand, attrs, bag, per-action bags
-        self.top = _mlp([c.dim + f * (f - 1) // 2, *c.top, c.num_tasks], final=False)
+        self.top = mlp([c.dim + f * (f - 1) // 2, *c.top, c.num_tasks], final_activation=False)
         nn.init.normal_(self.item.weight, std=0.05)
         for e in self.attrs:
             nn.init.normal_(e.weight, std=0.05)
@@ -179,10 +173,7 @@ class DLRMStyle(nn.Module):
         for a in range(1, self.c.num_actions + 1):
             m = (act == a).float()
             vecs.append((e * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1))
-        z = torch.stack(vecs, 1)  # (R, F, d)
-        gram = torch.bmm(z, z.transpose(1, 2))
-        i, j = torch.triu_indices(z.shape[1], z.shape[1], offset=1)
-        return self.top(torch.cat([vecs[0], gram[:, i, j]], 1))
+        return self.top(dot_interaction(vecs[0], torch.stack(vecs[1:], 1)))  # vecs[1:]: (R, F - 1, d)
 
 
 class DenseScaler:
