@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from genrec.evaluation.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking import baselines as bl  # noqa: E402
 from genrec.generative_ranking.data import load_action_dataset  # noqa: E402
 from genrec.generative_ranking.examples import (  # noqa: E402
@@ -47,7 +48,6 @@ from genrec.generative_ranking.examples import (  # noqa: E402
     split_train,
     train_examples,
 )
-from genrec.generative_ranking.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu  # noqa: E402
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig  # noqa: E402
 

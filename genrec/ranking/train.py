@@ -20,13 +20,13 @@ from torch import nn
 from genrec.data.batches import gather_windows
 from genrec.data.sequences import Split
 from genrec.evaluation.evaluate import evaluate_scorer
+from genrec.evaluation.metrics import auc, list_metrics, logloss
 from genrec.features.jagged import Rows
 from genrec.features.ranking import RankingFeaturizer
 from genrec.models.dlrm import DLRM, DLRMConfig
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower
 from genrec.models.wide_deep import LinearModel, WideDeep, WideDeepConfig
-from genrec.ranking.metrics import auc, list_metrics, logloss
 from genrec.training.selection import BestWeights
 
 RANKERS = ("dlrm", "wide-deep", "lr")

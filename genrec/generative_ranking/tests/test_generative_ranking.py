@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from genrec.evaluation.metrics import auc, ndcg_at_k, ranking_report
 from genrec.generative_ranking import baselines as bl
 from genrec.generative_ranking.data import collapse_runs, load_shop
 from genrec.generative_ranking.examples import eval_examples, popularity, split_train, train_examples
-from genrec.generative_ranking.metrics import auc, ndcg_at_k, ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, multitask_loss, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig, appended_logits
 

@@ -4,8 +4,8 @@ from rich.console import Console
 
 from genrec.data.datasets import load_synthetic
 from genrec.data.sequences import leave_one_out
+from genrec.evaluation.metrics import auc, list_metrics
 from genrec.features import RankingFeaturizer, build_feature_tables
-from genrec.ranking.metrics import auc, list_metrics
 from genrec.ranking.train import CTRConfig, DenseScaler, build_ranker, ctr_metrics, fit_ctr, predict
 
 
