@@ -8,8 +8,8 @@ dlrm-style   hand-built features of (history up to the cut, candidate) -> DLRM (
              `window` history items and one bag per action (items the user viewed / carted / bought, or rated 1..5),
              dense: log history length, log hours since the last event, log counts of the candidate among the last
              `window` events per action (re-visits / re-purchases), and the candidate's log popularity per task.
-issue 3      genrec.models.dlrm.DLRM / genrec.models.wide_deep.WideDeep, when that branch is merged: the same
-             features as a torchrec KeyedJaggedTensor, one single-logit model per task (see fit_issue3).
+per task     genrec.models.dlrm.DLRM / genrec.models.wide_deep.WideDeep on the same features as a torchrec
+             KeyedJaggedTensor, one single-logit model per task (see fit_per_task).
 """
 
 from __future__ import annotations
@@ -234,20 +234,10 @@ def predict_dlrm_style(model: DLRMStyle, scaler: DenseScaler, f: Features, batch
 
 
 # ---------------------------------------------------------------------------------------------------
-# issue 3's DLRM and Wide & Deep (genrec.models.dlrm / genrec.models.wide_deep), when present
+# genrec.models' DLRM and Wide & Deep, one single-logit model per task
 # ---------------------------------------------------------------------------------------------------
 
-
-def issue3_models() -> list[str]:
-    """Which of issue 3's rankers can be imported here: a subset of ["dlrm", "wide-deep"]."""
-    out = []
-    for kind, module in (("dlrm", "genrec.models.dlrm"), ("wide-deep", "genrec.models.wide_deep")):
-        try:
-            __import__(module)
-            out.append(kind)
-        except ImportError:
-            pass
-    return out
+PER_TASK_KINDS = ("dlrm", "wide-deep")
 
 
 def _schema(data: ActionSequences, f: Features):  # noqa: ANN202
@@ -282,7 +272,7 @@ def _kjt(data: ActionSequences, f: Features, rows: np.ndarray | slice, keys: lis
     )
 
 
-def fit_issue3(
+def fit_per_task(
     kind: str,
     data: ActionSequences,
     train: Features,
@@ -292,7 +282,7 @@ def fit_issue3(
     lr: float = 2e-3,
     seed: int = 0,
 ) -> tuple[list[nn.Module], DenseScaler, list[str], float]:
-    """One single-logit issue-3 model per task, trained with the masked loss on that task's labels."""
+    """One single-logit genrec.models DLRM / Wide & Deep per task, trained with the masked loss on that task's labels."""
     from genrec.models.dlrm import DLRM, DLRMConfig
     from genrec.models.wide_deep import WideDeep, WideDeepConfig
 
@@ -321,7 +311,7 @@ def fit_issue3(
 
 
 @torch.no_grad()
-def predict_issue3(
+def predict_per_task(
     models: list[nn.Module], scaler: DenseScaler, keys: list[str], data: ActionSequences, f: Features, batch: int = 4096
 ) -> np.ndarray:
     out = []
