@@ -15,8 +15,8 @@ Protocol, per dataset (see genrec/generative_ranking/examples.py):
   * metrics: per task AUC and logloss over all candidates (missing labels skipped: MovieLens 'liked' exists only
     for rated items), NDCG@10 over each user's list with gain = number of positive task labels and score = sum
     of the task probabilities; training seconds (wall, this machine, 1 thread unless --threads);
-  * models: popularity by action, dlrm-style (genrec/generative_ranking/baselines.py), issue 3's DLRM and
-    Wide & Deep when genrec.models.dlrm / wide_deep import, hstu-summed, hstu-interleaved (with item
+  * models: popularity by action, dlrm-style (genrec/generative_ranking/baselines.py), genrec.models' DLRM and
+    Wide & Deep one per task ("(per task)"), hstu-summed, hstu-interleaved (with item
     attributes), and the better token mode without attributes (attribute ablation);
   * mfalcon: inference time of scoring each user's list with one shared prefix (one pass, all candidates at the
     same cut) vs each candidate appended to its own copy of the history, same model, same lists.
@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from genrec.evaluation.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking import baselines as bl  # noqa: E402
 from genrec.generative_ranking.data import load_action_dataset  # noqa: E402
 from genrec.generative_ranking.examples import (  # noqa: E402
@@ -47,7 +48,6 @@ from genrec.generative_ranking.examples import (  # noqa: E402
     split_train,
     train_examples,
 )
-from genrec.generative_ranking.metrics import ranking_report  # noqa: E402
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu  # noqa: E402
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig  # noqa: E402
 
@@ -160,9 +160,9 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
     ftr, fte = bl.featurize(trx, data, counts), bl.featurize(tex, data, counts)
     model, scaler, secs = bl.fit_dlrm_style(data, ftr, trx.labels, epochs=s["feat_epochs"], seed=seed)
     record("dlrm-style", bl.predict_dlrm_style(model, scaler, fte), secs)
-    for kind in bl.issue3_models():
-        models, scaler, keys, secs = bl.fit_issue3(kind, data, ftr, trx.labels, epochs=s["feat_epochs"], seed=seed)
-        record(f"{kind} (issue 3)", bl.predict_issue3(models, scaler, keys, data, fte), secs)
+    for kind in bl.PER_TASK_KINDS:
+        models, scaler, keys, secs = bl.fit_per_task(kind, data, ftr, trx.labels, epochs=s["feat_epochs"], seed=seed)
+        record(f"{kind} (per task)", bl.predict_per_task(models, scaler, keys, data, fte), secs)
 
     cfg = RankTrainConfig(epochs=s["hstu_epochs"], lr=3e-3, batch_users=16, weight_decay=s["weight_decay"], seed=seed)
     trained = {}

@@ -10,8 +10,8 @@ against a fourth table (`t_cand`, in the `cand` EBC, one item per bag). No atten
 three windows: a bag-of-items model, which is what DLRM-family retrieval towers are.
 
 It keeps SequentialModel's interface (config.max_len/temperature, encode, item_table, user_states,
-score_all), so training/trainer.train_epoch and evaluation.evaluate_model run it unchanged.
-Named to stay clear of the ranking issue's genrec/models/dlrm.py.
+score_all), so training/trainer.train_epoch and evaluation.evaluate_model run it unchanged. Built from
+genrec.models.dlrm's interaction and genrec.models.sparse's MLP, as the CTR DLRM is.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
+from genrec.models.dlrm import pairwise_dots
+from genrec.models.sparse import mlp
 from genrec.ops.jagged import positions
 
 FEATURES = ("hist_item", "recent_item", "last_item")
@@ -78,13 +80,7 @@ class DLRMNextItem(nn.Module):
             tables=_tables(c, [("t_cand", "cand_item", total)]), device=torch.device(device)
         )
         n = len(FEATURES)
-        layers: list[nn.Module] = []
-        width = n * c.dim + n * (n - 1) // 2
-        for _ in range(c.mlp_layers):
-            layers += [nn.Linear(width, c.hidden), nn.ReLU(), nn.Dropout(c.dropout)]
-            width = c.hidden
-        layers.append(nn.Linear(width, c.dim))
-        self.top = nn.Sequential(*layers)
+        self.top = mlp([n * c.dim + n * (n - 1) // 2, *[c.hidden] * c.mlp_layers, c.dim], False, c.dropout)
         if torch.device(device).type != "meta":
             for p in [*self.user.parameters(), *self.cand.parameters()]:
                 nn.init.normal_(p, std=0.02)
@@ -115,9 +111,7 @@ class DLRMNextItem(nn.Module):
         pooled = self.user(self.features(items, offsets, stride))  # KeyedTensor, (stride, D) per key
         N = len(items)
         embs = torch.stack([pooled[f][:N] for f in FEATURES], 1)  # (N, F, D): read by key, never by position
-        dots = torch.bmm(embs, embs.transpose(1, 2))  # (N, F, F) pairwise interactions
-        i, j = torch.triu_indices(len(FEATURES), len(FEATURES), offset=1)
-        x = torch.cat([embs.flatten(1), dots[:, i, j]], 1)
+        x = torch.cat([embs.flatten(1), pairwise_dots(embs)], 1)  # the three vectors and their dot products
         return F.normalize(self.top(x), dim=-1)
 
     def candidates(self, ids: torch.Tensor) -> torch.Tensor:

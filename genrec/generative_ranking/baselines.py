@@ -8,8 +8,8 @@ dlrm-style   hand-built features of (history up to the cut, candidate) -> DLRM (
              `window` history items and one bag per action (items the user viewed / carted / bought, or rated 1..5),
              dense: log history length, log hours since the last event, log counts of the candidate among the last
              `window` events per action (re-visits / re-purchases), and the candidate's log popularity per task.
-issue 3      genrec.models.dlrm.DLRM / genrec.models.wide_deep.WideDeep, when that branch is merged: the same
-             features as a torchrec KeyedJaggedTensor, one single-logit model per task (see fit_issue3).
+per task     genrec.models.dlrm.DLRM / genrec.models.wide_deep.WideDeep on the same features as a torchrec
+             KeyedJaggedTensor, one single-logit model per task (see fit_per_task).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from torch import nn
 from genrec.generative_ranking.data import ActionSequences
 from genrec.generative_ranking.examples import Examples
 from genrec.generative_ranking.train import multitask_loss
+from genrec.models.dlrm import dot_interaction
+from genrec.models.sparse import mlp
 
 # ---------------------------------------------------------------------------------------------------
 # features
@@ -142,27 +144,19 @@ class DLRMStyleConfig:
     top: tuple[int, ...] = (128, 64)
 
 
-def _mlp(sizes: list[int], final: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or final:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class DLRMStyle(nn.Module):
     """Bottom MLP(dense); embeddings of candidate, attributes, history bag, per-action bags; pairwise dots;
-    top MLP -> (R, T) logits."""
+    top MLP -> (R, T) logits. The DLRM of genrec.models.dlrm (its MLP and dot interaction) with one logit per
+    task, over plain embedding tables of the window arrays instead of a KeyedJaggedTensor."""
 
     def __init__(self, c: DLRMStyleConfig) -> None:
         super().__init__()
         self.c = c
         self.item = nn.Embedding(c.num_items + 1, c.dim, padding_idx=0)
         self.attrs = nn.ModuleList(nn.Embedding(n, c.dim, padding_idx=0) for n in c.attributes)
-        self.bottom = _mlp([c.num_dense, *c.bottom, c.dim], final=True)
+        self.bottom = mlp([c.num_dense, *c.bottom, c.dim], final_activation=True)
         f = 1 + 1 + len(c.attributes) + 1 + c.num_actions  # dense, cand, attrs, bag, per-action bags
-        self.top = _mlp([c.dim + f * (f - 1) // 2, *c.top, c.num_tasks], final=False)
+        self.top = mlp([c.dim + f * (f - 1) // 2, *c.top, c.num_tasks], final_activation=False)
         nn.init.normal_(self.item.weight, std=0.05)
         for e in self.attrs:
             nn.init.normal_(e.weight, std=0.05)
@@ -179,10 +173,7 @@ class DLRMStyle(nn.Module):
         for a in range(1, self.c.num_actions + 1):
             m = (act == a).float()
             vecs.append((e * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1))
-        z = torch.stack(vecs, 1)  # (R, F, d)
-        gram = torch.bmm(z, z.transpose(1, 2))
-        i, j = torch.triu_indices(z.shape[1], z.shape[1], offset=1)
-        return self.top(torch.cat([vecs[0], gram[:, i, j]], 1))
+        return self.top(dot_interaction(vecs[0], torch.stack(vecs[1:], 1)))  # vecs[1:]: (R, F - 1, d)
 
 
 class DenseScaler:
@@ -243,20 +234,10 @@ def predict_dlrm_style(model: DLRMStyle, scaler: DenseScaler, f: Features, batch
 
 
 # ---------------------------------------------------------------------------------------------------
-# issue 3's DLRM and Wide & Deep (genrec.models.dlrm / genrec.models.wide_deep), when present
+# genrec.models' DLRM and Wide & Deep, one single-logit model per task
 # ---------------------------------------------------------------------------------------------------
 
-
-def issue3_models() -> list[str]:
-    """Which of issue 3's rankers can be imported here: a subset of ["dlrm", "wide-deep"]."""
-    out = []
-    for kind, module in (("dlrm", "genrec.models.dlrm"), ("wide-deep", "genrec.models.wide_deep")):
-        try:
-            __import__(module)
-            out.append(kind)
-        except ImportError:
-            pass
-    return out
+PER_TASK_KINDS = ("dlrm", "wide-deep")
 
 
 def _schema(data: ActionSequences, f: Features):  # noqa: ANN202
@@ -291,7 +272,7 @@ def _kjt(data: ActionSequences, f: Features, rows: np.ndarray | slice, keys: lis
     )
 
 
-def fit_issue3(
+def fit_per_task(
     kind: str,
     data: ActionSequences,
     train: Features,
@@ -301,7 +282,7 @@ def fit_issue3(
     lr: float = 2e-3,
     seed: int = 0,
 ) -> tuple[list[nn.Module], DenseScaler, list[str], float]:
-    """One single-logit issue-3 model per task, trained with the masked loss on that task's labels."""
+    """One single-logit genrec.models DLRM / Wide & Deep per task, trained with the masked loss on that task's labels."""
     from genrec.models.dlrm import DLRM, DLRMConfig
     from genrec.models.wide_deep import WideDeep, WideDeepConfig
 
@@ -330,7 +311,7 @@ def fit_issue3(
 
 
 @torch.no_grad()
-def predict_issue3(
+def predict_per_task(
     models: list[nn.Module], scaler: DenseScaler, keys: list[str], data: ActionSequences, f: Features, batch: int = 4096
 ) -> np.ndarray:
     out = []

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from genrec.bundle import BundleWriter, write_json
+from genrec.evaluation.metrics import ranking_report
 from genrec.generative_ranking.data import SHOP_ACTIONS, ActionSequences, load_action_dataset
 from genrec.generative_ranking.examples import eval_examples, item_statistics, popularity, split_train, train_examples
-from genrec.generative_ranking.metrics import ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig
 

@@ -5,6 +5,8 @@ pairwise dot-product interaction, top MLP, sigmoid.
     z_j = EmbeddingBag_j(ids of sparse feature j)    (B, d)   j = 1..F
     p   = [<z_a, z_b> for a < b over z_0..z_F]       (B, (F+1)F/2)
     logit = top_mlp([z_0, p])                        (B,)
+dot_interaction / pairwise_dots and genrec.models.sparse.mlp are the pieces every DLRM in genrec is built from
+(genrec.distributed.dlrm_next_item's next-item tower, genrec.generative_ranking.baselines' multi-task DLRM).
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ class DLRMConfig:
         return {"kind": "dlrm", **asdict(self)}
 
 
+def pairwise_dots(z: torch.Tensor) -> torch.Tensor:
+    """z: (B, F, d) -> (B, F(F-1)/2): <z_a, z_b> for a < b, row-major."""
+    gram = torch.bmm(z, z.transpose(1, 2))  # (B, F, F)
+    a, b = torch.triu_indices(z.shape[1], z.shape[1], offset=1, device=z.device)
+    return gram[:, a, b]
+
+
 def dot_interaction(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
     """dense: (B, d), sparse: (B, F, d) -> (B, d + (F+1)F/2): z_0 then <z_a, z_b> for a < b, row-major."""
-    z = torch.cat([dense[:, None, :], sparse], dim=1)  # (B, F+1, d)
-    gram = torch.bmm(z, z.transpose(1, 2))  # (B, F+1, F+1)
-    a, b = torch.triu_indices(z.shape[1], z.shape[1], offset=1, device=z.device)
-    return torch.cat([dense, gram[:, a, b]], dim=1)
+    return torch.cat([dense, pairwise_dots(torch.cat([dense[:, None, :], sparse], dim=1))], dim=1)
 
 
 class DLRM(nn.Module):

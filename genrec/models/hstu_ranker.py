@@ -17,9 +17,10 @@ cut k = n. Relative attention bias (position gap, log2 time gap) as in HSTU; the
 time the prediction is for.
 Head: the candidate's final state -> LayerNorm -> MLP -> one logit per task (e.g. view / cart / purchase).
 
-The layers are genrec.models.hstu.HSTULayer modules (same parameters); only the candidate rows of the
-attention are new (`candidate_attention`). genrec.models.mfalcon's functions take item ids through HSTU.embed,
-which cannot carry actions or attributes, so this model does the same prefix/candidate split itself.
+The layers are genrec.models.hstu.HSTULayer modules: the history runs through HSTULayer.forward (keeping each
+layer's KVCache) and the candidates through HSTULayer.cached_forward as targets, each at its own cut. (The
+token embeddings differ from HSTU.embed's, which cannot carry actions or attributes, so this model calls the
+layers itself rather than genrec.models.mfalcon.)
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genrec.models.hstu import HSTUConfig, HSTULayer
-from genrec.ops.hstu_attention import hstu_attention, time_buckets
-from genrec.ops.jagged import lengths_from_offsets, padded_index, positions, to_padded
+from genrec.ops.hstu_attention import hstu_attention
+from genrec.ops.jagged import positions
 
 TOKEN_MODES = ("summed", "interleaved")
 
@@ -69,64 +69,6 @@ class HSTURankerConfig:
     def from_dict(cls, d: dict) -> HSTURankerConfig:
         d = {k: v for k, v in d.items() if k != "kind"}
         return cls(**d)
-
-
-def _project(layer: HSTULayer, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """x: (R, D) -> u (R, H*Dv), v (R, H, Dv), q (R, H, Dqk), k (R, H, Dqk), as in HSTULayer.forward."""
-    c, h = layer.c, layer.c.num_heads
-    u, v, q, k = F.silu(layer.uvqk(layer.norm(x))).split([h * c.v_dim, h * c.v_dim, h * c.qk_dim, h * c.qk_dim], -1)
-    return u, v.reshape(-1, h, c.v_dim), q.reshape(-1, h, c.qk_dim), k.reshape(-1, h, c.qk_dim)
-
-
-def _finish(layer: HSTULayer, x: torch.Tensor, attn: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    return x + layer.out(layer.dropout(layer.attn_norm(attn) * u))
-
-
-def candidate_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    cand_offsets: torch.Tensor,
-    cand_pos: torch.Tensor,
-    hist_k: torch.Tensor,
-    hist_v: torch.Tensor,
-    hist_offsets: torch.Tensor,
-    pos_bias: torch.Tensor,
-    scale: float,
-    time_bias: torch.Tensor | None = None,
-    cand_times: torch.Tensor | None = None,
-    hist_times: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """HSTU attention rows of appended candidates: each sees the history tokens before its position and itself.
-
-    q, k: (sum M, H, Dqk), v: (sum M, H, Dv) candidate projections; cand_pos: (sum M,) the candidate's position
-    = number of history tokens it sees; hist_k: (sum N, H, Dqk), hist_v: (sum N, H, Dv); offsets (B + 1,) each.
-    A = SiLU(q . k_j + rab(pos, j)) / scale for history token j < pos, plus SiLU(q . k + rab(0)) / scale for itself.
-    Returns (sum M, H, Dv).
-    """
-    B, H, dv = len(cand_offsets) - 1, q.shape[1], v.shape[2]
-    m_len, n_len = lengths_from_offsets(cand_offsets), lengths_from_offsets(hist_offsets)
-    M, N = int(m_len.max()) if B else 0, int(n_len.max()) if B else 0
-    self_logit = (q * k).sum(-1) + pos_bias[0]  # (sum M, H)
-    if time_bias is not None:
-        self_logit = self_logit + time_bias[0]  # gap 0 -> bucket 0
-    out = F.silu(self_logit)[..., None] * v / scale
-    if N == 0:
-        return out
-    ci, hi = padded_index(cand_offsets, M), padded_index(hist_offsets, N)
-    qp = to_padded(q, ci, B, M).transpose(1, 2)  # (B, H, M, Dqk)
-    kp = to_padded(hist_k, hi, B, N).transpose(1, 2)  # (B, H, N, Dqk)
-    vp = to_padded(hist_v / scale, hi, B, N).transpose(1, 2)  # (B, H, N, Dv); zero rows on padding
-    pos = to_padded(cand_pos, ci, B, M)  # (B, M)
-    j = torch.arange(N, device=q.device)
-    gap = pos[:, :, None] - j  # (B, M, N)
-    bias = pos_bias[gap.clamp(0, pos_bias.shape[0] - 1)].masked_fill(gap <= 0, -1e9)  # only j < pos
-    if time_bias is not None:
-        tc, th = to_padded(cand_times, ci, B, M), to_padded(hist_times, hi, B, N)
-        bias = bias + time_bias[time_buckets(tc[:, :, None] - th[:, None, :], time_bias.shape[0])]
-    attn = F.silu(torch.matmul(qp, kp.transpose(-1, -2)) + bias[:, None])  # (B, H, M, N)
-    rows = torch.matmul(attn, vp).transpose(1, 2).reshape(B * M, H, dv)  # (B*M, H, Dv)
-    return out + rows.index_select(0, ci)
 
 
 class HSTURanker(nn.Module):
@@ -234,17 +176,10 @@ class HSTURanker(nn.Module):
         xh = self.input_dropout(xh)
         xc = self.input_dropout(self.candidate_tokens(cand_items))
         cand_pos = cand_cuts * r
-        scale = float(self.hstu_config.max_len)
+        geometry: dict = {}  # the histories' attention geometry, built by the first layer
         for layer in self.layers:
-            uh, vh, qh, kh = _project(layer, xh)
-            uc, vc, qc, kc = _project(layer, xc)
-            tb = layer.time_bias if use_time else None
-            ah = hstu_attention(qh, kh, vh, h_off, layer.pos_bias, tb, h_t if use_time else None, scale=scale)
-            ac = candidate_attention(
-                qc, kc, vc, cand_offsets, cand_pos, kh, vh, h_off, layer.pos_bias, scale, tb, cand_times, h_t
-            )
-            xh = _finish(layer, xh, ah.reshape(xh.shape[0], -1), uh)
-            xc = _finish(layer, xc, ac.reshape(xc.shape[0], -1), uc)
+            xh, kv = layer(xh, h_off, h_t if use_time else None, geometry, return_kv=True)
+            xc, _ = layer.cached_forward(xc, cand_offsets, kv, cand_times, append=False, positions=cand_pos)
         return self.head(xc)
 
     @torch.no_grad()
@@ -294,7 +229,7 @@ def appended_logits(model: HSTURanker, hist_items, hist_actions, hist_times, can
     off = torch.tensor([0, x.shape[0]])
     assert positions(off)[-1] == c.tokens_per_event * len(hist_items)
     for layer in model.layers:
-        u, v, q, k = _project(layer, x)
+        u, v, q, k = layer.project(x)
         a = hstu_attention(
             q,
             k,
@@ -306,5 +241,5 @@ def appended_logits(model: HSTURanker, hist_items, hist_actions, hist_times, can
             scale=float(model.hstu_config.max_len),
             backend="reference",
         )
-        x = _finish(layer, x, a.reshape(x.shape[0], -1), u)
+        x = layer.output(x, a, u)
     return model.head(x[-1:])[0]

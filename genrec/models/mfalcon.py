@@ -2,10 +2,11 @@
 
 The m candidates are appended after the user's n history tokens with a mask where a candidate sees every
 history token and itself, never another candidate, and history tokens never see candidates. So:
-  1. encode_with_cache(): run the history once, keeping each layer's K and V (and the rab row a candidate at
-     position n gets against them); cost ~ L (n^2 d + n d^2);
-  2. candidate_states(): push candidates through the layers in micro-batches, each row attending to the cached
-     prefix plus itself; cost ~ L m (n d + d^2) instead of m full (n + 1)-token encodings.
+  1. encode_with_cache(): run the history once through HSTULayer.forward, keeping each layer's KVCache;
+     cost ~ L (n^2 d + n d^2);
+  2. candidate_states(): push candidates through HSTULayer.cached_forward (targets: each row attends to the
+     cached prefix plus itself) in micro-batches; cost ~ L m (n d + d^2) instead of m full (n + 1)-token
+     encodings.
 Every candidate sits at relative position n (right after the history) with timestamp = the request time
 (default: the last history timestamp). With attn_scale="length" the divisor is n + 1, the appended sequence's
 length, for the prefix too, exactly as if the candidate had been appended.
@@ -31,36 +32,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genrec.models.hstu import HSTU, HSTULayer
-from genrec.ops.hstu_attention import hstu_attention, time_buckets
+from genrec.models.hstu import HSTU, KVCache
 
 Head = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class PrefixCache:
-    """One user's history, encoded once. n = history length, L layers, H heads."""
+    """One user's history, encoded once. n = history length, L layers."""
 
-    keys: list[torch.Tensor]  # per layer (H, Dqk, n): K transposed for candidates' q @ K
-    values: list[torch.Tensor]  # per layer (H, n, Dv), already divided by the attention divisor
-    prefix_bias: list[torch.Tensor]  # per layer (n,): rab(candidate at position n, history token j)
-    self_bias: list[torch.Tensor]  # per layer (): rab(candidate, itself) = pos_bias[0] (+ time_bias[0])
+    layers: list[KVCache]  # per layer: the history's K and V (and timestamps), what candidates attend to
     position: int  # n: every candidate's relative position
     divisor: float  # attention divisor of the appended (n + 1)-token sequence
+    time: torch.Tensor | None  # (): every candidate's timestamp; None without timestamps
     state: torch.Tensor | None  # (D,) L2-normalised state after the last history token; None if n == 0
-
-
-def _project(layer: HSTULayer, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """x: (R, D) -> u (R, H*Dv), v (R, H, Dv), q (R, H, Dqk), k (R, H, Dqk), as in HSTULayer.forward."""
-    c, h = layer.c, layer.c.num_heads
-    uvqk = F.silu(layer.uvqk(layer.norm(x)))
-    u, v, q, k = uvqk.split([h * c.v_dim, h * c.v_dim, h * c.qk_dim, h * c.qk_dim], dim=-1)
-    return u, v.reshape(-1, h, c.v_dim), q.reshape(-1, h, c.qk_dim), k.reshape(-1, h, c.qk_dim)
-
-
-def _finish(layer: HSTULayer, x: torch.Tensor, attn: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Residual update: x + W2(LayerNorm(A V) * U). attn: (R, H*Dv). Dropout is the identity in eval()."""
-    return x + layer.out(layer.dropout(layer.attn_norm(attn) * u))
 
 
 def _check(model: HSTU) -> None:
@@ -90,35 +75,19 @@ def encode_with_cache(
     divisor = float(c.max_len) if c.attn_scale == "max_len" else float(n + 1)
     t_cand = None
     if use_time:
-        t_cand = int(request_time) if request_time is not None else (int(history_timestamps[-1]) if n else 0)
-    j = torch.arange(n, device=dev)
-    x = model.embed(history_items, j)  # (n, D)
-    cache = PrefixCache([], [], [], [], n, divisor, None)
+        t = int(request_time) if request_time is not None else (int(history_timestamps[-1]) if n else 0)
+        t_cand = torch.tensor(t, dtype=history_timestamps.dtype, device=dev)
+    x = model.embed(history_items, torch.arange(n, device=dev))  # (n, D)
+    offsets = torch.tensor([0, n], device=dev)
+    cache = PrefixCache([], n, divisor, t_cand, None)
+    geometry: dict = {}
     for layer in model.layers:
-        u, v, q, k = _project(layer, x)
-        pos_row = layer.pos_bias[(n - j).clamp(0, layer.pos_bias.shape[-1] - 1)]  # (n,)
-        self_bias = layer.pos_bias[0]
-        if use_time:
-            gaps = t_cand - history_timestamps
-            pos_row = pos_row + layer.time_bias[time_buckets(gaps, layer.time_bias.shape[-1])]
-            self_bias = self_bias + layer.time_bias[0]  # gap 0 -> bucket 0
-        cache.keys.append(k.permute(1, 2, 0).contiguous())
-        cache.values.append((v / divisor).transpose(0, 1).contiguous())
-        cache.prefix_bias.append(pos_row)
-        cache.self_bias.append(self_bias)
-        if n:
-            attn = hstu_attention(
-                q,
-                k,
-                v,
-                torch.tensor([0, n], device=dev),
-                pos_bias=layer.pos_bias,
-                time_bias=layer.time_bias if use_time else None,
-                timestamps=history_timestamps,
-                scale=divisor,  # the appended sequence's divisor, not the history's own length
-                backend=c.attention_backend,
-            ).reshape(n, -1)
-            x = _finish(layer, x, attn, u)
+        if n:  # the appended sequence's divisor, not the history's own length
+            x, kv = layer(x, offsets, history_timestamps, geometry, divisor=divisor, return_kv=True)
+        else:
+            _, v, _, k = layer.project(x)
+            kv = KVCache(k, v, offsets, history_timestamps)
+        cache.layers.append(kv)
     cache.state = F.normalize(x[-1], dim=-1) if n else None
     return cache
 
@@ -135,14 +104,9 @@ def candidate_states(
     for s in range(0, candidates.shape[0], micro_batch):
         cand = candidates[s : s + micro_batch]
         x = model.embed(cand, torch.full_like(cand, cache.position))  # (b, D)
-        for li, layer in enumerate(model.layers):
-            u, v, q, k = _project(layer, x)  # (b, H, d)
-            qh = q.transpose(0, 1)  # (H, b, Dqk)
-            a_prefix = F.silu(torch.bmm(qh, cache.keys[li]) + cache.prefix_bias[li])  # (H, b, n)
-            attn = torch.bmm(a_prefix, cache.values[li]).transpose(0, 1)  # (b, H, Dv)
-            a_self = F.silu((q * k).sum(-1) + cache.self_bias[li])  # (b, H): the candidate attends to itself
-            attn = attn + a_self[..., None] * (v / cache.divisor)
-            x = _finish(layer, x, attn.reshape(x.shape[0], -1), u)
+        offsets = torch.tensor([0, cand.shape[0]], device=cand.device)
+        for layer, kv in zip(model.layers, cache.layers, strict=True):
+            x, _ = layer.cached_forward(x, offsets, kv, cache.time, append=False, divisor=cache.divisor)
         out.append(F.normalize(x, dim=-1))
     return torch.cat(out, 0) if out else candidates.new_zeros((0, model.config.dim), dtype=torch.float32)
 
@@ -223,5 +187,5 @@ def naive_score_candidates(
     states, prefix = naive_candidate_states(
         model, history_items, history_timestamps, candidates, micro_batch, request_time
     )
-    cache = PrefixCache([], [], [], [], int(history_items.shape[0]), 0.0, prefix)
+    cache = PrefixCache([], int(history_items.shape[0]), 0.0, None, prefix)
     return _apply_head(model, head, states, cache, candidates)

@@ -526,3 +526,74 @@ def hstu_attention(
     if backend == "jagged":
         return hstu_attention_jagged(q, k, v, offsets, pos_bias, time_bias, timestamps, scale)
     raise ValueError(f"unknown HSTU attention backend {backend!r}")
+
+
+def hstu_cached_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    cached_k: torch.Tensor,
+    cached_v: torch.Tensor,
+    cached_offsets: torch.Tensor,
+    scale: float,
+    positions: torch.Tensor | None = None,
+    pos_bias: torch.Tensor | None = None,
+    time_bias: torch.Tensor | None = None,
+    timestamps: torch.Tensor | None = None,
+    cached_timestamps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention rows of new tokens against cached keys/values: each sees the cached tokens j < its position, and
+    itself; never the other new tokens (M-FALCON's candidate mask, Zhai et al. 2024 sec. 3.4).
+
+    q, k: (sum M, H, Dqk), v: (sum M, H, Dv) the new tokens' projections, offsets (B + 1,);
+    cached_k: (sum N, H, Dqk), cached_v: (sum N, H, Dv), cached_offsets (B + 1,): the same B sequences' cache.
+    positions: (sum M,) each new token's position = the number of cached tokens it sees; None: all of them (N_b).
+    timestamps: (sum M,) or () when every new token has the same time; cached_timestamps: (sum N,).
+    A = SiLU(q . k_j + rab(pos - j, t - t_j)) / scale, plus SiLU(q . k + rab(0, 0)) / scale for the token itself.
+    Returns (sum M, H, Dv). One sequence with no positions and one time (a request's candidates) takes a
+    (H, M, N) product against a single bias row instead of a padded (B, H, M, N) one.
+    """
+    B, H, dv = len(offsets) - 1, q.shape[1], v.shape[2]
+    use_time = time_bias is not None and timestamps is not None and cached_timestamps is not None
+    self_logit = (q * k).sum(-1)  # (sum M, H)
+    if pos_bias is not None:
+        self_logit = self_logit + pos_bias[0]
+    if use_time:
+        self_logit = self_logit + time_bias[0]  # gap 0 -> bucket 0
+    n_len = lengths_from_offsets(cached_offsets)
+    N = int(n_len.max()) if B else 0
+    if B == 1 and positions is None and (not use_time or timestamps.dim() == 0):
+        n = int(cached_k.shape[0])
+        bias = torch.zeros(n, dtype=q.dtype, device=q.device)
+        if pos_bias is not None:
+            bias = pos_bias[(n - torch.arange(n, device=q.device)).clamp(0, pos_bias.shape[-1] - 1)]  # (n,)
+        if use_time:
+            bias = bias + time_bias[time_buckets(timestamps - cached_timestamps, time_bias.shape[-1])]
+        a_cached = F.silu(torch.bmm(q.transpose(0, 1), cached_k.permute(1, 2, 0)) + bias)  # (H, M, n)
+        attn = torch.bmm(a_cached, (cached_v / scale).transpose(0, 1)).transpose(0, 1)  # (M, H, Dv)
+        return attn + F.silu(self_logit)[..., None] * (v / scale)
+    out = F.silu(self_logit)[..., None] * v / scale
+    if N == 0:
+        return out
+    m_len = lengths_from_offsets(offsets)
+    M = int(m_len.max())
+    if positions is None:
+        positions = torch.repeat_interleave(n_len, m_len)
+    ci, hi = padded_index(offsets, M), padded_index(cached_offsets, N)
+    qp = to_padded(q, ci, B, M).transpose(1, 2)  # (B, H, M, Dqk)
+    kp = to_padded(cached_k, hi, B, N).transpose(1, 2)  # (B, H, N, Dqk)
+    vp = to_padded(cached_v / scale, hi, B, N).transpose(1, 2)  # (B, H, N, Dv); zero rows on padding
+    pos = to_padded(positions, ci, B, M)  # (B, M)
+    gap = pos[:, :, None] - torch.arange(N, device=q.device)  # (B, M, N)
+    bias = torch.zeros(gap.shape, dtype=q.dtype, device=q.device)
+    if pos_bias is not None:
+        bias = pos_bias[gap.clamp(0, pos_bias.shape[0] - 1)]
+    bias = bias.masked_fill(gap <= 0, -1e9)  # only j < pos
+    if use_time:
+        tc = to_padded(timestamps.expand(q.shape[0]), ci, B, M)
+        th = to_padded(cached_timestamps, hi, B, N)
+        bias = bias + time_bias[time_buckets(tc[:, :, None] - th[:, None, :], time_bias.shape[0])]
+    attn = F.silu(torch.matmul(qp, kp.transpose(-1, -2)) + bias[:, None])  # (B, H, M, N)
+    rows = torch.matmul(attn, vp).transpose(1, 2).reshape(B * M, H, dv)  # (B*M, H, Dv)
+    return out + rows.index_select(0, ci)

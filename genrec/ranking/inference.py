@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from genrec.data.sequences import Split
+from genrec.evaluation.metrics import auc, list_metrics, logloss
 from genrec.features.jagged import Rows
 from genrec.features.ranking import RankingFeaturizer
 from genrec.models.dlrm import DLRM, DLRMConfig
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower
 from genrec.models.wide_deep import LinearModel, WideDeep, WideDeepConfig
-from genrec.ranking.metrics import auc, list_metrics, logloss
 
 RANKERS = ("dlrm", "wide-deep", "lr")
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from genrec.evaluation.metrics import auc, ndcg_at_k, ranking_report
 from genrec.generative_ranking import baselines as bl
 from genrec.generative_ranking.data import collapse_runs, load_shop
 from genrec.generative_ranking.examples import eval_examples, popularity, split_train, train_examples
-from genrec.generative_ranking.metrics import auc, ndcg_at_k, ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, multitask_loss, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig, appended_logits
 
@@ -191,19 +191,16 @@ def test_short_run_predicts_purchases_better_than_popularity(shop) -> None:
     assert hstu["purchase/auc"] > popr["purchase/auc"] + 0.05, (hstu, popr)
 
 
-def test_issue3_rankers_train_on_the_same_rows(shop) -> None:
-    kinds = bl.issue3_models()
-    if not kinds:
-        pytest.skip("genrec.models.dlrm / wide_deep not present")
+def test_per_task_ctr_rankers_train_on_the_same_rows(shop) -> None:
     train, evaluated = split_train(shop, 3)
     pop = popularity(train)
     trx = train_examples(train, 20, 1, pop, 0)
     tex = eval_examples(shop, evaluated, 3, 20, 10, pop, 1)
     counts = bl.task_counts(train)
     ftr, fte = bl.featurize(trx, shop, counts), bl.featurize(tex, shop, counts)
-    for kind in kinds:
-        models, scaler, keys, _ = bl.fit_issue3(kind, shop, ftr, trx.labels, epochs=1)
-        probs = bl.predict_issue3(models, scaler, keys, shop, fte)
+    for kind in bl.PER_TASK_KINDS:
+        models, scaler, keys, _ = bl.fit_per_task(kind, shop, ftr, trx.labels, epochs=1)
+        probs = bl.predict_per_task(models, scaler, keys, shop, fte)
         assert probs.shape == tex.labels.shape and np.all((probs > 0) & (probs < 1))
         report = ranking_report(shop.tasks, tex.labels, probs, tex.cand_user())
         assert report["view/auc"] > 0.55, (kind, report)  # learns something from the features

@@ -4,9 +4,9 @@ from rich.console import Console
 
 from genrec.data.datasets import load_synthetic
 from genrec.data.sequences import leave_one_out
+from genrec.evaluation.metrics import auc, list_metrics
 from genrec.features import RankingFeaturizer, build_feature_tables
 from genrec.ranking.inference import DenseScaler, build_ranker, ctr_metrics, predict
-from genrec.ranking.metrics import auc, list_metrics
 from genrec.ranking.train import CTRConfig, fit_ctr
 
 
