@@ -4,8 +4,9 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)          # OpenAPI UI at /docs
 
 Endpoints: POST /v1/recommend, GET /v1/users/{id}/history, GET /v1/items/{id}, POST /v1/events,
-POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Bad input is a 422 that names the field (413 for an
-oversize body or event batch); a request never sees a stack trace.
+POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Every error is {"error": "..."}: bad input is a 422 that
+names the field (413 for an oversize body or event batch, 409 for an event_id reused with another payload,
+404 / 405 naming the path and method); a request never sees a stack trace.
 
 Concurrency: endpoints are sync functions run in the server's thread pool (torch and SQLite release the
 GIL). Each request reads `state.bundle` once, so a reload that swaps the reference lets requests in flight
@@ -30,6 +31,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genrec.data.io import parse_timestamps
 from genrec.serving.config import ServeConfig
@@ -350,6 +352,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _unprocessable(list(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404 / 405 in the same {"error": ...} shape as every other error, naming what was asked for
+        asked = f"{request.method[:16]} {request.url.path[:200]}"
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": f"{asked}: {exc.detail}"}, headers=exc.headers
+        )
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:

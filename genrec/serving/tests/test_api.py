@@ -138,6 +138,13 @@ def test_bad_input_is_422_naming_the_field(client: TestClient) -> None:
     assert client.post("/v1/events", json={"events": []}).status_code == 422
 
 
+def test_unknown_paths_and_methods_are_errors_in_the_same_shape(client: TestClient) -> None:
+    r = client.get("/v2/nothing-here")
+    assert r.status_code == 404 and r.json() == {"error": "GET /v2/nothing-here: Not Found"}
+    r = client.request("BREW", "/v1/recommend")
+    assert r.status_code == 405 and r.json()["error"].startswith("BREW /v1/recommend") and r.headers["allow"] == "POST"
+
+
 def test_oversize_is_413(client: TestClient) -> None:
     big = events(*[(f"b{i}", "u", "i") for i in range(51)])  # max_batch = 50
     r = client.post("/v1/events", json=big)
