@@ -77,7 +77,10 @@ class FaissIndex:
         ef_search: int = 256,
         nlist: int | None = None,
         nprobe: int = 16,
+        train_size: int | None = None,
     ) -> FaissIndex:
+        """train_size: IVF centroids from a random sample of that many vectors (k-means over all of 1M is
+        minutes on a CPU; a few dozen points per cell place the cells as well)."""
         import faiss
 
         x = np.ascontiguousarray(vectors, np.float32)
@@ -89,7 +92,10 @@ class FaissIndex:
         elif kind == "ivf":
             nlist = nlist or max(1, int(4 * np.sqrt(n)))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
+            if train_size is not None and train_size < n:
+                index.train(x[np.sort(np.random.default_rng(0).choice(n, train_size, replace=False))])
+            else:
+                index.train(x)
             index.nprobe = min(nprobe, nlist)
         else:
             raise ValueError(f"unknown index kind {kind!r}: use hnsw or ivf")

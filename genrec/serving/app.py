@@ -4,8 +4,9 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)          # OpenAPI UI at /docs
 
 Endpoints: POST /v1/recommend, GET /v1/users/{id}/history, GET /v1/items/{id}, POST /v1/events,
-POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Bad input is a 422 that names the field (413 for an
-oversize body or event batch); a request never sees a stack trace.
+POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Every error is {"error": "..."}: bad input is a 422 that
+names the field (413 for an oversize body or event batch, 409 for an event_id reused with another payload,
+404 / 405 naming the path and method); a request never sees a stack trace.
 
 /v1/recommend runs the bundle's pipeline (the stage objects `genrec pipeline evaluate` scores) and answers
 each item's score and the stage that last scored it (a retriever, popular, the ranker); per-stage latency is
@@ -35,11 +36,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genrec.data.io import parse_timestamps
 from genrec.serving.config import ServeConfig
-from genrec.serving.metrics import ServingMetrics
+from genrec.serving.metrics import HTTP_METHODS, OTHER, ServingMetrics, bounded, status_class
 from genrec.serving.pipeline import Filters, RequestError, ServingModel
-from genrec.serving.store import Event, EventStore, open_store
+from genrec.serving.store import Conflict, Event, EventStore, open_store
 
 log = logging.getLogger("genrec.serving")
 
@@ -101,12 +104,35 @@ class RecommendResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+TIMESTAMP_FORMATS = (
+    "unix seconds or milliseconds (a number or a numeric string), or an ISO 8601 date / datetime "
+    "('2024-05-01', '2024-05-01T12:00:00Z', '2024-05-01 12:00:00+02:00'; naive is UTC)"
+)
+
+
 class EventIn(_Strict):
-    event_id: IdStr = Field(max_length=128, description="client-chosen; a repeat is stored once")
+    event_id: IdStr = Field(
+        max_length=128, description="client-chosen; a repeat with the same payload is stored once, one with "
+        "another payload is a 409 conflict"
+    )  # fmt: skip
     user_id: IdStr
     item_id: IdStr
     event_type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["view"])
-    timestamp: int = Field(strict=True, ge=0, lt=10**11, description="unix seconds")
+    timestamp: int | float | str = Field(
+        description=f"{TIMESTAMP_FORMATS}; read as the data files are (genrec.data.io.parse_timestamps); at most "
+        "max_future_skew_s (config, default 1 day) after the server's clock",
+        examples=[1_714_564_800, "2024-05-01T12:00:00Z"],
+    )
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp_kind(cls, v: Any) -> Any:
+        # one message for every wrong kind (true, null, a list) instead of one per member of the union
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError(f"expected {TIMESTAMP_FORMATS}")
+        if isinstance(v, str) and len(v) > 64:
+            raise ValueError("a timestamp string is at most 64 characters")
+        return v
 
 
 class EventBatch(_Strict):
@@ -115,8 +141,29 @@ class EventBatch(_Strict):
 
 class EventsResponse(BaseModel):
     stored: int
-    duplicates: int
+    duplicates: int = Field(description="events whose event_id is already stored with the same payload")
     unknown_items: int = Field(description="events on items the current model does not know (stored anyway)")
+
+
+class EventPayload(BaseModel):
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp: int = Field(description="unix seconds")
+
+
+class EventConflict(BaseModel):
+    field: str = Field(description="the request field, e.g. events[3].event_id")
+    index: int
+    event_id: str
+    sent: EventPayload
+    existing: EventPayload
+    existing_index: int | None = Field(description="null: already stored; else an earlier event of this batch")
+
+
+class ConflictResponse(BaseModel):
+    error: str
+    conflicts: list[EventConflict]
 
 
 class HistoryEvent(BaseModel):
@@ -220,7 +267,10 @@ class _TooLarge(Exception):
 
 
 class BodyLimitAndMetrics:
-    """Pure ASGI middleware: 413 for bodies over the limit, request counts and latency per route template."""
+    """Pure ASGI middleware: 413 for bodies over the limit, request counts and latency per route template.
+
+    Labels come from bounded sets: the app's route templates and the standard HTTP methods, anything else
+    (an unknown path, an invented method) is "other"."""
 
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app, self.state = app, state
@@ -263,9 +313,10 @@ class BodyLimitAndMetrics:
             await resp(scope, receive, send)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or OTHER  # a template of the app's own routes: bounded
+            method = bounded(str(scope.get("method", "")), HTTP_METHODS)
             m = self.state.metrics
-            m.requests.inc(endpoint=endpoint, method=scope.get("method", ""), status=str(status))
+            m.requests.inc(endpoint=endpoint, method=method, status=status_class(status))
             m.latency.observe(time.perf_counter() - t0, endpoint=endpoint)
 
 
@@ -285,6 +336,7 @@ def create_app(
     says when). workers: how many processes serve this port (reload is refused when more than one)."""
     if bundle is None and run_dir is None:
         raise ValueError("create_app needs run_dir or bundle")
+    config.validate()  # a wrong type is a start-up error, not a 500 on the first request that reads it
     metrics = ServingMetrics()
     state = ServerState(config, store or open_store(config.store), metrics)
     state.bundle = bundle
@@ -325,6 +377,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _unprocessable(list(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404 / 405 in the same {"error": ...} shape as every other error, naming what was asked for
+        asked = f"{request.method[:16]} {request.url.path[:200]}"
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": f"{asked}: {exc.detail}"}, headers=exc.headers
+        )
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
@@ -437,14 +497,35 @@ def create_app(
         )
 
     # ---- events ----
-    @app.post("/v1/events", response_model=EventsResponse, tags=["events"])
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        tags=["events"],
+        responses={
+            409: {"model": ConflictResponse, "description": "an event_id reused with another payload: nothing stored"},
+            413: {"description": "more than max_batch events"},
+            422: {"description": "a field is invalid, e.g. events[2].timestamp unparseable or in the future"},
+        },
+    )
     def events(batch: EventBatch) -> EventsResponse | JSONResponse:
-        """Store a batch durably (fsynced before the reply), idempotent on event_id; the user's next
-        recommendation reads them."""
+        """Store a batch durably (fsynced before the reply); the user's next recommendation reads them.
+
+        Idempotent on event_id: an id already stored (or repeated in the batch) with the same user, item,
+        type and timestamp is counted in `duplicates`, so a client can retry a batch. An id reused with a
+        DIFFERENT payload is a **409** whose `conflicts` list names each one (`events[i].event_id`, what was
+        sent, what is stored); the batch is all or nothing, so nothing of it is stored: fix or drop those
+        events and resend. Timestamps are read like the data files (epoch seconds or milliseconds, ISO 8601);
+        one more than `max_future_skew_s` (config) ahead of the server's clock is a 422 naming the field."""
         if len(batch.events) > config.max_batch:
             return _error(413, f"events: batch of {len(batch.events)} is over the limit of {config.max_batch}")
-        evs = [Event(e.event_id, e.user_id, e.item_id, e.event_type, e.timestamp) for e in batch.events]
+        seconds, errors = _event_seconds(batch.events, config.max_future_skew_s)
+        if errors:
+            return _unprocessable(errors)
+        evs = [Event(e.event_id, e.user_id, e.item_id, e.event_type, t) for e, t in zip(batch.events, seconds, strict=True)]  # fmt: skip
         res = _store_call(state.store.add, evs)
+        if res.conflicts:
+            metrics.events_conflict.inc(len(res.conflicts))
+            return _conflict_response(res.conflicts, evs)
         metrics.events_ingested.inc(res.stored)
         metrics.events_duplicate.inc(res.duplicates)
         b = state.bundle
@@ -530,6 +611,52 @@ def create_app(
 
     app.add_middleware(BodyLimitAndMetrics, state=state)
     return app
+
+
+def _event_seconds(events: list[EventIn], skew_s: int) -> tuple[list[int], list[dict[str, Any]]]:
+    """Unix seconds per event with the data reader's parser (one call for the batch), and the 422 errors:
+    unparseable, before 1970, or more than `skew_s` after the server's clock."""
+    import polars as pl
+
+    raw = [e.timestamp for e in events]
+    parsed = parse_timestamps(pl.Series("timestamp", [str(v) for v in raw], dtype=pl.Utf8)).to_list()
+    latest = time.time() + skew_s
+    errors = []
+    for i, (v, t) in enumerate(zip(raw, parsed, strict=True)):
+        if t is None:
+            msg = f"cannot parse {v!r} as a timestamp; expected {TIMESTAMP_FORMATS}"
+        elif t < 0:
+            msg = f"{v!r} is before 1970-01-01"
+        elif t > latest:
+            msg = (f"{v!r} is {_utc(t)}, more than {skew_s} s after the server's clock ({_utc(time.time())}; "
+                   "max_future_skew_s in the config); check the unit (seconds or milliseconds)")  # fmt: skip
+        else:
+            continue
+        errors.append({"loc": ["body", "events", i, "timestamp"], "msg": msg, "type": "value_error"})
+    return [int(t) if t is not None else 0 for t in parsed], errors
+
+
+def _utc(seconds: float) -> str:
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # past year 9999
+        return f"{seconds:.0f} s after 1970"
+
+
+def _conflict_response(conflicts: tuple[Conflict, ...], sent: list[Event]) -> JSONResponse:
+    def payload(e: Event) -> dict[str, Any]:
+        return {"user_id": e.user_id, "item_id": e.item_id, "event_type": e.event_type, "timestamp": int(e.timestamp)}
+
+    items = [
+        {"field": f"events[{c.index}].event_id", "index": c.index, "event_id": c.event_id,
+         "sent": payload(sent[c.index]), "existing": payload(c.existing), "existing_index": c.existing_index}
+        for c in conflicts
+    ]  # fmt: skip
+    where = ", ".join(f"{it['field']} {it['event_id']!r}" for it in items[:5]) + (" ..." if len(items) > 5 else "")
+    msg = f"{len(items)} event_id(s) reused with another payload: {where}; nothing of this batch was stored"
+    return JSONResponse(status_code=409, content={"error": msg, "conflicts": items[:1000]})
 
 
 class _NotReady(Exception):

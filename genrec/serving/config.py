@@ -5,6 +5,7 @@ store = "sqlite:///runs/events.db"
 admin_token = "change-me"           # or $GENREC_ADMIN_TOKEN; no token -> /v1/admin/reload is disabled
 max_k = 100
 max_batch = 1000
+max_future_skew_s = 86400           # POST /v1/events rejects timestamps further ahead of the server clock
 
 [rules]                             # optional: replaces the bundle's rerank rules
 exclude_seen = true
@@ -27,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,9 @@ class ServeConfig:
     max_k: int = 100  # k in [1, max_k], else 422
     max_batch: int = 1000  # events per POST /v1/events, else 413
     max_body_bytes: int = 4 * 1024 * 1024  # any body over this -> 413 before parsing
+    # an event timestamp more than this many seconds after the server's clock is a 422: a wrong unit or a
+    # typo (year 5138) would otherwise stay the user's "latest" event forever
+    max_future_skew_s: int = 86_400
     live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
     threads: int = 1  # torch intra-op threads: requests already run in parallel threads
     # requests computed at once (thread pool size): one per core. More only queues work inside the CPU: on
@@ -61,6 +67,73 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.admin_token is None:
             self.admin_token = os.environ.get("GENREC_ADMIN_TOKEN") or None
+
+    def validate(self, where: str = "config") -> ServeConfig:
+        """Types and ranges of every key: a ConfigError naming `where` (the file) and the key, at start-up
+        rather than a 500 on the first request that reads it."""
+        _check_types(self, where)
+        for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_future_skew_s < 0:
+            raise ConfigError(f"{where}: max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
+        if self.admin_token is not None and not self.admin_token.strip():
+            raise ConfigError(f"{where}: admin_token must not be blank (leave it out to disable admin endpoints)")
+        mpc = self.rules.max_per_category
+        if mpc is not None and mpc < 1:
+            raise ConfigError(f"{where}: rules.max_per_category must be a positive integer, got {mpc}")
+        return self
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list and typing.get_args(tp):
+        return f"a list of {_PLURAL.get(typing.get_args(tp)[0], 'tables')}"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list", dict: "a table"}
+    origin = typing.get_origin(tp) or tp
+    return names.get(origin, getattr(origin, "__name__", str(origin)))
+
+
+_PLURAL = {str: "strings", int: "integers", float: "numbers", bool: "true/false values"}
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        key, val = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(_matches(k, key) and _matches(v, val) for k, v in value.items())
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)  # true is not 1 in a config
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return isinstance(value, tp)
+    return isinstance(value, tp)
+
+
+def _check_types(obj: Any, where: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value, tp, key = getattr(obj, f.name), hints[f.name], f"{prefix}{f.name}"
+        if hasattr(value, "__dataclass_fields__"):
+            _check_types(value, where, f"{key}.")
+        elif isinstance(value, list) and value and all(hasattr(v, "__dataclass_fields__") for v in value):
+            for i, v in enumerate(value):
+                _check_types(v, where, f"{key}[{i}].")
+        elif not _matches(value, tp):
+            raise ConfigError(f"{where}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r:.60}")
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -102,8 +175,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServeConfig
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a table of settings at the top level")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = _build(ServeConfig, data, str(path or "config"))
-    for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ConfigError(f"{path or 'config'}: {name} must be a positive integer")
-    return cfg
+    return _build(ServeConfig, data, str(path or "config")).validate(str(path or "config"))

@@ -22,6 +22,22 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+# Label values come from bounded sets, so a client inventing methods or paths cannot grow /metrics: anything
+# outside the set is "other" (route templates, not raw paths, name endpoints).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+
+
+def bounded(value: str, allowed: frozenset[str] | set[str]) -> str:
+    """`value` if it is one of `allowed`, else "other"."""
+    return value if value in allowed else OTHER
+
+
+def status_class(status: int) -> str:
+    """An HTTP status as a label: the code itself for 100-599, else "other"."""
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -144,7 +160,8 @@ class ServingMetrics:
         self.latency = r.histogram("genrec_request_latency_seconds", "End-to-end request latency inside the server", ("endpoint",))  # fmt: skip
         self.stage_latency = r.histogram("genrec_stage_latency_seconds", "Latency of each recommendation stage", ("stage",))  # fmt: skip
         self.events_ingested = r.counter("genrec_events_ingested_total", "Events stored (new event_ids)")
-        self.events_duplicate = r.counter("genrec_events_duplicate_total", "Events skipped as already stored (same event_id)")  # fmt: skip
+        self.events_duplicate = r.counter("genrec_events_duplicate_total", "Events skipped as already stored (same event_id and payload)")  # fmt: skip
+        self.events_conflict = r.counter("genrec_events_conflict_total", "Events rejected with 409: an event_id reused with another payload")  # fmt: skip
         self.recommendations = r.counter("genrec_recommendations_total", "Recommendation responses by path", ("path",))  # fmt: skip
         self.reloads = r.counter("genrec_model_reloads_total", "Admin model reloads by outcome", ("outcome",))
 

@@ -1,15 +1,17 @@
 """Durable event stores for live user history: SQLite in WAL mode (embedded default) and Redis (many replicas).
 
 store = open_store("sqlite:///var/genrec/events.db")   # or "redis://127.0.0.1:6379/0"
-store.add([Event("e1", "u7", "i42", "view", 1_700_000_000)])   -> AddResult(stored=1, duplicates=0)
+store.add([Event("e1", "u7", "i42", "view", 1_700_000_000)])   -> AddResult(stored=1, duplicates=0, conflicts=())
 store.history("u7", limit=200)                                   -> [StoredEvent(...)], oldest first
 
 Contract shared by both stores (one test suite runs against each):
   * add() returns only once the batch is durable: SQLite commits with synchronous=FULL (WAL fsynced);
     Redis runs one Lua script per batch, and the server must run `appendonly yes` + `appendfsync always`
     for a reply to mean "on disk" (durable() reports whether it does).
-  * idempotent on event_id: a repeated id is counted as a duplicate and never stored twice; the first
-    write wins.
+  * idempotent on event_id: a repeated id with the same payload (user, item, type, timestamp) is counted
+    as a duplicate and never stored twice.
+  * an id reused with a DIFFERENT payload is a conflict: add() stores nothing of that batch and returns
+    the conflicts (the batch is all or nothing, so a client can fix it and resend it whole).
   * history() is per user in arrival order (oldest first), the last `limit` events.
 """
 
@@ -32,6 +34,10 @@ class Event:
     event_type: str
     timestamp: int  # unix seconds
 
+    def payload(self) -> tuple[str, str, str, int]:
+        """What must match for a repeated event_id to be a duplicate rather than a conflict."""
+        return (self.user_id, self.item_id, self.event_type, int(self.timestamp))
+
 
 @dataclass(frozen=True)
 class StoredEvent(Event):
@@ -39,9 +45,21 @@ class StoredEvent(Event):
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """events[index] reuses `event_id` with another payload than `existing`: the stored event, or an earlier
+    event of the same batch (existing_index)."""
+
+    index: int
+    event_id: str
+    existing: Event
+    existing_index: int | None = None  # None: `existing` is already in the store
+
+
+@dataclass(frozen=True)
 class AddResult:
     stored: int
     duplicates: int
+    conflicts: tuple[Conflict, ...] = ()  # non-empty: nothing of the batch was stored
 
 
 class EventStore(Protocol):
@@ -60,6 +78,26 @@ class EventStore(Protocol):
 
 class StoreError(ValueError):
     """A store URL that cannot be used."""
+
+
+def _first_of_each_id(events: list[Event]) -> tuple[list[tuple[int, Event]], int, list[Conflict]]:
+    """Within one batch: the first event of each id (with its index), the repeats with the same payload
+    (duplicates), and the repeats with another payload (conflicts)."""
+    first: dict[str, tuple[int, Event]] = {}
+    duplicates, conflicts = 0, []
+    for i, e in enumerate(events):
+        seen = first.get(e.event_id)
+        if seen is None:
+            first[e.event_id] = (i, e)
+        elif seen[1].payload() == e.payload():
+            duplicates += 1
+        else:
+            conflicts.append(Conflict(i, e.event_id, _plain(seen[1]), existing_index=seen[0]))
+    return list(first.values()), duplicates, conflicts
+
+
+def _plain(e: Event) -> Event:
+    return Event(e.event_id, e.user_id, e.item_id, e.event_type, int(e.timestamp))
 
 
 def open_store(url: str) -> EventStore:
@@ -127,23 +165,46 @@ class SQLiteStore:
     def add(self, events: list[Event]) -> AddResult:
         if not events:
             return AddResult(0, 0)
-        rows = [(e.event_id, e.user_id, e.item_id, e.event_type, int(e.timestamp)) for e in events]
+        unique, duplicates, conflicts = _first_of_each_id(events)
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                before = conn.total_changes
+                stored_rows = self._existing(conn, [e.event_id for _, e in unique])
+                new = []
+                for i, e in unique:
+                    old = stored_rows.get(e.event_id)
+                    if old is None:
+                        new.append((e.event_id, e.user_id, e.item_id, e.event_type, int(e.timestamp)))
+                    elif old.payload() == e.payload():
+                        duplicates += 1
+                    else:
+                        conflicts.append(Conflict(i, e.event_id, old))
+                if conflicts:
+                    conn.execute("ROLLBACK")
+                    return AddResult(0, 0, tuple(sorted(conflicts, key=lambda c: c.index)))
                 conn.executemany(
-                    "INSERT OR IGNORE INTO events (event_id, user_id, item_id, event_type, timestamp) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
+                    "INSERT INTO events (event_id, user_id, item_id, event_type, timestamp) VALUES (?, ?, ?, ?, ?)",
+                    new,
                 )
-                stored = conn.total_changes - before
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return AddResult(stored, len(rows) - stored)
+        return AddResult(len(new), duplicates)
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, ids: list[str], chunk: int = 500) -> dict[str, Event]:
+        out: dict[str, Event] = {}
+        for p in range(0, len(ids), chunk):  # stay under SQLite's bound-parameter limit
+            part = ids[p : p + chunk]
+            rows = conn.execute(
+                "SELECT event_id, user_id, item_id, event_type, timestamp FROM events "
+                f"WHERE event_id IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            out.update((r[0], Event(*r)) for r in rows)
+        return out
 
     def history(self, user_id: str, limit: int) -> list[StoredEvent]:
         rows = (
@@ -202,24 +263,42 @@ class SQLiteStore:
 # Redis
 # ---------------------------------------------------------------------------------------------------
 
-# KEYS: none (single instance). ARGV: prefix, then 5 fields per event. Per event, atomically:
-# if {p}ev:{id} is new: SET it to the payload, RPUSH {p}u:{user} payload, SADD {p}items item, INCR {p}n.
+# KEYS: none (single instance). ARGV: prefix, then 5 fields per event (event ids unique within the call).
+# Atomically: first check every id; if any {p}ev:{id} holds another payload, write nothing and return the
+# conflicts. Else per new id: SET {p}ev:{id} to the payload, RPUSH {p}u:{user} payload, SADD {p}items item,
+# INCR {p}n. Returns {stored, duplicates, then (argument position, stored payload) per conflict}.
 _ADD_SCRIPT = """
 local p = ARGV[1]
-local stored = 0
+local duplicates, new, conflicts = 0, {}, {}
 for i = 2, #ARGV, 5 do
-  local id, user, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('EXISTS', p .. 'ev:' .. id) == 0 then
-    local seq = redis.call('INCR', p .. 'seq')
-    local payload = cjson.encode({id, user, item, ARGV[i + 3], tonumber(ARGV[i + 4]), seq})
-    redis.call('SET', p .. 'ev:' .. id, payload)
-    redis.call('RPUSH', p .. 'u:' .. user, payload)
-    redis.call('SADD', p .. 'items', item)
-    redis.call('INCR', p .. 'n')
-    stored = stored + 1
+  local old = redis.call('GET', p .. 'ev:' .. ARGV[i])
+  if not old then
+    new[#new + 1] = i
+  else
+    local e = cjson.decode(old)
+    if e[2] == ARGV[i + 1] and e[3] == ARGV[i + 2] and e[4] == ARGV[i + 3] and e[5] == tonumber(ARGV[i + 4]) then
+      duplicates = duplicates + 1
+    else
+      conflicts[#conflicts + 1] = (i - 2) / 5
+      conflicts[#conflicts + 1] = old
+    end
   end
 end
-return stored
+if #conflicts > 0 then
+  local out = {0, 0}
+  for _, v in ipairs(conflicts) do out[#out + 1] = v end
+  return out
+end
+for _, i in ipairs(new) do
+  local id, user, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local seq = redis.call('INCR', p .. 'seq')
+  local payload = cjson.encode({id, user, item, ARGV[i + 3], tonumber(ARGV[i + 4]), seq})
+  redis.call('SET', p .. 'ev:' .. id, payload)
+  redis.call('RPUSH', p .. 'u:' .. user, payload)
+  redis.call('SADD', p .. 'items', item)
+  redis.call('INCR', p .. 'n')
+end
+return {#new, duplicates}
 """
 
 
@@ -244,11 +323,17 @@ class RedisStore:
     def add(self, events: list[Event]) -> AddResult:
         if not events:
             return AddResult(0, 0)
+        unique, duplicates, conflicts = _first_of_each_id(events)
+        if conflicts:  # inside the batch: nothing to ask the server
+            return AddResult(0, 0, tuple(conflicts))
         args: list[str | int] = [self.prefix]
-        for e in events:
+        for _, e in unique:
             args += [e.event_id, e.user_id, e.item_id, e.event_type, int(e.timestamp)]
-        stored = int(self._add(keys=[], args=args))
-        return AddResult(stored, len(events) - stored)
+        stored, dups, *rest = self._add(keys=[], args=args)
+        if rest:
+            found = [Conflict(unique[int(j)][0], unique[int(j)][1].event_id, _plain(self._parse(old))) for j, old in zip(rest[::2], rest[1::2], strict=True)]  # fmt: skip
+            return AddResult(0, 0, tuple(sorted(found, key=lambda c: c.index)))
+        return AddResult(int(stored), duplicates + int(dups))
 
     def history(self, user_id: str, limit: int) -> list[StoredEvent]:
         return [self._parse(p) for p in self._client.lrange(f"{self.prefix}u:{user_id}", -int(limit), -1)]

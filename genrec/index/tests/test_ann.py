@@ -36,3 +36,20 @@ def test_ann_recall_against_exact(kind, tmp_path):
     ann.save(tmp_path / kind)
     again = load_index(tmp_path / kind)
     assert (again.search(q[:5], 10)[1] == ann.search(q[:5], 10)[1]).all()
+
+
+def test_ivf_trains_on_a_sample_when_asked():
+    x, q = clustered()
+    exact = ExactIndex(x)
+    full = FaissIndex.build(x, kind="ivf", nlist=40, nprobe=8)
+    sampled = FaissIndex.build(x, kind="ivf", nlist=40, nprobe=8, train_size=800)  # 20 points per cell
+    assert sampled.index.is_trained and sampled.index.ntotal == len(x)
+    r_full = recall_vs_exact(full, exact, q, k=50)["recall@50"]
+    r_sampled = recall_vs_exact(sampled, exact, q, k=50)["recall@50"]
+    assert r_sampled > 0.9 and abs(r_full - r_sampled) < 0.05
+    # a different sample gives other centroids: the argument is used
+    assert not np.allclose(faiss_centroids(full), faiss_centroids(sampled))
+
+
+def faiss_centroids(ix: FaissIndex) -> np.ndarray:
+    return ix.index.quantizer.reconstruct_n(0, ix.index.nlist)

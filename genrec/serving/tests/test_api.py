@@ -17,7 +17,7 @@ from genrec.serving.pipeline import ServingModel
 from genrec.serving.store import SQLiteStore
 from genrec.serving.tests.conftest import TOKEN
 
-TS = 1_800_000_000
+TS = 1_750_000_000  # in the past: the API rejects timestamps over a day ahead of its clock
 
 
 @pytest.fixture
@@ -138,6 +138,13 @@ def test_bad_input_is_422_naming_the_field(client: TestClient) -> None:
     assert client.post("/v1/events", json={"events": []}).status_code == 422
 
 
+def test_unknown_paths_and_methods_are_errors_in_the_same_shape(client: TestClient) -> None:
+    r = client.get("/v2/nothing-here")
+    assert r.status_code == 404 and r.json() == {"error": "GET /v2/nothing-here: Not Found"}
+    r = client.request("BREW", "/v1/recommend")
+    assert r.status_code == 405 and r.json()["error"].startswith("BREW /v1/recommend") and r.headers["allow"] == "POST"
+
+
 def test_oversize_is_413(client: TestClient) -> None:
     big = events(*[(f"b{i}", "u", "i") for i in range(51)])  # max_batch = 50
     r = client.post("/v1/events", json=big)
@@ -238,3 +245,92 @@ def test_new_item_is_served_once_a_model_knows_it(client: TestClient, bundle: Se
     assert [(it["item_id"], it["stage"]) for it in got] == [("sku-new", "hstu")]
     # the shopper's stored event now counts as history the model reads, and the item is excluded as seen
     assert rec(client, shopper, k=5, filters={"category": "new-cat"})["items"] == []
+
+
+def test_events_accept_the_readers_timestamp_formats(client: TestClient) -> None:
+    sent = [1_714_564_800, 1_714_564_800_000, "1714564800", 1_714_564_800.9, "2024-05-01T12:00:00Z",
+            "2024-05-01T14:00:00+02:00", "2024-05-01 12:00:00", "2024-05-01"]  # fmt: skip
+    body = {"events": [{"event_id": f"t{n}", "user_id": "clock", "item_id": "i", "event_type": "view", "timestamp": t} for n, t in enumerate(sent)]}  # fmt: skip
+    r = client.post("/v1/events", json=body)
+    assert r.status_code == 200 and r.json()["stored"] == len(sent), r.text
+    got = [e["timestamp"] for e in client.get("/v1/users/clock/history").json()["events"]]
+    assert sorted(got) == [1_714_521_600] + [1_714_564_800] * 7  # all noon UTC, the bare date its midnight
+    # the same instant written another way is the same payload: a duplicate, not a conflict
+    same = {"events": [{**body["events"][0], "timestamp": "2024-05-01T12:00:00Z"}]}
+    assert client.post("/v1/events", json=same).json()["duplicates"] == 1
+
+
+def test_unparseable_negative_or_future_timestamps_are_422_naming_the_field(client: TestClient) -> None:
+    import time
+
+    now = int(time.time())
+    cases = {"01/05/2024 12:00": "cannot parse", True: "expected unix seconds", None: "expected unix seconds",
+             -5: "before 1970", now + 2 * 86_400: "after the server's clock", 5138 * 10**7: "after the server's clock",
+             "5138-01-01": "after the server's clock"}  # fmt: skip
+    for value, message in cases.items():
+        body = events(("f0", "u", "i"), ("f1", "u", "i"))
+        body["events"][1]["timestamp"] = value
+        r = client.post("/v1/events", json=body)
+        assert r.status_code == 422, (value, r.text)
+        assert "body.events[1].timestamp" in r.json()["error"] and message in r.json()["error"], (value, r.text)
+        assert "Traceback" not in r.text
+    assert client.get("/v1/users/u/history").status_code == 404  # nothing of a rejected batch was stored
+    # within the skew (default one day) a client clock running ahead is fine
+    ahead = events(("f2", "u", "i"), ts=now + 3600)
+    assert client.post("/v1/events", json=ahead).status_code == 200
+
+
+def test_future_skew_is_configurable(bundle: ServingModel, tmp_path: Path) -> None:
+    import time
+
+    cfg = ServeConfig(store=f"sqlite:///{tmp_path}/ev.db", max_future_skew_s=10 * 86_400)
+    with TestClient(create_app(cfg, bundle=bundle)) as c:
+        assert c.post("/v1/events", json=events(("s0", "u", "i"), ts=int(time.time()) + 5 * 86_400)).status_code == 200
+        assert c.post("/v1/events", json=events(("s1", "u", "i"), ts=int(time.time()) + 11 * 86_400)).status_code == 422
+
+
+def test_reused_event_id_with_another_payload_is_409_listing_the_conflicts(client: TestClient) -> None:
+    assert client.post("/v1/events", json=events(("c1", "u", "i1"), ("c2", "u", "i2"))).json()["stored"] == 2
+    again = events(("c3", "u", "i3"), ("c1", "u", "i1"), ("c2", "u", "OTHER"))  # new, conflict (timestamp), conflict
+    r = client.post("/v1/events", json=again)
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert "events[1].event_id 'c1'" in body["error"] and "events[2].event_id 'c2'" in body["error"]
+    assert [(c["field"], c["event_id"], c["existing_index"]) for c in body["conflicts"]] == [
+        ("events[1].event_id", "c1", None), ("events[2].event_id", "c2", None)]  # fmt: skip
+    c2 = body["conflicts"][1]
+    assert c2["sent"]["item_id"] == "OTHER" and c2["existing"] == {"user_id": "u", "item_id": "i2", "event_type": "view", "timestamp": TS + 1}  # fmt: skip
+    hist = client.get("/v1/users/u/history").json()
+    assert [e["event_id"] for e in hist["events"]] == ["c1", "c2"]  # c3 was not stored either: all or nothing
+    # a conflict inside one batch names the earlier event
+    r = client.post("/v1/events", json={"events": [events(("d1", "u", "i1"))["events"][0], events(("d1", "u", "i9"))["events"][0]]})  # fmt: skip
+    assert r.status_code == 409 and r.json()["conflicts"][0]["existing_index"] == 0
+    assert "genrec_events_conflict_total 3" in client.get("/metrics").text
+    spec = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]
+    assert "409" in spec["responses"] and "conflicts" in spec["description"]
+
+
+def test_metrics_labels_stay_bounded_under_invented_methods_and_paths(client: TestClient) -> None:
+    import random
+
+    rng = random.Random(0)
+
+    def junk(n: int) -> None:
+        for i in range(n):
+            method = "".join(rng.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=rng.randint(3, 12)))
+            path = f"/{rng.randrange(10**9)}/{'x' * rng.randint(1, 50)}" if i % 3 else "/v1/recommend"
+            client.request(method if i % 2 else rng.choice(["GET", "DELETE"]), path)
+
+    def series(text: str) -> set[str]:
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    client.get("/metrics")  # the scrape's own series
+    junk(300)
+    first = series(client.get("/metrics").text)
+    junk(2700)
+    text = client.get("/metrics").text
+    assert series(text) == first and len(text) < 20_000  # 10x the junk, not one series more
+    requests = [s for s in series(text) if s.startswith("genrec_requests_total")]
+    assert 'genrec_requests_total{endpoint="other",method="other",status="404"}' in requests
+    assert 'genrec_requests_total{endpoint="/v1/recommend",method="other",status="405"}' in requests
+    assert all('method="other"' in s or any(f'method="{m}"' in s for m in ("GET", "POST", "DELETE")) for s in requests)

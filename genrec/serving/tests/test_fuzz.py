@@ -44,9 +44,12 @@ recommend_body = shaped({
 })  # fmt: skip
 event = shaped({
     "event_id": ids, "user_id": ids, "item_id": ids, "event_type": st.sampled_from(["view", "purchase", "", "a b"]) | anything,
-    "timestamp": st.integers(-10, 10**12) | anything,
+    "timestamp": st.integers(-10, 10**20) | st.floats() | st.dates().map(str) | st.datetimes().map(lambda d: d.isoformat() + "Z") | anything,
 })  # fmt: skip
 events_body = shaped({"events": st.lists(event, max_size=4) | anything})
+# the same few ids with random payloads: duplicates and conflicts, within a batch and across batches
+reused = st.fixed_dictionaries({"event_id": st.sampled_from(["r1", "r2"]), "user_id": st.sampled_from(["u1", "u2"]),
+    "item_id": st.sampled_from(["i1", "i2"]), "event_type": st.just("view"), "timestamp": st.sampled_from([1_700_000_000, "2023-11-14T22:13:20Z", 1])})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,24 @@ def test_fuzz_recommend(client: TestClient, body) -> None:
 @given(body=events_body | anything)
 def test_fuzz_events(client: TestClient, body) -> None:
     check(post(client, "/v1/events", body))
+
+
+@FUZZ
+@given(batch=st.lists(reused, min_size=1, max_size=3))
+def test_fuzz_reused_event_ids(client: TestClient, batch) -> None:
+    r = post(client, "/v1/events", {"events": batch})
+    check(r)
+    assert r.status_code in (200, 409), r.text
+    if r.status_code == 409:
+        assert r.json()["conflicts"] and all(c["field"].endswith(".event_id") for c in r.json()["conflicts"])
+
+
+@FUZZ
+@given(
+    method=st.from_regex(r"\A[A-Z]{1,10}\Z"), path=st.sampled_from(["/v1/recommend", "/v1/events", "/metrics", "/nope"])
+)
+def test_fuzz_methods(client: TestClient, method: str, path: str) -> None:
+    check(client.request(method, path))
 
 
 @FUZZ

@@ -27,10 +27,53 @@ def test_add_is_idempotent_on_event_id(store) -> None:
     res = store.add([ev(2), ev(3), ev(3)])  # a repeat from an earlier batch and one inside the batch
     assert (res.stored, res.duplicates) == (1, 2)
     assert store.count() == 3
-    # first write wins: a replay with other content does not overwrite
-    store.add([Event("e1", "u1", "other", "purchase", 5)])
+    # a replay with other content is a conflict, not a duplicate, and does not overwrite
+    res = store.add([Event("e1", "u1", "other", "purchase", 5)])
+    assert (res.stored, res.duplicates, [c.event_id for c in res.conflicts]) == (0, 0, ["e1"])
     assert store.get("e1").item_id == "i1"
     assert store.get("missing") is None
+
+
+def test_reused_event_id_with_another_payload_is_a_conflict_and_the_batch_is_not_stored(store) -> None:
+    store.add([ev(1), ev(2)])
+    changed = [
+        Event("e1", "u1", "i1", "view", 1_700_000_001 + 1),  # only the timestamp differs
+        Event("e2", "u2", "i2", "view", 1_700_000_002),  # only the user differs
+    ]
+    res = store.add([ev(9), changed[0], changed[1]])  # a new event and two conflicts
+    assert (res.stored, res.duplicates) == (0, 0)
+    assert [(c.index, c.event_id, c.existing_index) for c in res.conflicts] == [(1, "e1", None), (2, "e2", None)]
+    assert res.conflicts[0].existing == Event("e1", "u1", "i1", "view", 1_700_000_001)  # what is stored
+    assert store.count() == 2 and store.get("e9") is None  # all or nothing
+    assert store.history("u2", 10) == []
+    # inside one batch: the second use of an id with another payload names the first
+    res = store.add([ev(5), Event("e5", "u1", "i5", "purchase", 1_700_000_005)])
+    assert [(c.index, c.existing_index, c.existing.event_type) for c in res.conflicts] == [(1, 0, "view")]
+    assert store.get("e5") is None
+    # the same payload again, inside the batch and across batches, is a duplicate and the batch is stored
+    res = store.add([ev(9), ev(9), ev(1)])
+    assert (res.stored, res.duplicates, res.conflicts) == (1, 2, ())
+
+
+def test_concurrent_conflicting_writers_store_one_payload(store) -> None:
+    # 8 threads race to write the same fresh ids with their own item: each id lands once, every loser is told
+    results: dict[int, list] = {}
+
+    def writer(t: int) -> None:
+        results[t] = [store.add([Event(f"r{n}", "u", f"item-{t}", "view", 1)]) for n in range(10)]
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert store.count() == 10
+    for n in range(10):
+        winners = [t for t in range(8) if results[t][n].stored == 1]
+        losers = [t for t in range(8) if results[t][n].conflicts]
+        assert len(winners) == 1 and sorted(winners + losers) == list(range(8))
+        assert store.get(f"r{n}").item_id == f"item-{winners[0]}"
+        assert {results[t][n].conflicts[0].existing.item_id for t in losers} == {f"item-{winners[0]}"}
 
 
 def test_history_is_per_user_in_arrival_order_with_limit(store) -> None:
