@@ -39,7 +39,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -182,6 +182,40 @@ def _load_state(obj: Any, state: Any) -> None:
         obj.load_state_dict(state)
 
 
+class Checkpoint(Protocol):
+    """Where a run's state goes after each epoch. `loop` is the loop's own part (epoch, best, history, EMA,
+    RNG); an implementation saves it together with the task's model and state, and hands it back on load."""
+
+    path: Path  # named in messages
+
+    def exists(self) -> bool: ...
+
+    def save(self, loop: dict[str, Any]) -> None: ...
+
+    def load(self) -> dict[str, Any]: ...  # restores the model and the task's state in place, returns `loop`
+
+
+class FileCheckpoint:
+    """One file, written atomically: the model's state_dict, each `state` object's, and the loop's part."""
+
+    def __init__(self, path: str | Path, model: nn.Module, state: dict[str, Any] | None = None) -> None:
+        self.path, self.model, self.state = Path(path), model, state or {}
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def save(self, loop: dict[str, Any]) -> None:
+        objs = {name: _save_state(obj) for name, obj in self.state.items()}
+        atomic_save({"model": self.model.state_dict(), "state": objs, **loop}, self.path)
+
+    def load(self) -> dict[str, Any]:
+        ck = read_checkpoint(self.path)
+        self.model.load_state_dict(ck.pop("model"))
+        for name, obj in self.state.items():
+            _load_state(obj, ck["state"][name])
+        return ck
+
+
 def fit(
     model: nn.Module,
     train_epoch: Callable[[Epoch], dict[str, Any]],
@@ -189,8 +223,10 @@ def fit(
     validate: Callable[[], dict[str, float]] | None = None,
     *,
     state: dict[str, Any] | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Checkpoint | None = None,
     resume: bool = True,
+    keep_best: bool = True,
+    agree: Callable[[bool], bool] | None = None,
     on_best: Callable[[int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
     describe: Callable[[dict[str, Any]], str] | None = None,
@@ -198,7 +234,11 @@ def fit(
 ) -> LoopResult:
     """Train `model` epoch by epoch (see the module doc). Returns with the best epoch's weights in `model`.
 
-    checkpoint: rewritten atomically after every epoch; with `resume`, an existing one is continued.
+    checkpoint: a file (FileCheckpoint of the model and `state`) or a Checkpoint, rewritten after every epoch;
+        with `resume`, an existing one is continued.
+    keep_best: keep a copy of the best epoch's weights (in memory and in the checkpoint) and load it at the end;
+        False where `on_best` saves them itself (sharded tables).
+    agree(stop): one stop decision for all processes of a distributed run (e.g. stop if any rank runs out of time).
     on_best(epoch): after a new best epoch, with the (averaged) best weights in the model: save them.
     on_epoch(record): after each epoch's checkpoint; returning True stops the run (e.g. pruning a trial).
     describe(record): the middle of the epoch's printed line (default: loss and the validation metric).
@@ -206,33 +246,32 @@ def fit(
     if cfg.metric is not None and validate is None:
         raise ValueError(f"metric {cfg.metric!r} needs a validate function")
     console = console or Console()
-    state = state or {}
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     history: list[dict[str, Any]] = []
     best_score: float | None = None
     best_epoch, elapsed, start = 0, 0.0, 1
     best_weights: dict[str, torch.Tensor] | None = None
     last_cost = last_eval = 0.0  # seconds of the last epoch's whole iteration and of its validation: estimates
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and resume and path.exists():
-        ck = read_checkpoint(path)
+    ckpt = FileCheckpoint(checkpoint, model, state) if isinstance(checkpoint, str | Path) else checkpoint
+    if ckpt is not None and resume and ckpt.exists():
         try:
-            model.load_state_dict(ck["model"])
-            for name, obj in state.items():
-                _load_state(obj, ck["state"][name])
+            ck = ckpt.load()
             if ema is not None:
                 ema.load(ck["ema"])
-            torch.set_rng_state(ck["torch_rng"])
+            if "torch_rng" in ck:
+                torch.set_rng_state(ck["torch_rng"])
             history, elapsed = json.loads(ck["history_json"]), ck["elapsed"]
             best_score, best_epoch, best_weights = ck["best"], ck["best_epoch"], ck.get("best_model")
             last_cost, last_eval = ck.get("last_cost", 0.0), ck.get("last_eval", 0.0)
+            start = ck["epoch"] + 1
         except (KeyError, RuntimeError, ValueError, TypeError) as e:  # another run's or another program's file
+            if isinstance(e, CheckpointError):
+                raise
             raise CheckpointError(
-                f"{path}: checkpoint does not match this run ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
-                "use --restart to train from scratch"
+                f"{ckpt.path}: checkpoint does not match this run ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:100] if str(e) else ''}); use --restart to train from scratch"
             ) from None
-        start = ck["epoch"] + 1
-        console.print(f"[yellow]resuming from {path} after epoch {ck['epoch']} (best epoch {best_epoch})")
+        console.print(f"[yellow]resuming from {ckpt.path} after epoch {start - 1} (best epoch {best_epoch})")
 
     def averaged() -> Any:  # validate, keep and save what the run will hand back
         return ema.applied(model) if ema is not None else nullcontext()
@@ -247,7 +286,8 @@ def fit(
                 stopped = "patience"
                 break
             budget_left = cfg.time_budget_s - elapsed if cfg.time_budget_s is not None else float("inf")
-            if last_cost > budget_left or budget_left <= 0:
+            out_of_time = last_cost > budget_left or budget_left <= 0
+            if agree(out_of_time) if agree is not None else out_of_time:
                 console.print(f"time budget of {cfg.time_budget_s:.0f}s reached")
                 stopped = "time budget"
                 break
@@ -270,7 +310,7 @@ def fit(
                 improved = score is None or cfg.better(score, best_score)
                 if improved:
                     best_score, best_epoch = score, epoch
-                    if cfg.metric is not None:
+                    if cfg.metric is not None and keep_best:
                         best_weights = copy.deepcopy(model.state_dict())
                     if on_best is not None:
                         on_best(epoch)
@@ -279,11 +319,9 @@ def fit(
             elapsed += carry + t2 - t0
             rec = {"epoch": epoch, **stats, "eval_seconds": last_eval, "elapsed": elapsed, "valid": valid}
             history.append(rec)
-            if path is not None:
-                atomic_save(
+            if ckpt is not None:
+                ckpt.save(
                     {
-                        "model": model.state_dict(),
-                        "state": {name: _save_state(obj) for name, obj in state.items()},
                         **({"ema": ema.state()} if ema is not None else {}),
                         **({"best_model": best_weights} if best_weights is not None else {}),
                         "torch_rng": torch.get_rng_state(),
@@ -294,10 +332,10 @@ def fit(
                         "last_cost": t2 - t0 + carry,
                         "last_eval": last_eval,
                         "history_json": json.dumps(history),
-                    },
-                    path,
+                    }
                 )
             stop = bool(on_epoch(rec)) if on_epoch is not None else False
+            stop = agree(stop) if agree is not None else stop
             line = describe(rec) if describe is not None else _describe(rec, cfg.metric)
             console.print(
                 f"epoch {epoch:3d}  {line}"
