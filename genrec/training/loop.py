@@ -25,8 +25,9 @@ does. With `ema`, validation, the kept best weights and `on_best` all see the av
 (a refit, a fixed-epoch baseline) every epoch counts as the best: the last one is the final model.
 
 The time budget covers everything the loop runs (training, validation, checkpoints, callbacks): before each epoch
-the loop stops if the last epoch's cost would overrun the budget. A task with long epochs can also stop early
-inside one when `ep.time_left()` runs out.
+the loop stops if the last epoch's cost would overrun the budget (less `reserve_evals` validations' time, for a
+caller that scores the test split after the loop). A task with long epochs can also stop early inside one when
+`ep.time_left()` runs out.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class LoopConfig:
     patience: int | None = None  # stop after this many epochs without a better metric; None: never
     time_budget_s: float | None = None  # the whole loop, validation included, stays inside this
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay per step)
+    reserve_evals: int = 0  # keep this many validations' time of the budget free for the caller's final scoring
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -285,10 +287,13 @@ def fit(
             if cfg.patience is not None and best_epoch > 0 and epoch - best_epoch > cfg.patience:
                 stopped = "patience"
                 break
-            budget_left = cfg.time_budget_s - elapsed if cfg.time_budget_s is not None else float("inf")
+            budget_left = float("inf")
+            if cfg.time_budget_s is not None:
+                budget_left = cfg.time_budget_s - elapsed - cfg.reserve_evals * last_eval
             out_of_time = last_cost > budget_left or budget_left <= 0
             if agree(out_of_time) if agree is not None else out_of_time:
-                console.print(f"time budget of {cfg.time_budget_s:.0f}s reached")
+                of = f" ({elapsed:.0f}s of {cfg.time_budget_s:.0f}s)" if cfg.time_budget_s is not None else ""
+                console.print(f"time budget reached{of}")
                 stopped = "time budget"
                 break
             t0 = time.perf_counter()

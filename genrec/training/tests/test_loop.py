@@ -48,8 +48,10 @@ def test_unknown_metric_and_missing_validation_are_errors() -> None:
         fit(model, train_epoch, LoopConfig(epochs=1, metric="AUC"), console=QUIET)
 
 
-def test_time_budget_holds_with_validation_included() -> None:
-    # epochs of 0.25 s training + 0.15 s validation: 3 fit in 1.3 s, a 4th would end at 1.6 s
+@pytest.mark.parametrize("reserve, epochs_run", [(0, 3), (1, 2)])
+def test_time_budget_holds_with_validation_included(reserve: int, epochs_run: int) -> None:
+    # epochs of 0.25 s training + 0.15 s validation: 3 fit in 1.3 s, a 4th would end at 1.6 s;
+    # keeping one validation's time free for a final test scoring leaves room for 2
     model = torch.nn.Linear(2, 1)
 
     def train_epoch(ep: Epoch) -> dict[str, float]:
@@ -62,10 +64,11 @@ def test_time_budget_holds_with_validation_included() -> None:
 
     budget = 1.3
     t0 = time.perf_counter()
-    res = fit(model, train_epoch, LoopConfig(epochs=50, metric="AUC", time_budget_s=budget), validate, console=QUIET)
+    cfg = LoopConfig(epochs=50, metric="AUC", time_budget_s=budget, reserve_evals=reserve)
+    res = fit(model, train_epoch, cfg, validate, console=QUIET)
     wall = time.perf_counter() - t0
-    assert res.stopped == "time budget" and len(res.history) == 3
-    assert wall <= 1.1 * budget and res.elapsed <= budget
+    assert res.stopped == "time budget" and len(res.history) == epochs_run
+    assert wall + reserve * 0.15 <= 1.1 * budget and res.elapsed <= budget
     assert res.elapsed == pytest.approx(wall, abs=0.1)  # elapsed is the loop's whole time, validation included
     assert all(h["eval_seconds"] >= 0.15 for h in res.history)
 
@@ -160,6 +163,37 @@ def test_without_metric_every_epoch_is_the_final_one() -> None:
     assert bests == [1, 2, 3] and res.best_epoch == 3 and res.best_valid == {} and res.stopped == "epochs"
     assert [h["valid"] for h in res.history] == [None, None, None]
     assert torch.all(model.weight == 3)
+
+
+class MemoryCheckpoint:
+    """A Checkpoint kept in memory: the loop's part as given, the model's weights beside it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.path, self.model, self.saved = "memory", model, None
+
+    def exists(self) -> bool:
+        return self.saved is not None
+
+    def save(self, loop: dict) -> None:
+        self.saved = {"weights": {k: v.clone() for k, v in self.model.state_dict().items()}, "loop": dict(loop)}
+
+    def load(self) -> dict:
+        self.model.load_state_dict(self.saved["weights"])
+        return self.saved["loop"]
+
+
+def test_a_checkpoint_object_resumes_and_one_agreed_decision_stops_all() -> None:
+    model = torch.nn.Linear(2, 1)
+    ck = MemoryCheckpoint(model)
+    train_epoch, validate = scripted(model, [0.1, 0.2, 0.3, 0.4], "AUC")
+    fit(model, train_epoch, LoopConfig(epochs=2, metric="AUC"), validate, checkpoint=ck, keep_best=False, console=QUIET)
+    assert ck.saved["loop"]["epoch"] == 2 and "best_model" not in ck.saved["loop"]  # on_best's job, not the loop's
+    asked: list[bool] = []
+    res = fit(model, train_epoch, LoopConfig(epochs=4, metric="AUC"), validate, checkpoint=ck, keep_best=False,
+              agree=lambda stop: asked.append(stop) or len(asked) == 3, console=QUIET)  # fmt: skip
+    # resumed at epoch 3; asked before and after it: the third question (before epoch 4) is answered "stop"
+    assert [h["epoch"] for h in res.history] == [1, 2, 3] and asked == [False, False, False]
+    assert res.best_epoch == 3 and torch.all(model.weight == 3)
 
 
 @pytest.mark.parametrize("content, what", [(b"", "empty"), (b"not a zip at all", "corrupt")])
