@@ -35,8 +35,10 @@ from rich.console import Console
 
 from genrec.data.datasets import data_dir
 from genrec.features.criteo import load_criteo
-from genrec.pipeline.runs import Context, pipeline_evaluate, train_ranking_model
-from genrec.ranking.train import CTRConfig, build_ranker, ctr_metrics, fit_ctr, predict
+from genrec.pipeline.runs import Context, pipeline_evaluate
+from genrec.pipeline.train import train_ranking_model
+from genrec.ranking.inference import build_ranker, ctr_metrics, predict
+from genrec.ranking.train import CTRConfig, fit_ctr
 from genrec.runtime import setup
 from genrec.training.trainer import TrainConfig, train
 
@@ -92,10 +94,10 @@ def hstu_run(dataset: str, given: dict[str, str], runs: Path, mode: dict, ctx: C
     if dataset in given:
         return Path(given[dataset]), "given"
     default = Path("runs/bench") / f"{dataset}-hstu"
-    if (default / "best.pt").exists():
+    if (default / "manifest.json").exists():
         return default, "runs/bench"
     out = runs / dataset / "hstu"
-    if not (out / "best.pt").exists():
+    if not (out / "manifest.json").exists():
         train(TrainConfig(model="hstu", dataset=dataset, out=str(out), threads=1, **mode["hstu"]), dataset=ctx.ds,
               console=console)  # fmt: skip
     return out, f"trained here: {mode['hstu']}"

@@ -334,9 +334,11 @@ def main() -> None:
             raise SystemExit("give --run RUN_DIR (or --quick to train a small synthetic run)")
         print("training a small synthetic run for the quick benchmark ...", flush=True)
         run = quick_run(tmp)
-    vocab = json.loads((run / "vocab.json").read_text())
-    users = vocab["users"][:5000] + [f"bench-new-{i}" for i in range(200)]  # ~4% cold-start users at ML-1M size
-    items = vocab["items"]
+    from genrec.bundle import Bundle
+
+    bundle = Bundle.open(run)
+    users = bundle.user_vocab.ids[:5000] + [f"bench-new-{i}" for i in range(200)]  # ~4% cold-start users at ML-1M size
+    items = bundle.item_vocab.ids
     store = args.store or f"sqlite:///{tmp / 'events.db'}"
     port = free_port()
     log = tmp / "server.log"

@@ -102,79 +102,85 @@ def train(
                 precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
             )  # fmt: skip
         result = run_training(cfg, console=console, restart=restart)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # BundleError is a ValueError
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     table = {cfg.model: result.test, "popularity": result.popularity_test}
     console.print(metrics_table(f"test split, {cfg.dataset}" + (" (refit)" if refit_from else ""), table))
-    console.print(f"best epoch {result.best_epoch}, {result.train_seconds / 60:.1f} min; results in {out}/metrics.json")
+    console.print(
+        f"best epoch {result.best_epoch}, {result.train_seconds / 60:.1f} min; bundle in {out} (manifest.json, metrics.json)"
+    )
 
 
 @app.command()
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="a run folder written by `genrec train`"),
+    run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train`"),
     split: str = typer.Option("test", help="test | valid"),
 ) -> None:
-    """Full-catalog metrics of a run's best model (seen items excluded), next to popularity."""
-    from genrec.data.datasets import load_dataset
+    """Full-catalog metrics of a bundle's sequence model (seen items excluded), next to popularity."""
+    from genrec.bundle import Bundle, BundleError, load_sequential, write_json
     from genrec.data.sequences import leave_one_out
     from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
     from genrec.runtime import setup
-    from genrec.training.trainer import load_run, write_json
 
     setup()
-    model, meta = load_run(run_dir)
-    refit = meta["train"].get("fit", "train") == "train+valid"
+    try:
+        bundle = Bundle.open(run_dir)
+        comp = bundle.component(role="retrieval")
+        model = load_sequential(bundle, comp.name)
+        seq = bundle.sequences()
+    except BundleError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    refit = comp.config.get("train", {}).get("fit", "train") == "train+valid"
     if refit and split == "valid":
         console.print(
             f"[red]error:[/] {run_dir} is a refit: it trained on the validation events, so it has no validation split"
         )
         raise typer.Exit(2)
-    data = leave_one_out(
-        load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"]).sequences, valid_in_train=refit
-    )
+    data = leave_one_out(seq, valid_in_train=refit)
     res = evaluate_model(model, data, split)
     pop = evaluate_scorer(popularity_scorer(data), data, split, model.config.max_len)
     write_json({"split": split, "metrics": res, "popularity": pop}, Path(run_dir) / f"eval_{split}.json")
-    console.print(
-        metrics_table(f"{split} split, {meta['dataset']['name']}", {meta["train"]["model"]: res, "popularity": pop})
-    )
+    console.print(metrics_table(f"{split} split, {seq.name}", {comp.name: res, "popularity": pop}))
 
 
 @app.command()
 def recommend(
-    run_dir: Path = typer.Argument(...),
+    run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train`"),
     user: str = typer.Option(..., "--user", "-u", help="raw user id from the training data"),
     k: int = typer.Option(10, "-k"),
 ) -> None:
     """Top-k items for a known user from their whole history."""
-    from genrec.data.datasets import load_dataset
+    from genrec.bundle import Bundle, BundleError
     from genrec.serving.recommender import Recommender
-    from genrec.training.trainer import load_run
 
-    _, meta = load_run(run_dir)
-    ds = load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"])
-    seq = ds.sequences
+    try:
+        bundle = Bundle.open(run_dir)
+        rec = Recommender.from_bundle(bundle)
+        seq, catalog = bundle.sequences(), bundle.catalog()
+    except BundleError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
     if user not in seq.user_vocab:
-        console.print(f"[red]error:[/] user {user!r} is not in dataset {meta['train']['dataset']}")
+        console.print(f"[red]error:[/] user {user!r} is not in dataset {bundle.data['name']}")
         raise typer.Exit(2)
-    show_recommendations(Recommender.from_run(run_dir), ds, [user], k)
+    show_recommendations(rec, seq, catalog, [user], k)
 
 
-def show_recommendations(rec: object, ds: object, users: list[str], k: int) -> None:
-    from genrec.data.datasets import Dataset
+def show_recommendations(rec: object, seq: object, catalog: object, users: list[str], k: int) -> None:
+    from genrec.data.sequences import SequenceData
     from genrec.serving.recommender import Recommender
 
-    assert isinstance(rec, Recommender) and isinstance(ds, Dataset)
-    seq = ds.sequences
+    assert isinstance(rec, Recommender) and isinstance(seq, SequenceData)
     titles: dict[str, str] = {}
-    if ds.catalog is not None:
-        label = next((c for c in ("title", "category") if c in ds.catalog.columns), None)
+    if catalog is not None:
+        label = next((c for c in ("title", "category") if c in catalog.columns), None)
         if label:
             titles = dict(
                 zip(
-                    ds.catalog["item_id"].cast(str).to_list(),
-                    ds.catalog[label].cast(str).to_list(),
+                    catalog["item_id"].cast(str).to_list(),
+                    catalog[label].cast(str).to_list(),
                     strict=True,
                 )
             )
@@ -220,8 +226,8 @@ def quickstart(
         )
     )
     lift = result.test["NDCG@10"] / max(result.popularity_test["NDCG@10"], 1e-9)
-    console.print(f"HSTU NDCG@10 is {lift:.1f}x popularity's. Run folder: {out} (curves.png, metrics.json)")
-    show_recommendations(Recommender.from_run(out), ds, ds.sequences.user_vocab.ids[:2], 5)
+    console.print(f"HSTU NDCG@10 is {lift:.1f}x popularity's. Bundle: {out} (manifest.json, curves.png, metrics.json)")
+    show_recommendations(Recommender.from_bundle(out), ds.sequences, ds.catalog, ds.sequences.user_vocab.ids[:2], 5)
     console.print(f"next: genrec recommend {out} --user {ds.sequences.user_vocab.ids[0]} -k 10")
     console.print(json.dumps({"test": result.test["NDCG@10"], "popularity": result.popularity_test["NDCG@10"]}))
 

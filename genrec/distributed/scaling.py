@@ -27,13 +27,14 @@ import typer
 from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
+from genrec.bundle import write_json
 from genrec.data.datasets import load_dataset
 from genrec.data.sequences import leave_one_out
 from genrec.distributed.dlrm_next_item import DLRMNextItem, DLRMNextItemConfig
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.models import build_model
 from genrec.runtime import setup
-from genrec.training.trainer import TrainConfig, train_epoch, write_json
+from genrec.training.trainer import TrainConfig, train_epoch
 
 # (layers, dim) for HSTU; (dim, hidden, mlp_layers) for DLRM
 FULL_HSTU = [(1, 16), (1, 32), (2, 32), (2, 64), (4, 64), (8, 128)]

@@ -13,10 +13,11 @@ Validation: every rank scores its slice of the evaluated users (eval_users[rank:
 (gathered by chunked lookups); the ranks are all-gathered and the metrics computed once: exactly the
 single-process numbers for the same weights.
 
-Run folder: config.json, vocab.json, history.json, ckpt/last (DCP: sharded table + fused optimizer state,
-dense weights) + ckpt/last_dense_opt.pt + ckpt/last.json (resume on the same world size), ckpt/best (DCP,
-model only), and best.pt: the best model gathered into a plain SequentialModel, so `genrec evaluate`,
-`genrec recommend` and Recommender.from_run work on a distributed run as on any other.
+Run folder: history.json, ckpt/config.json (run, model, world size, plan), ckpt/last (DCP: sharded table +
+fused optimizer state, dense weights) + ckpt/last_dense_opt.pt + ckpt/last.json (resume on the same world
+size), ckpt/best (DCP, model only); at the end the folder becomes a one-component bundle (genrec/bundle.py)
+holding the best model gathered into a plain SequentialModel, so `genrec evaluate`, `genrec recommend`,
+`genrec serve` and Recommender.from_bundle work on a distributed run as on any other.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch.distributed as dist
 import typer
 from rich.console import Console
 
+from genrec.bundle import BundleWriter, atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
 from genrec.data.datasets import load_dataset
 from genrec.data.sequences import Split, leave_one_out
@@ -54,7 +56,7 @@ from genrec.evaluation.evaluate import evaluation_ranks, model_scorer
 from genrec.evaluation.metrics import metrics_from_ranks
 from genrec.runtime import setup
 from genrec.training.loop import Epoch, LoopConfig, fit
-from genrec.training.trainer import DATASET_DEFAULTS, atomic_save, load_checkpoint, write_json
+from genrec.training.trainer import DATASET_DEFAULTS
 
 
 @dataclass
@@ -177,7 +179,7 @@ class ShardedCheckpoint:
             scalars = {k: v for k, v in loop.items() if k != "torch_rng"}  # each epoch reseeds every rank
             write_json({**scalars, "world_size": self.d.world, "model": self.meta["model"]}, self.path)
             write_json(json.loads(loop["history_json"]), self.run / "history.json")
-            write_json(self.meta, self.run / "config.json")
+            write_json(self.meta, ck / "config.json")
         dist.barrier()
 
     def load(self) -> dict[str, Any]:
@@ -212,8 +214,7 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
         run.mkdir(parents=True, exist_ok=True)
         ck.mkdir(exist_ok=True)
         if not last.exists():  # a resumed run's config.json is rewritten once its checkpoint matched (save)
-            write_json(meta, run / "config.json")
-        ds.sequences.save_vocabs(run)
+            write_json(meta, ck / "config.json")
     mb = shard_bytes(dmp) / 2**20
     console.print(
         f"[bold]{cfg.model}[/] on {ds.sequences.name}, {d.world} rank(s) ({d.device.type}): "
@@ -278,7 +279,13 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
         table = module.full_table()
         if d.rank == 0:
             model = module.to_sequential(table.cpu())
-            atomic_save({"model": model.state_dict(), "epoch": best_epoch, "config": meta["model"]}, run / "best.pt")
+            best_valid = next((h.get("valid", {}) for h in history if h["epoch"] == best_epoch), {})
+            metrics = {"best_epoch": best_epoch, "best_valid": best_valid, "world_size": d.world}
+            writer = BundleWriter(run, ds, data_name=cfg.dataset)
+            config = {"model": meta["model"], "train": asdict(cfg), "world_size": d.world, "plan": meta["plan"]}
+            writer.add_component(cfg.model, cfg.model, "retrieval", config, model.state_dict(), metrics)
+            writer.set_metrics(metrics)
+            writer.commit()
         dist.barrier()
     return result
 
@@ -290,7 +297,7 @@ def load_distributed_run(run_dir: str | Path, which: str = "best") -> tuple[torc
     from genrec.models import model_from_config
 
     run = Path(run_dir)
-    meta = json.loads((run / "config.json").read_text())
+    meta = json.loads((run / "ckpt" / "config.json").read_text())
     module = ShardableSequential(model_from_config(meta["model"]), device="cpu", copy_weights=False)
     load_unsharded(run / "ckpt" / which, module)
     model = module.to_sequential(module.ec.embeddings["t_item"].weight.detach().clone())

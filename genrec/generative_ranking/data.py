@@ -94,6 +94,13 @@ def collapse_runs(
     return items[start], users[start], best, timestamps[start]
 
 
+def collapse_history(items: np.ndarray, actions: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Consecutive events on one item -> one token (first time, highest action), as in training data."""
+    users = np.zeros(len(items), np.int64)
+    items, _, actions, times = collapse_runs(items, users, actions, times)
+    return items, actions, times
+
+
 def _from_events(
     events: pl.DataFrame, name: str, levels: dict[str, int], item_vocab: Vocab | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Vocab]:

@@ -1,13 +1,13 @@
-"""Train an HSTU ranker on a dataset and keep it as a run folder that serving can load.
+"""Train an HSTU ranker on a dataset and keep it as a bundle (genrec/bundle.py) that serving can load.
 
-run_dir/ranker.pt    {"config": HSTURankerConfig dict, "model": state_dict}   (load: weights_only=True)
-run_dir/meta.json    item ids (index i <-> item_ids[i - 1]), action names, event type -> action id, tasks,
-                     the training settings and the held-out test metrics
+One ranking component "hstu-ranker": model.pt (the state dict, loaded weights_only=True); its config holds the
+HSTURankerConfig dict ("model"), item ids (index i <-> item_ids[i - 1]), action names, event type -> action
+id, tasks and the training settings ("run"); its metrics are the held-out test metrics. history.json beside.
+The ranker reads its own action data, so the bundle has no data snapshot (serving matches items by raw id).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from genrec.bundle import BundleWriter, write_json
 from genrec.generative_ranking.data import SHOP_ACTIONS, ActionSequences, load_action_dataset
 from genrec.generative_ranking.examples import eval_examples, item_statistics, popularity, split_train, train_examples
 from genrec.generative_ranking.metrics import ranking_report
 from genrec.generative_ranking.train import RankTrainConfig, fit_hstu, predict_hstu
 from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig
-from genrec.training.trainer import atomic_save, load_checkpoint, write_json
 
 
 @dataclass
@@ -91,15 +91,16 @@ def train_ranker(cfg: RankerRunConfig, out: str | Path, quiet: bool = False) -> 
     )
     history = fit_hstu(model, trx, tcfg, quiet=quiet)
     metrics = ranking_report(data.tasks, tex.labels, predict_hstu(model, tex), tex.cand_user())
-    save_ranker(out, model, data, {"run": asdict(cfg), "history": history, "test": metrics})
+    save_ranker(out, model, data, {"run": asdict(cfg)}, metrics)
+    write_json(history, Path(out) / "history.json")
     return metrics
 
 
-def save_ranker(out: str | Path, model: HSTURanker, data: ActionSequences, extra: dict[str, Any]) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_save({"config": model.config.to_dict(), "model": model.state_dict()}, out / "ranker.pt")
-    meta = {
+def save_ranker(
+    out: str | Path, model: HSTURanker, data: ActionSequences, extra: dict[str, Any], metrics: dict[str, Any]
+) -> Path:
+    config = {
+        "model": model.config.to_dict(),
         "dataset": data.name,
         "item_ids": data.item_vocab.ids,
         "action_names": data.action_names,
@@ -107,25 +108,8 @@ def save_ranker(out: str | Path, model: HSTURanker, data: ActionSequences, extra
         "tasks": data.tasks,
         **extra,
     }
-    write_json(meta, out / "meta.json")
-    return out
-
-
-def load_ranker(run_dir: str | Path) -> tuple[HSTURanker, dict[str, Any]]:
-    run = Path(run_dir)
-    if not (run / "ranker.pt").exists():
-        raise FileNotFoundError(f"{run} has no ranker.pt: train one with `genrec genrank train --out {run}`")
-    ck = load_checkpoint(run / "ranker.pt")
-    model = HSTURanker(HSTURankerConfig.from_dict(ck["config"]))
-    model.load_state_dict(ck["model"])
-    model.eval()
-    return model, json.loads((run / "meta.json").read_text())
-
-
-def collapse_history(items: np.ndarray, actions: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Consecutive events on one item -> one token (first time, highest action), as in training data."""
-    from genrec.generative_ranking.data import collapse_runs
-
-    users = np.zeros(len(items), np.int64)
-    items, _, actions, times = collapse_runs(items, users, actions, times)
-    return items, actions, times
+    writer = BundleWriter(out, None, data_name=data.name)
+    writer.add_component("hstu-ranker", "hstu-ranker", "ranking", config, model.state_dict(), metrics)
+    writer.set_metrics(metrics)
+    writer.commit()
+    return Path(out)

@@ -83,11 +83,11 @@ def train_cmd(
 
 def run_train(model: str, dataset: str, out: Path, **opts: object) -> None:
     """What genrec/cli.py's `train` calls for RANKING_MODELS (None options take the defaults)."""
-    from genrec.pipeline.runs import train_ranking_model
+    from genrec.pipeline.train import train_ranking_model
 
     try:
         train_ranking_model(model, dataset, out, console=console, **{k: v for k, v in opts.items() if v is not None})
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    console.print(f"run folder: {out} (config.json, best.pt, metrics.json)")
+    console.print(f"bundle: {out} (manifest.json, metrics.json)")

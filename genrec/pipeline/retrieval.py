@@ -22,7 +22,7 @@ from genrec.features.ranking import RankingFeaturizer
 from genrec.index.ann import FaissIndex
 from genrec.models import SequentialModel
 from genrec.models.two_tower import TwoTower
-from genrec.ranking.train import item_vectors, user_vectors
+from genrec.ranking.inference import item_vectors, user_vectors
 
 RRF_K = 60.0  # the usual reciprocal-rank-fusion constant
 

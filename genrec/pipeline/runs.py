@@ -1,52 +1,47 @@
-"""Run folders for the two-tower retriever and the rankers, and `train_ranking_model`, the CLI's entry point.
+"""Bundles for the two-tower retriever and the rankers, and `train_ranking_model`, the CLI's entry point.
 
-Two-tower run (RUN_DIR):  config.json (kind, model config with feature schemas, feature config, dataset),
-    best.pt (weights of the best validation epoch, saved atomically), history.json, metrics.json (test
-    full-catalog metrics; ANN recall@100 vs exact and latency), index/ (faiss HNSW over the item tower).
-Ranker run (dlrm | wide-deep | lr):  config.json (also the retrieval runs it was trained with and the dense
-    scaler), best.pt, history.json, metrics.json (AUC / logloss / list HR@10, NDCG@10 on test rows).
-Feature tables are rebuilt from the dataset at load time (deterministic, training statistics only); the
-stored schema is compared with the rebuilt one so a changed dataset fails loudly instead of mis-indexing.
+Two-tower bundle (genrec/bundle.py): one retrieval component "two-tower" whose config holds the model config
+    (with feature schemas), the feature config and the training settings; its files are model.pt (best
+    validation epoch), tables.npz + tables.json (the encoded feature tables) and index/ (faiss HNSW over the
+    item tower). Its metrics: test full-catalog metrics, ANN recall@100 vs exact and latency.
+Ranker bundle (dlrm | wide-deep | lr): copies of the retrieval components it was trained on (their scores are
+    its features), plus the ranking component (config: model, features, dense scaler, the retrievers' names;
+    files: model.pt, tables.npz + tables.json); metrics: AUC / logloss / list HR@10, NDCG@10 on test rows.
+Feature tables are built from the dataset once, at training, and loaded from the bundle: a bundle needs no
+dataset. history.json and metrics.json are also written beside the bundle's files for people and benchmarks.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from genrec.bundle import (
+    Bundle,
+    BundleError,
+    Component,
+    fingerprint,
+    json_bytes,
+    load_sequential,
+    npz_bytes,
+    open_bundle,
+)
 from genrec.data.datasets import Dataset, load_dataset
-from genrec.data.sequences import Split, leave_one_out
-from genrec.evaluation.evaluate import evaluate_scorer
+from genrec.data.sequences import SequenceData, Split, leave_one_out
+from genrec.features.covisit import CoVisitation
 from genrec.features.ranking import FeatureConfig, RankingFeaturizer
-from genrec.features.tables import FeatureTables, build_feature_tables
-from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
+from genrec.features.tables import EntityTable, FeatureTables, build_feature_tables
+from genrec.index.ann import FaissIndex, load_index
 from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
 from genrec.pipeline.retrieval import HSTURetriever, RetrievalStage, Retriever, TwoTowerRetriever
-from genrec.pipeline.stages import Ranker, evaluate_pipeline, training_rows
-from genrec.ranking.train import (
-    RANKERS,
-    CTRConfig,
-    DenseScaler,
-    TwoTowerTrainConfig,
-    build_ranker,
-    ctr_metrics,
-    fit_ctr,
-    fit_two_tower,
-    item_vectors,
-    predict,
-    two_tower_scorer,
-    user_vectors,
-)
-from genrec.runtime import setup
-from genrec.training.trainer import atomic_save, load_checkpoint, load_run, write_json
+from genrec.pipeline.stages import Ranker, evaluate_pipeline
+from genrec.ranking.inference import RANKERS, DenseScaler, build_ranker
 
 
 class Context:
@@ -58,93 +53,104 @@ class Context:
         self.ds = ds or load_dataset(dataset, seed=seed)
         self.split: Split = leave_one_out(self.ds.sequences)
         self.tables: FeatureTables = build_feature_tables(self.ds, self.split)
+        self.fingerprint = fingerprint(self.ds.sequences)
 
     def featurizer(self, cfg: FeatureConfig | None = None) -> RankingFeaturizer:
         return RankingFeaturizer(self.tables, self.ds.sequences, cfg)
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
-def _check_schema(stored: dict, rebuilt: FeatureSchema, run: Path) -> None:
+def _check_schema(stored: dict, rebuilt: FeatureSchema, comp: Component) -> None:
     if FeatureSchema.from_dict(stored) != rebuilt:
-        raise ValueError(f"{run}: the dataset's features no longer match the ones this run was trained on")
+        raise BundleError(f"{comp.path}: tables.npz does not give the feature schema of components.{comp.name}")
+
+
+# ---- feature tables inside a component: tables.npz (arrays, allow_pickle=False) + tables.json ---------
+
+
+def table_files(t: FeatureTables) -> dict[str, bytes]:
+    arrays: dict[str, np.ndarray] = {"category": t.category}
+    meta: dict[str, Any] = {"num_items": t.num_items, "num_users": t.num_users, "has_time": t.has_time,
+                            "num_event_types": t.num_event_types, "covisit": t.covisit is not None}  # fmt: skip
+    for side, e in (("users", t.users), ("items", t.items)):
+        meta[side] = {"cat": list(e.cat), "multi": list(e.multi), "num": list(e.num), "sizes": e.sizes}
+        for i, name in enumerate(e.cat):
+            arrays[f"{side}.cat.{i}"] = e.cat[name]
+        for i, (values, offsets) in enumerate(e.multi.values()):
+            arrays[f"{side}.multi.{i}.values"], arrays[f"{side}.multi.{i}.offsets"] = values, offsets
+        for i, name in enumerate(e.num):
+            arrays[f"{side}.num.{i}"] = e.num[name]
+    if t.covisit is not None:
+        arrays["covisit.keys"], arrays["covisit.counts"] = t.covisit.keys, t.covisit.counts
+    return {"tables.npz": npz_bytes(arrays), "tables.json": json_bytes(meta)}
+
+
+def load_tables(bundle: Bundle, comp: Component) -> FeatureTables:
+    meta, a = bundle.json(comp, "tables.json"), bundle.arrays(comp, "tables.npz")
+    try:
+        sides = {}
+        for side in ("users", "items"):
+            m = meta[side]
+            sides[side] = EntityTable(
+                cat={n: a[f"{side}.cat.{i}"] for i, n in enumerate(m["cat"])},
+                multi={n: (a[f"{side}.multi.{i}.values"], a[f"{side}.multi.{i}.offsets"]) for i, n in enumerate(m["multi"])},
+                num={n: a[f"{side}.num.{i}"] for i, n in enumerate(m["num"])},
+                sizes=dict(m["sizes"]),
+            )  # fmt: skip
+        covisit = CoVisitation(a["covisit.keys"], a["covisit.counts"], meta["num_items"]) if meta["covisit"] else None
+        return FeatureTables(sides["users"], sides["items"], a["category"], meta["num_items"], meta["num_users"],
+                             meta["has_time"], meta["num_event_types"], covisit)  # fmt: skip
+    except KeyError as e:
+        raise BundleError(f"{comp.path}/tables.npz / tables.json: missing key {e}") from None
 
 
 # ---- two-tower ---------------------------------------------------------------------------------------
 
 
-def train_two_tower(ctx: Context, out: Path, console: Console, **opts: Any) -> dict[str, Any]:
-    fcfg = FeatureConfig(history_len=opts.pop("history_len", 20))
-    feat = ctx.featurizer(fcfg)
-    mkw = {k: opts.pop(k) for k in ("dim", "emb_dim", "hidden", "temperature") if k in opts}
-    tcfg = TwoTowerTrainConfig(**opts)
-    torch.manual_seed(tcfg.seed)
-    model = TwoTower(TwoTowerConfig(feat.user_schema(), feat.item_schema(), **mkw))
-    console.print(f"[bold]two-tower[/] on {ctx.name}: {sum(p.numel() for p in model.parameters()):,} parameters")
-    history = fit_two_tower(model, feat, ctx.split, tcfg, console)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": "two-tower", "dataset": ctx.name, "model": model.config.to_dict(), "features": asdict(fcfg),
-            "train": asdict(tcfg)}  # fmt: skip
-    write_json(meta, out / "config.json")
-    atomic_save({"model": model.state_dict()}, out / "best.pt")
-    write_json(history, out / "history.json")
-    test = evaluate_scorer(two_tower_scorer(model, feat, ctx.split, "test"), ctx.split, "test", fcfg.history_len)
-    # ANN over the item tower: build, save, reload, and measure it against exact search on real queries
-    table = item_vectors(model, feat)[1:].numpy()
-    ids = np.arange(1, len(table) + 1)
-    FaissIndex.build(table, ids, kind="hnsw").save(out / "index")
-    ann = load_index(out / "index")
-    u, e, _ = ctx.split.eval_inputs("test")
-    q = user_vectors(model, feat, u[:1000], e[:1000]).numpy()
-    ann_m = recall_vs_exact(ann, ExactIndex(table, ids), q, k=min(100, len(ids)))
-    best = max(history, key=lambda h: h["valid"]["NDCG@10"])
-    metrics = {"dataset": ctx.name, "model": "two-tower", "split": "test", "metrics": test, "ann": ann_m,
-               "best_epoch": best["epoch"], "best_valid": best["valid"]}  # fmt: skip
-    write_json(metrics, out / "metrics.json")
-    console.print(
-        f"two-tower test NDCG@10 {test['NDCG@10']:.4f} HR@10 {test['HR@10']:.4f} HR@200 {test['HR@200']:.4f}; "
-        f"HNSW recall@100 {ann_m['recall@100']:.3f}, {ann_m['ann_latency_ms_p50']:.2f} ms/query "
-        f"(exact {ann_m['exact_latency_ms_p50']:.2f} ms)"
+def load_two_tower(
+    bundle: Bundle, comp: Component, data: SequenceData | None = None, use_ann: bool = True
+) -> TwoTowerRetriever:
+    """data: the sequences the queries index into (default: the bundle's own histories)."""
+    feat = RankingFeaturizer(
+        load_tables(bundle, comp), data or bundle.sequences(), FeatureConfig(**comp.config["features"])
     )
-    return metrics
-
-
-def load_two_tower(run: Path, ctx: Context, use_ann: bool = True) -> TwoTowerRetriever:
-    meta = json.loads((run / "config.json").read_text())
-    feat = ctx.featurizer(FeatureConfig(**meta["features"]))
-    cfg = dict(meta["model"])
+    cfg = dict(comp.config["model"])
     cfg.pop("kind")
     us, its = FeatureSchema.from_dict(cfg.pop("user_schema")), FeatureSchema.from_dict(cfg.pop("item_schema"))
-    _check_schema(asdict(us), feat.user_schema(), run)
-    _check_schema(asdict(its), feat.item_schema(), run)
+    _check_schema(asdict(us), feat.user_schema(), comp)
+    _check_schema(asdict(its), feat.item_schema(), comp)
     model = TwoTower(TwoTowerConfig(us, its, **cfg))
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
-    index = load_index(run / "index") if use_ann and (run / "index/index.json").exists() else None
-    return TwoTowerRetriever(model, feat, index if isinstance(index, FaissIndex) else None)
+    model.load_state_dict(bundle.state_dict(comp))
+    index = load_index(comp.path / "index") if use_ann and "index/index.json" in comp.files else None
+    return TwoTowerRetriever(model, feat, index if isinstance(index, FaissIndex) else None, name=comp.name)
 
 
-def load_retriever(run: str | Path, ctx: Context, use_ann: bool = True) -> Retriever:
-    """A two-tower run folder or any genrec sequential run (HSTU, SASRec) as a retriever on ctx's dataset."""
-    run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run} is not a run folder (no config.json)")
-    meta = json.loads(cfg_path.read_text())
-    dataset = meta.get("dataset") if meta.get("kind") == "two-tower" else meta["train"]["dataset"]
-    if dataset != ctx.name:
-        raise ValueError(f"{run} was trained on {dataset!r}, not {ctx.name!r}")
-    if meta.get("kind") == "two-tower":
-        return load_two_tower(run, ctx, use_ann)
-    model, _ = load_run(run)
-    if meta.get("dataset") != ctx.ds.sequences.summary():
-        raise ValueError(f"{run} was trained on {meta.get('dataset')}, this dataset is {ctx.ds.sequences.summary()}")
-    return HSTURetriever(model, ctx.ds.sequences, name=meta["train"]["model"])
+def load_retriever(
+    bundle: Bundle | str | Path, name: str | None = None, data: SequenceData | None = None, use_ann: bool = True
+) -> Retriever:
+    """A retrieval component (two-tower, HSTU, SASRec) of a bundle; its first one unless `name` says which.
+    data: the sequences its queries index into (default: the bundle's own histories)."""
+    b = open_bundle(bundle)
+    comp = b.component(name, role="retrieval")
+    if comp.kind == "two-tower":
+        return load_two_tower(b, comp, data, use_ann)
+    return HSTURetriever(load_sequential(b, comp.name), data or b.sequences(), name=comp.name)
+
+
+def _context_bundle(run: str | Path, ctx: Context) -> Bundle:
+    """A bundle trained on ctx's dataset (same data fingerprint), else a ValueError."""
+    b = Bundle.open(run)
+    if b.data.get("fingerprint") != ctx.fingerprint:
+        raise ValueError(f"{run} was trained on {b.data.get('name')!r} ({b.data.get('summary')}), not on {ctx.name!r}")
+    return b
 
 
 def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool = True) -> RetrievalStage:
-    retrievers = [load_retriever(r, ctx, use_ann) for r in runs]
+    """The first retriever of each bundle in `runs` (trained on ctx's dataset), over ctx's sequences."""
+    retrievers = [load_retriever(_context_bundle(r, ctx), data=ctx.ds.sequences, use_ann=use_ann) for r in runs]
     names = [r.name for r in retrievers]
     for i, r in enumerate(retrievers):  # two runs of one kind get distinct feature names
         if names.count(r.name) > 1:
@@ -152,86 +158,46 @@ def retrieval_stage(runs: list[str], ctx: Context, k: int = 200, use_ann: bool =
     return RetrievalStage(retrievers, k)
 
 
+def bundle_retrieval_stage(
+    bundle: Bundle | str | Path, data: SequenceData | None = None, k: int = 200, use_ann: bool = True
+) -> RetrievalStage:
+    """The retrievers a ranker bundle's ranking component was trained on, from the same bundle."""
+    b = open_bundle(bundle)
+    names = b.component(role="ranking").config["retriever_names"]
+    return RetrievalStage([load_retriever(b, n, data, use_ann) for n in names], k)
+
+
 # ---- rankers -----------------------------------------------------------------------------------------
 
 
-def _user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+def user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or limit >= len(users):
         return users
     return np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
 
 
-def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], console: Console, **opts: Any) -> dict:
-    setup_opts = {k: opts.pop(k) for k in ("k", "n_hard", "n_random", "max_users", "holdout", "history_len",
-                                            "use_ann", "test_users", "only_retrieved", "lists_per_user") if k in opts}  # fmt: skip
-    k = setup_opts.get("k", 200)
-    stage = retrieval_stage(retrieval, ctx, k, setup_opts.get("use_ann", True))
-    fcfg = FeatureConfig(history_len=setup_opts.get("history_len", 20), extra_dense=stage.feature_names())
-    feat = ctx.featurizer(fcfg)
-    mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
-    opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
-    ccfg = CTRConfig(**opts)
-    users = _user_subset(ctx.split.eval_users, setup_opts.get("max_users"), ccfg.seed)
-    rng = np.random.default_rng(ccfg.seed)
-    hold = rng.random(len(users)) < setup_opts.get("holdout", 0.1)
-    sample = {"n_hard": setup_opts.get("n_hard", 20), "n_random": setup_opts.get("n_random", 10)}
-    sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
-    lists = setup_opts.get("lists_per_user", 1)
-    with _progress(console) as prog:
-        tr = training_rows(stage, feat, ctx.split, "valid", users[~hold], seed=ccfg.seed, progress=prog,
-                           lists_per_user=lists, **sample)  # fmt: skip
-        va = training_rows(stage, feat, ctx.split, "valid", users[hold], seed=ccfg.seed + 1, progress=prog, **sample)
-        test_users = _user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
-        te = training_rows(stage, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
-    if min(len(tr), len(va)) == 0:
-        raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
-    scaler = DenseScaler().fit(tr.dense)
-    for rows in (tr, va, te):
-        rows.dense = scaler.transform(rows.dense)
-    torch.manual_seed(ccfg.seed)
-    model = build_ranker(kind, feat.schema(), **mkw)
-    console.print(f"[bold]{kind}[/] on {ctx.name}: {len(tr):,} training rows ({len(users[~hold]):,} users), "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters")  # fmt: skip
-    res = fit_ctr(model, tr, va, ccfg, console)
-    test = ctr_metrics(te, predict(model, te))
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
-    meta = {"kind": kind, "dataset": ctx.name, "model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg),
-            "setup": setup_opts, "retrieval": [str(r) for r in retrieval],
-            "retriever_names": [r.name for r in stage.retrievers], "scaler": asdict(scaler)}  # fmt: skip
-    write_json(meta, out / "config.json")
-    atomic_save({"model": model.state_dict()}, out / "best.pt")
-    write_json(res.history, out / "history.json")
-    metrics = {"dataset": ctx.name, "model": kind, "valid": res.best_valid, "best_epoch": res.best_epoch,
-               "test_rows": test, "rows": {"train": len(tr), "valid": len(va), "test": len(te)},
-               "note": "test rows: each test user's real next item + sampled hard (retrieved) and random negatives"}  # fmt: skip
-    write_json(metrics, out / "metrics.json")
-    console.print(f"{kind} test rows: AUC {test['AUC']:.4f} logloss {test['logloss']:.4f} "
-                  f"list HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")  # fmt: skip
-    return metrics
-
-
-def load_ranker(run: str | Path, ctx: Context, stage: RetrievalStage) -> Ranker:
-    run = Path(run)
-    if not (run / "config.json").exists():
-        raise FileNotFoundError(f"{run} is not a ranker run folder (no config.json)")
-    meta = json.loads((run / "config.json").read_text())
-    if meta.get("kind") not in RANKERS:
-        raise ValueError(f"{run} holds a {meta.get('kind')!r} run, not a ranker ({', '.join(RANKERS)})")
-    if meta["dataset"] != ctx.name:
-        raise ValueError(f"{run} was trained on {meta['dataset']!r}, not {ctx.name!r}")
+def load_ranker(
+    bundle: Bundle | str | Path, stage: RetrievalStage, data: SequenceData | None = None, name: str | None = None
+) -> Ranker:
+    """A ranking component (dlrm | wide-deep | lr) over `stage`'s candidates and retrieval features.
+    data: the sequences the rows index into (default: the bundle's own histories)."""
+    b = open_bundle(bundle)
+    comp = b.component(name, role="ranking")
+    if comp.kind not in RANKERS:
+        raise BundleError(f"{b.path}/manifest.json: components.{comp.name}.kind {comp.kind!r} is not one of {RANKERS}")
+    meta = comp.config
     fcfg = FeatureConfig(**meta["features"])
     if fcfg.extra_dense != stage.feature_names():
         raise ValueError(
-            f"{run} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
+            f"{b.path} was trained with retrieval features {fcfg.extra_dense}; the given retrieval runs give "
             f"{stage.feature_names()} (pass the same kinds of runs, in the same order, as {meta['retrieval']})"
         )
-    feat = ctx.featurizer(fcfg)
+    feat = RankingFeaturizer(load_tables(b, comp), data or b.sequences(), fcfg)
     cfg = dict(meta["model"])
-    _check_schema(cfg["schema"], feat.schema(), run)
+    _check_schema(cfg["schema"], feat.schema(), comp)
     kw = {k: v for k, v in cfg.items() if k not in ("kind", "schema")}
-    model = build_ranker(meta["kind"], feat.schema(), **kw)
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    model = build_ranker(comp.kind, feat.schema(), **kw)
+    model.load_state_dict(b.state_dict(comp))
     return Ranker(model.eval(), DenseScaler(**meta["scaler"]), feat)
 
 
@@ -240,31 +206,17 @@ def pipeline_evaluate(
     cap: int = 3, max_users: int | None = None, seed: int = 0, use_ann: bool = True, which: str = "test",
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     stage = retrieval_stage(retrieval, ctx, k, use_ann)
-    ranker = load_ranker(ranker_run, ctx, stage) if ranker_run else None
-    users = _user_subset(ctx.split.eval_users, max_users, seed)
-    with _progress(console) as prog:
+    ranker = load_ranker(_context_bundle(ranker_run, ctx), stage, ctx.ds.sequences) if ranker_run else None
+    users = user_subset(ctx.split.eval_users, max_users, seed)
+    with progress_bar(console) as prog:
         return evaluate_pipeline(stage, ctx.split, which, users, ranker, ctx.tables.category, 10, cap, progress=prog)
 
 
-def train_ranking_model(model: str, dataset: str, out: str | Path, **opts: Any) -> dict[str, Any]:
-    """Entry point for `genrec train --model {two-tower,wide-deep,dlrm,lr}`. Rankers need
-    retrieval=[RUN_DIR, ...] (HSTU and/or two-tower runs on the same dataset)."""
-    console = opts.pop("console", None) or Console()
-    setup(opts.pop("threads", None))
-    if model != "two-tower" and model not in RANKERS:
-        raise ValueError(f"unknown model {model!r}: choose from two-tower, {', '.join(RANKERS)}")
-    retrieval = opts.pop("retrieval", None)
-    if model in RANKERS and not retrieval:
-        raise ValueError(f"--model {model} needs --retrieval RUN_DIR[,RUN_DIR] (an HSTU and/or two-tower run)")
-    ctx = opts.pop("context", None) or Context(dataset, seed=opts.pop("data_seed", 42))
-    out = Path(out)
-    try:
-        if model == "two-tower":
-            return train_two_tower(ctx, out, console, **opts)
-        runs = [r for r in retrieval.split(",") if r] if isinstance(retrieval, str) else list(retrieval)
-        return train_ranker(ctx, model, out, runs, console, **opts)
-    except TypeError as e:  # an option the chosen model's config does not have
-        raise ValueError(f"bad option for --model {model}: {e}") from None
-
-
-__all__ = ["Context", "pipeline_evaluate", "train_ranking_model"]
+__all__ = [
+    "Context",
+    "bundle_retrieval_stage",
+    "load_ranker",
+    "load_retriever",
+    "load_tables",
+    "pipeline_evaluate",
+]

@@ -20,7 +20,7 @@ from genrec.evaluation.metrics import metrics_from_ranks, ranks_from_scores
 from genrec.features.jagged import Rows
 from genrec.features.ranking import RankingFeaturizer
 from genrec.pipeline.retrieval import RetrievalOutput, RetrievalStage
-from genrec.ranking.train import DenseScaler, predict
+from genrec.ranking.inference import DenseScaler, predict
 
 
 def eval_positions(

@@ -7,7 +7,7 @@ Both run genrec.training.loop and pick the epoch on validation data only; test r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,41 +21,9 @@ from genrec.data.sequences import Split
 from genrec.evaluation.evaluate import evaluate_scorer
 from genrec.features.jagged import Rows
 from genrec.features.ranking import RankingFeaturizer
-from genrec.models.dlrm import DLRM, DLRMConfig
-from genrec.models.sparse import FeatureSchema
 from genrec.models.two_tower import TwoTower
-from genrec.models.wide_deep import LinearModel, WideDeep, WideDeepConfig
-from genrec.ranking.metrics import auc, list_metrics, logloss
+from genrec.ranking.inference import ctr_metrics, predict, two_tower_scorer
 from genrec.training.loop import Epoch, LoopConfig, fit
-
-RANKERS = ("dlrm", "wide-deep", "lr")
-
-
-@dataclass
-class DenseScaler:
-    """Per-column standardisation of the dense matrix, statistics from the training rows only."""
-
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
-
-    def fit(self, x: np.ndarray) -> DenseScaler:
-        self.mean = x.mean(0).tolist()
-        self.std = np.where(x.std(0) > 1e-8, x.std(0), 1.0).tolist()
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
-
-
-def build_ranker(kind: str, schema: FeatureSchema, **kw: Any) -> nn.Module:
-    """'dlrm' | 'wide-deep' | 'lr' (logistic regression = the wide part alone)."""
-    if kind == "dlrm":
-        return DLRM(DLRMConfig(schema, **kw))
-    if kind == "wide-deep":
-        return WideDeep(WideDeepConfig(schema, **kw))
-    if kind == "lr":
-        return LinearModel(schema)
-    raise ValueError(f"unknown ranker {kind!r}: choose from {', '.join(RANKERS)}")
 
 
 @dataclass
@@ -74,24 +42,6 @@ class CTRResult:
     history: list[dict[str, Any]]  # genrec.training.loop records: epoch, loss, seconds, valid: {AUC, logloss, ...}
     best_epoch: int
     best_valid: dict[str, float]  # validation metrics of the best epoch
-
-
-@torch.no_grad()
-def predict(model: nn.Module, rows: Rows, batch_size: int = 4096) -> np.ndarray:
-    """(R,) click probabilities."""
-    model.eval()
-    out = []
-    for p in range(0, len(rows), batch_size):
-        dense, kjt, _ = rows.batch(np.arange(p, min(p + batch_size, len(rows))))
-        out.append(torch.sigmoid(model(dense, kjt)).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def ctr_metrics(rows: Rows, probs: np.ndarray) -> dict[str, float]:
-    m = {"AUC": auc(rows.labels, probs), "logloss": logloss(rows.labels, probs)}
-    if rows.groups is not None:
-        m |= list_metrics(rows.groups, rows.labels, probs, 10)
-    return m
 
 
 def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console: Console | None = None) -> CTRResult:
@@ -150,41 +100,6 @@ def log_q(split: Split) -> torch.Tensor:
     counts = np.bincount(split.train_items, minlength=split.data.num_items + 1).astype(np.float64)
     counts = np.maximum(counts, 1.0)
     return torch.from_numpy(np.log(counts / counts.sum())).float()
-
-
-@torch.no_grad()
-def item_vectors(model: TwoTower, feat: RankingFeaturizer, batch: int = 8192) -> torch.Tensor:
-    """(num_items + 1, d) item tower outputs; row 0 (padding) is zero."""
-    model.eval()
-    n = feat.t.num_items + 1
-    out = []
-    for p in range(0, n, batch):
-        dense, sp = feat.item_side(np.arange(p, min(p + batch, n)))
-        out.append(model.item_tower(torch.from_numpy(dense), sp.to_kjt()))
-    v = torch.cat(out)
-    v[0] = 0
-    return v
-
-
-@torch.no_grad()
-def user_vectors(model: TwoTower, feat: RankingFeaturizer, users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
-    """(B, d) user tower outputs for histories ending (exclusive) at `ends`."""
-    model.eval()
-    dense, sp = feat.user_side(users, ends)
-    return model.user_tower(torch.from_numpy(dense), sp.to_kjt())
-
-
-def two_tower_scorer(model: TwoTower, feat: RankingFeaturizer, split: Split, which: str):
-    """A Scorer for genrec.evaluation: full-catalog dot products for the batch's users at split `which`."""
-    table = item_vectors(model, feat)
-    drop = 2 if which == "valid" else 1
-    data = split.data
-
-    def score(batch: Any) -> torch.Tensor:
-        users = batch.users.numpy()
-        return user_vectors(model, feat, users, data.offsets[users + 1] - drop) @ table.T
-
-    return score
 
 
 def fit_two_tower(

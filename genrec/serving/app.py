@@ -444,8 +444,8 @@ def create_app(
         if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given.encode(), token.encode()):  # fmt: skip
             return JSONResponse(status_code=401, content={"error": "missing or wrong bearer token"}, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         path = Path(req.run_dir)
-        if not (path / "best.pt").is_file():
-            raise RequestError("run_dir", f"{req.run_dir!r} is not a run folder with best.pt")
+        if not (path / "manifest.json").is_file():
+            raise RequestError("run_dir", f"{req.run_dir!r} is not a bundle (no manifest.json)")
         if not state.reload_lock.acquire(blocking=False):
             return _error(409, "a reload is already in progress")
         try:

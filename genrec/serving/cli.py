@@ -18,7 +18,7 @@ console = Console(stderr=True)
 
 
 def serve(
-    run_dir: Path = typer.Argument(..., help="a run folder written by `genrec train` / `genrec quickstart`"),
+    run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train` / `genrec quickstart`"),
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
     port: int = typer.Option(8000, help="TCP port"),
     store: str | None = typer.Option(None, help="sqlite:///PATH (default: RUN_DIR/events.db) or redis://HOST:PORT/DB"),
@@ -32,15 +32,18 @@ def serve(
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from genrec.bundle import Bundle, BundleError
     from genrec.runtime import setup
     from genrec.serving.app import create_app
     from genrec.serving.config import ConfigError, load_config
     from genrec.serving.pipeline import ServingModel
     from genrec.serving.store import StoreError
 
-    if not (run_dir / "best.pt").is_file() or not (run_dir / "config.json").is_file():
-        console.print(f"[red]error:[/] {run_dir} is not a genrec run folder (needs best.pt and config.json)")
-        raise typer.Exit(2)
+    try:
+        Bundle.open(run_dir)
+    except BundleError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
     try:
         cfg = load_config(config, store=store, admin_token=admin_token, threads=threads)
         if store is None and (config is None or "store" not in _keys(config)):

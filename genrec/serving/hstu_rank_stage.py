@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from genrec.bundle import load_hstu_ranker
 from genrec.data.sequences import PAD
-from genrec.generative_ranking.run import collapse_history, load_ranker
+from genrec.generative_ranking.data import collapse_history
 from genrec.serving.pipeline import Candidates, RequestContext, ServingModel, register_stage
 
 
@@ -43,7 +44,7 @@ class HSTURankStage:
 
     def __init__(self, bundle: ServingModel, run_dir: str | Path, weights: dict[str, float] | None = None) -> None:
         self.bundle = bundle
-        self.model, self.meta = load_ranker(run_dir)
+        self.model, self.meta = load_hstu_ranker(run_dir)
         tasks = self.meta["tasks"]
         unknown = set(weights or {}) - set(tasks)
         if unknown:

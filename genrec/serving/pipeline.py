@@ -198,19 +198,6 @@ class Catalog:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
-_DATASETS: dict[tuple[str, int], Any] = {}  # (name, seed) -> Dataset: a reload on the same data is fast
-
-
-def _load_dataset(name: str, seed: int) -> Any:
-    from genrec.data.datasets import load_dataset
-
-    key = (name, seed)
-    if key not in _DATASETS:
-        _DATASETS.clear()  # keep one dataset in memory
-        _DATASETS[key] = load_dataset(name, seed=seed)
-    return _DATASETS[key]
-
-
 def _remap(seq: SequenceData, vocab: Vocab) -> np.ndarray:
     """Dataset item indices -> the run's item indices (identical unless the data changed since training)."""
     if seq.item_vocab.ids == vocab.ids:
@@ -310,22 +297,17 @@ class ServingModel:
 
     @classmethod
     def load(cls, run_dir: str | Path, config: ServeConfig) -> ServingModel:
-        from genrec.data.sequences import load_vocabs
-        from genrec.training.trainer import load_run
+        """Everything from the bundle folder (genrec/bundle.py), never from the training data."""
+        from genrec.bundle import Bundle
+        from genrec.data.datasets import Dataset
 
         run_dir = Path(run_dir)
-        model, meta = load_run(run_dir)
-        items, users, _ = load_vocabs(run_dir)
-        dataset = None
-        if config.dataset_history:
-            train = meta.get("train", {})
-            try:
-                dataset = _load_dataset(train.get("dataset", ""), int(train.get("seed", 0)))
-            except (FileNotFoundError, ValueError) as e:
-                raise FileNotFoundError(
-                    f"{e} (the run's dataset seeds known users' history; or set dataset_history = false)"
-                ) from None
-        bundle = cls(run_dir, Recommender(model, items, users), meta, config, dataset)
+        b = Bundle.open(run_dir)
+        comp = b.component(role="retrieval")
+        rec = Recommender.from_bundle(b, comp.name)
+        meta = {"train": comp.config.get("train", {}), "model": comp.config["model"], "dataset": b.data["summary"]}
+        dataset = Dataset(b.sequences(), b.catalog(), b.users()) if config.dataset_history else None
+        bundle = cls(run_dir, rec, meta, config, dataset)
         bundle.warmup()
         return bundle
 

@@ -1,6 +1,6 @@
 """Top-k recommendations from a trained run for a raw-id history: the inference entry point.
 
-rec = Recommender.from_run("runs/ml1m-hstu")
+rec = Recommender.from_bundle("runs/ml1m-hstu")
 rec.recommend(["1193", "661", "914"], k=10)  -> [("2355", 18.2), ...] (raw item ids, logits)
 rec.score_candidates(["1193", "661"], ["2355", "1"])  -> the candidates ranked, HSTU via M-FALCON
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from genrec.data.sequences import PAD, Vocab, load_vocabs
+from genrec.bundle import Bundle, BundleError, load_sequential, open_bundle
+from genrec.data.sequences import PAD, Vocab
 from genrec.models import SequentialModel
 
 
@@ -30,12 +31,13 @@ class Recommender:
         self._table: torch.Tensor | None = None  # (num_items + 1, D) cached item_table()
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Recommender:
-        from genrec.training.trainer import load_run
-
-        model, _ = load_run(run_dir)
-        items, users, _ = load_vocabs(Path(run_dir))
-        return cls(model, items, users)
+    def from_bundle(cls, bundle: str | Path | Bundle, component: str | None = None) -> Recommender:
+        """The bundle's sequence model (its first retriever unless `component` names one) and vocabularies."""
+        b = open_bundle(bundle)
+        model = load_sequential(b, component)
+        if b.item_vocab is None or b.user_vocab is None:
+            raise BundleError(f"{b.path}/manifest.json: files has no vocab.json")
+        return cls(model, b.item_vocab, b.user_vocab)
 
     @torch.no_grad()  # not inference_mode: callers edit the returned scores in place
     def scores(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:

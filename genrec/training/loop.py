@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -48,6 +47,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from genrec.bundle import atomic_save
 from genrec.training.averaging import WeightEMA
 
 MODES = ("max", "min")
@@ -55,17 +55,6 @@ MODES = ("max", "min")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read; the message is one line naming the file (the CLI prints it as is)."""
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a kill never leaves a torn checkpoint."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,13 +1,13 @@
 """Training loop for next-item models: per-epoch validation, early stopping, atomic checkpoints, resume.
 
-Run folder layout (RUN_DIR):
-    config.json        training + model config, dataset summary
-    vocab.json         item / user / event id vocabularies (stable ids for serving)
-    last.pt            model + optimizer + history, rewritten atomically after each epoch (resume)
-    best.pt            weights of the best validation epoch
+The run folder (RUN_DIR) becomes a one-component bundle (genrec/bundle.py) when training finishes: the best
+model, its vocabularies, the data snapshot and the metrics, loadable with genrec.bundle.load_sequential.
+Beside the bundle, for resume and for people:
+    last.pt            model + optimizer + history + run config, rewritten atomically after each epoch (resume)
+    best.pt            weights of the best validation epoch while training (moved into the bundle at the end)
     history.json       per-epoch loss, sequences/s, validation metrics
     curves.png         training loss and validation NDCG@10
-    metrics.json       test metrics of the best model and of the popularity baseline (scored once)
+    metrics.json       test metrics of the best model and of the popularity baseline (also the manifest's metrics)
 A refit (fit="train+valid", `genrec train --refit-from RUN`) retrains RUN's settings on train + validation
 events for the epochs RUN's validation chose, with no per-epoch validation; its last epoch is the final model.
 Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what an uninterrupted one does.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,12 +29,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from genrec.bundle import Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.memory import keep_freed_memory
-from genrec.models import SequentialModel, build_model, model_from_config
+from genrec.models import SequentialModel, build_model
 from genrec.runtime import flush_denormals, setup
 from genrec.training.averaging import WeightEMA
 from genrec.training.losses import next_item_loss
@@ -110,26 +111,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a kill never leaves a torn checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: float) -> float:
     """Multiplier of cfg.lr at this point of the run; elapsed = seconds so far (training + validation)."""
     if cfg.schedule == "constant":
@@ -141,9 +122,8 @@ def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: floa
 def refit_config(source: str | Path, out: str | Path, threads: int | None = None) -> TrainConfig:
     """The settings of a finished run, to retrain on train + validation for the epochs its validation chose."""
     src = Path(source)
-    if not (src / "metrics.json").exists():
-        raise FileNotFoundError(f"{src}/metrics.json not found: refit needs a finished `genrec train` run")
-    meta = json.loads((src / "config.json").read_text())["train"]
+    comp = Bundle.open(src).component(role="retrieval")  # BundleError: not a finished `genrec train` run
+    meta = dict(comp.config["train"])
     if meta.get("fit", "train") != "train":
         raise ValueError(f"{src} is itself a refit; refit from the run that was validated")
     if meta.get("schedule") == "cosine" and meta["time_budget_s"]:
@@ -151,7 +131,7 @@ def refit_config(source: str | Path, out: str | Path, threads: int | None = None
             f"{src} decays its lr over wall time, which a refit cannot replay; "
             "validate with --schedule cosine over --epochs instead"
         )
-    best_epoch = json.loads((src / "metrics.json").read_text())["best_epoch"]
+    best_epoch = comp.metrics["best_epoch"]
     meta.update(
         out=str(out), fit="train+valid", refit_of=str(src), time_budget_s=None, threads=threads or meta["threads"],
         betas=tuple(meta["betas"]),
@@ -295,12 +275,12 @@ def train(
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     last = run / "last.pt"
     if last.exists() and not restart:
-        old = json.loads((run / "config.json").read_text())
+        ck = load_checkpoint(last)
+        old = json.loads(ck["meta_json"])
         if old["model"] != meta["model"] or old["dataset"] != meta["dataset"] or old["train"].get("fit") != cfg.fit:
             raise SystemExit(
                 f"{run} holds a different run (model, dataset or fit differ); use --restart or another --out"
             )
-        ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if ema is not None:
@@ -309,8 +289,6 @@ def train(
         history = json.loads(history)
         start_epoch = ck["epoch"] + 1
         console.print(f"[yellow]resuming {run} after epoch {ck['epoch']} (best epoch {best_epoch})")
-    write_json(meta, run / "config.json")
-    ds.sequences.save_vocabs(run)
     n_params = sum(p.numel() for p in model.parameters())
     console.print(
         f"[bold]{cfg.model}[/] on {ds.sequences.name}: {ds.sequences.num_users:,} users, "
@@ -335,8 +313,7 @@ def train(
                 improved = valid is None or valid["NDCG@10"] > best
                 if improved:
                     best, best_epoch = (valid or {}).get("NDCG@10", -1.0), epoch
-                    state = {"model": model.state_dict(), "epoch": epoch, "config": meta["model"]}
-                    atomic_save(state, run / "best.pt")
+                    atomic_save({"model": model.state_dict(), "epoch": epoch}, run / "best.pt")
             elapsed += stats["seconds"] + stats["eval_seconds"]
             rec = {"epoch": epoch, **stats, "elapsed": elapsed, "valid": valid}
             history.append(rec)
@@ -350,6 +327,7 @@ def train(
                     "best_epoch": best_epoch,
                     "elapsed": elapsed,
                     "history_json": json.dumps(history),
+                    "meta_json": json.dumps(meta),
                 },
                 last,
             )
@@ -361,11 +339,12 @@ def train(
                 + ("  [green]best" if improved and valid else "")
                 + f"  ({elapsed / 60:.1f} min)"
             )
-    return finish(run, split, model, history, best_epoch, elapsed, cfg, device, console)
+    return finish(run, ds, split, model, history, best_epoch, elapsed, cfg, device, console)
 
 
 def finish(
     run: Path,
+    ds: Dataset,
     split: Split,
     model: SequentialModel,
     history: list[dict[str, Any]],
@@ -375,38 +354,35 @@ def finish(
     device: torch.device,
     console: Console,
 ) -> RunResult:
-    """Score the best checkpoint on the test split once, with the popularity baseline beside it."""
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    """Score the best checkpoint on the test split once, with the popularity baseline beside it; write the bundle."""
+    best = run / "best.pt"
+    if best.exists():
+        model.load_state_dict(load_checkpoint(best)["model"])
+    else:  # resumed after it had finished: the best weights are already in the bundle
+        model.load_state_dict(Bundle.open(run).state_dict(cfg.model))
     test = evaluate_model(model, split, "test", cfg.eval_batch_size, str(device))
     pop = evaluate_scorer(popularity_scorer(split), split, "test", model.config.max_len)
     best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
-    write_json(
-        {
-            "dataset": split.data.name,
-            "model": cfg.model,
-            "split": "test",
-            "metrics": test,
-            "popularity": pop,
-            "best_epoch": best_epoch,
-            "best_valid": best_valid,
-            "fit": cfg.fit,
-            "refit_of": cfg.refit_of,
-            "epochs": len(history),
-            "train_seconds": elapsed,
-        },
-        run / "metrics.json",
+    metrics = {
+        "dataset": split.data.name,
+        "model": cfg.model,
+        "split": "test",
+        "metrics": test,
+        "popularity": pop,
+        "best_epoch": best_epoch,
+        "best_valid": best_valid,
+        "fit": cfg.fit,
+        "refit_of": cfg.refit_of,
+        "epochs": len(history),
+        "train_seconds": elapsed,
+    }
+    write_json(metrics, run / "metrics.json")
+    writer = BundleWriter(run, ds, command=sys.argv, data_name=cfg.dataset)
+    config = {"model": model.config.to_dict(), "train": asdict(cfg)}
+    writer.add_component(
+        cfg.model, cfg.model, "retrieval", config, {k: v.cpu() for k, v in model.state_dict().items()}, metrics
     )
+    writer.set_metrics(metrics)
+    writer.commit()
+    best.unlink(missing_ok=True)
     return RunResult(run, history, best_epoch, best_valid, test, pop, elapsed)
-
-
-def load_run(run_dir: str | Path) -> tuple[SequentialModel, dict[str, Any]]:
-    """The best model of a run folder and its config.json; weights loaded with weights_only=True."""
-    run = Path(run_dir)
-    if not (run / "best.pt").exists():
-        raise FileNotFoundError(f"{run} has no best.pt: is it a genrec run folder that finished an epoch?")
-    ck = load_checkpoint(run / "best.pt")
-    model = model_from_config(ck["config"])
-    model.load_state_dict(ck["model"])
-    model.eval()
-    meta = json.loads((run / "config.json").read_text())
-    return model, meta

@@ -73,12 +73,12 @@ def test_two_rank_checkpoint_loads_in_one_process(runs: dict[str, Path]) -> None
 
 
 def test_distributed_run_serves(runs: dict[str, Path]) -> None:
-    """best.pt written at the end is a plain run folder: Recommender.from_run and `genrec evaluate` accept it."""
+    """The bundle written at the end holds a plain model: Recommender.from_bundle and `genrec evaluate` accept it."""
     from genrec.distributed.train import load_distributed_run
     from genrec.serving.recommender import Recommender
 
     run = runs["resumed"]
-    rec = Recommender.from_run(run)
+    rec = Recommender.from_bundle(run)
     best, _ = load_distributed_run(run, "best")
     served = rec.model.item_emb.weight.detach()
     np.testing.assert_allclose(served.numpy(), best.item_emb.weight.detach().numpy())

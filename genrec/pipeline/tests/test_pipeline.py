@@ -3,9 +3,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
-from genrec.pipeline.runs import Context, load_ranker, pipeline_evaluate, retrieval_stage, train_ranking_model
+from genrec.pipeline.runs import Context, load_ranker, pipeline_evaluate, retrieval_stage
 from genrec.pipeline.stages import recommend_pages, rerank
+from genrec.pipeline.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 
@@ -41,14 +43,18 @@ def test_pipeline_end_to_end_on_a_tiny_shop(tmp_path):
     m = train_ranking_model("dlrm", "synthetic:tiny", tmp_path / "dlrm", context=ctx, console=console, epochs=2,
                             retrieval=",".join(runs), k=50, dim=8, test_users=100, threads=1)  # fmt: skip
     assert 0.0 <= m["test_rows"]["AUC"] <= 1.0
-    for f in ("config.json", "best.pt", "metrics.json"):
-        assert (tmp_path / "dlrm" / f).exists()
+    assert (tmp_path / "dlrm" / "metrics.json").exists()
+    b = Bundle.open(tmp_path / "dlrm")  # the ranker bundle carries the retrievers it was trained on
+    assert {n: (c.kind, c.role) for n, c in b.components.items()} == {
+        "hstu": ("hstu", "retrieval"), "two-tower": ("two-tower", "retrieval"), "dlrm": ("dlrm", "ranking"),
+    }  # fmt: skip
+    assert [s["stage"] for s in b.pipeline] == ["retrieve", "retrieve", "popular", "rank", "rerank"]
     res = pipeline_evaluate(ctx, runs, str(tmp_path / "dlrm"), console, k=50, max_users=80)
     assert set(res) == {"hstu-only", "two-tower-only", "retrieval", "ranking", "rerank"}
     assert res["retrieval"]["recall@50"] == res["ranking"]["recall@50"]  # the ranker only reorders
     # final pages: k unique items, none seen, at most `cap` per category
     stage = retrieval_stage(runs, ctx, 50)
-    ranker = load_ranker(tmp_path / "dlrm", ctx, stage)
+    ranker = load_ranker(tmp_path / "dlrm", stage, ctx.ds.sequences)
     u, e, _ = ctx.split.eval_inputs("test")
     pages = recommend_pages(stage, ranker, ctx.split, u[:30], e[:30], ctx.tables.category, k=10, cap=2)
     data = ctx.split.data

@@ -5,8 +5,9 @@ from rich.console import Console
 from genrec.data.datasets import load_synthetic
 from genrec.data.sequences import leave_one_out
 from genrec.features import RankingFeaturizer, build_feature_tables
+from genrec.ranking.inference import DenseScaler, build_ranker, ctr_metrics, predict
 from genrec.ranking.metrics import auc, list_metrics
-from genrec.ranking.train import CTRConfig, DenseScaler, build_ranker, ctr_metrics, fit_ctr, predict
+from genrec.ranking.train import CTRConfig, fit_ctr
 
 
 def _rows(feat, split, which, users, n_neg, rng):

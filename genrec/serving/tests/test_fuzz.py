@@ -106,7 +106,7 @@ def test_fuzz_raw_bytes(client: TestClient, raw: bytes, ctype: str) -> None:
 def test_reload_to_odd_paths_keeps_serving(client: TestClient, bundle: ServingModel, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    (broken / "manifest.json").write_text("{not json")
     r = post(client, "/v1/admin/reload", {"run_dir": str(broken)}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 422 and "run_dir" in r.json()["error"]
     assert post(client, "/v1/recommend", {"user_id": bundle.users.ids[0], "k": 3}).status_code == 200

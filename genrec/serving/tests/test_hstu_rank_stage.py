@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genrec.generative_ranking.run import RankerRunConfig, load_ranker, train_ranker
+from genrec.bundle import load_hstu_ranker
+from genrec.generative_ranking.run import RankerRunConfig, train_ranker
 from genrec.serving.config import load_config
 from genrec.serving.pipeline import ServingModel
 from genrec.serving.store import StoredEvent
@@ -51,7 +52,7 @@ def test_hstu_rank_stage_reorders_by_its_head(tiny_run: Path, tmp_path: Path, ra
     stage = b.stages[1]
     items, actions, times = stage.history_tokens(ctx)
     assert int(actions[-1]) == 3  # the live purchase became a purchase token
-    model, meta = load_ranker(ranker_run)
+    model, meta = load_hstu_ranker(ranker_run)
     cand = torch.from_numpy(stage.to_ranker[out.items.numpy()])
     expected = model.score(items, actions, times, cand)[:, meta["tasks"].index("purchase")]
     torch.testing.assert_close(out.scores, expected)

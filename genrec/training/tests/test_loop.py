@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from genrec.training.loop import CheckpointError, Epoch, LoopConfig, atomic_save, fit, read_checkpoint
+from genrec.bundle import atomic_save
+from genrec.training.loop import CheckpointError, Epoch, LoopConfig, fit, read_checkpoint
 
 QUIET = Console(quiet=True)
 

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from genrec.bundle import Bundle, load_sequential
 from genrec.data.datasets import load_synthetic
 from genrec.training.losses import next_item_loss
 from genrec.training.trainer import TrainConfig, load_checkpoint, train
@@ -26,17 +27,23 @@ def test_short_run_beats_popularity_and_writes_run_folder(shop, tmp_path) -> Non
     assert res.best_valid["NDCG@10"] > 2.0 * _popularity_valid(shop)
     assert res.test["NDCG@10"] > 2.0 * res.popularity_test["NDCG@10"]
     for f in (
-        "config.json",
+        "manifest.json",
         "vocab.json",
-        "best.pt",
+        "histories.parquet",
+        "components/hstu/model.pt",
         "last.pt",
         "history.json",
         "curves.png",
         "metrics.json",
     ):
         assert (tmp_path / "run" / f).exists(), f
+    assert not (tmp_path / "run" / "best.pt").exists()  # moved into the bundle
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["best_epoch"] == res.best_epoch
+    bundle = Bundle.open(tmp_path / "run")
+    assert bundle.metrics == metrics and bundle.component("hstu").metrics == metrics and bundle.matches(shop.sequences)
+    model = load_sequential(bundle, "hstu")
+    assert model.config.dim == 32 and not model.training
 
 
 def _popularity_valid(shop) -> float:
@@ -202,6 +209,6 @@ def test_ema_run_saves_the_averaged_weights_and_resumes(shop, tmp_path) -> None:
         assert a["valid"]["NDCG@10"] == pytest.approx(b["valid"]["NDCG@10"], abs=1e-6)
     train(small_cfg(tmp_path / "one", epochs=1, model="sasrec", threads=1, ema=0.9), dataset=shop)
     last = load_checkpoint(tmp_path / "one" / "last.pt")
-    best = load_checkpoint(tmp_path / "one" / "best.pt")["model"]  # epoch 1 is best: it holds the average
+    best = Bundle.open(tmp_path / "one").state_dict("sasrec")  # epoch 1 is best: it holds the average
     torch.testing.assert_close(best["item_emb.weight"], last["ema"]["shadow"]["item_emb.weight"])
     assert not torch.equal(best["item_emb.weight"], last["model"]["item_emb.weight"])
