@@ -15,6 +15,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="genrec: gene
 console = Console()
 
 
+def fail(message: object) -> typer.Exit:
+    """Print a one-line error (no wrapping, no markup from the message) and give the exit code 2 to raise."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/] {escape(str(message))}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     table = Table(title=title)
     table.add_column("model")
@@ -103,8 +111,7 @@ def train(
             )  # fmt: skip
         result = run_training(cfg, console=console, restart=restart)
     except (ValueError, FileNotFoundError) as e:  # BundleError is a ValueError
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(e) from None
     table = {cfg.model: result.test, "popularity": result.popularity_test}
     console.print(metrics_table(f"test split, {cfg.dataset}" + (" (refit)" if refit_from else ""), table))
     console.print(
@@ -130,8 +137,7 @@ def evaluate(
         model = load_sequential(bundle, comp.name)
         seq = bundle.sequences()
     except BundleError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(e) from None
     refit = comp.config.get("train", {}).get("fit", "train") == "train+valid"
     if refit and split == "valid":
         console.print(
@@ -160,11 +166,9 @@ def recommend(
         rec = Recommender.from_bundle(bundle)
         seq, catalog = bundle.sequences(), bundle.catalog()
     except BundleError as e:
-        console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise fail(e) from None
     if user not in seq.user_vocab:
-        console.print(f"[red]error:[/] user {user!r} is not in dataset {bundle.data['name']}")
-        raise typer.Exit(2)
+        raise fail(f"user {user!r} is not in dataset {bundle.data['name']}")
     show_recommendations(rec, seq, catalog, [user], k)
 
 

@@ -31,6 +31,7 @@ def serve(
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
+    from rich.markup import escape
 
     from genrec.bundle import Bundle, BundleError
     from genrec.runtime import setup
@@ -42,7 +43,7 @@ def serve(
     try:
         Bundle.open(run_dir)
     except BundleError as e:
-        console.print(f"[red]error:[/] {e}")
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         cfg = load_config(config, store=store, admin_token=admin_token, threads=threads)
