@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -65,11 +66,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found; {hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (an interrupted copy?); {hint}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: anything else is torn or foreign
+        raise CheckpointError(f"{path}: checkpoint is corrupt (not a torch.save archive: a torn write?); {hint}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torn zip, pickle garbage, a non-tensor object: all unreadable the same way
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: checkpoint is corrupt ({reason}); {hint}") from None
+    except Exception as e:  # a torn archive, or objects weights_only loading refuses
+        what = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: checkpoint is corrupt ({what}); {hint}") from None
     if not isinstance(ck, dict):
         raise CheckpointError(f"{path}: not a genrec checkpoint (a {type(ck).__name__}, not a dict); {hint}")
     return ck
@@ -106,31 +109,35 @@ class LoopResult:
 
 
 class Epoch:
-    """What a task's train_epoch gets: its number, the run's time so far, and the per-step hook."""
+    """What a task's train_epoch gets: its number, the run's time so far, and the per-step hook. The loop makes
+    one per epoch; `Epoch(n)` alone (no bar, no EMA, no budget) runs a task's epoch outside the loop."""
 
-    def __init__(self, number: int, elapsed: float, left: float, ema: WeightEMA | None, model: nn.Module,
-                 progress: Progress) -> None:  # fmt: skip
+    def __init__(self, number: int, elapsed: float = 0.0, left: float = float("inf"), ema: WeightEMA | None = None,
+                 model: nn.Module | None = None, progress: Progress | None = None) -> None:  # fmt: skip
         self.number = number  # 1-based
         self.elapsed = elapsed  # seconds of the run before this epoch (training, validation, checkpoints)
         self._left, self._ema, self._model, self._progress = left, ema, model, progress
         self._t0 = time.perf_counter()
         self._sums: dict[str, float] = {}
         self._steps, self._count, self._unit = 0, 0, ""
-        self._task = progress.add_task(f"epoch {number}", total=None, stats="")
+        self._task = progress.add_task(f"epoch {number}", total=None, stats="") if progress is not None else None
 
     def start(self, total: int | None, unit: str = "") -> None:
         """Declare the epoch's length (in the units `step` advances by) for the bar, and the rate's unit."""
         self._unit = unit
-        self._progress.update(self._task, total=total)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
 
     def step(self, advance: int = 1, **values: float) -> None:
         """Call after each optimizer step: updates the EMA, averages `values` over the epoch, moves the bar."""
-        if self._ema is not None:
+        if self._ema is not None and self._model is not None:
             self._ema.update(self._model)
         for k, v in values.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._steps += 1
         self._count += advance
+        if self._progress is None or self._task is None:
+            return
         stats = "  ".join(f"{k} {s / self._steps:.4f}" for k, s in self._sums.items())
         if self._unit:
             stats += f"  {self._count / max(self.seconds(), 1e-9):,.0f} {self._unit}/s"
@@ -159,7 +166,8 @@ class Epoch:
         return self._left - self.seconds()
 
     def close(self) -> None:
-        self._progress.remove_task(self._task)
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
 
 
 def _save_state(obj: Any) -> Any:
@@ -201,9 +209,9 @@ class FileCheckpoint:
 
     def load(self) -> dict[str, Any]:
         ck = read_checkpoint(self.path)
-        self.model.load_state_dict(ck.pop("model"))
-        for name, obj in self.state.items():
+        for name, obj in self.state.items():  # first: a state object may check that the file is this run's
             _load_state(obj, ck["state"][name])
+        self.model.load_state_dict(ck.pop("model"))
         return ck
 
 
@@ -219,7 +227,7 @@ def fit(
     keep_best: bool = True,
     agree: Callable[[bool], bool] | None = None,
     on_best: Callable[[int], None] | None = None,
-    on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
+    on_epoch: Callable[[list[dict[str, Any]]], bool | None] | None = None,
     describe: Callable[[dict[str, Any]], str] | None = None,
     console: Console | None = None,
 ) -> LoopResult:
@@ -231,7 +239,8 @@ def fit(
         False where `on_best` saves them itself (sharded tables).
     agree(stop): one stop decision for all processes of a distributed run (e.g. stop if any rank runs out of time).
     on_best(epoch): after a new best epoch, with the (averaged) best weights in the model: save them.
-    on_epoch(record): after each epoch's checkpoint; returning True stops the run (e.g. pruning a trial).
+    on_epoch(history): after each epoch's checkpoint, the records so far (this epoch's last); returning True
+        stops the run (e.g. pruning a trial).
     describe(record): the middle of the epoch's printed line (default: loss and the validation metric).
     """
     if cfg.metric is not None and validate is None:
@@ -328,7 +337,7 @@ def fit(
                         "history_json": json.dumps(history),
                     }
                 )
-            stop = bool(on_epoch(rec)) if on_epoch is not None else False
+            stop = bool(on_epoch(history)) if on_epoch is not None else False
             stop = agree(stop) if agree is not None else stop
             line = describe(rec) if describe is not None else _describe(rec, cfg.metric)
             console.print(

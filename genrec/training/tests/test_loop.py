@@ -152,7 +152,7 @@ def test_on_epoch_stops_the_run_and_on_best_sees_each_better_epoch() -> None:
     train_epoch, validate = scripted(model, [0.1, 0.3, 0.2, 0.9], "AUC")
     bests: list[int] = []
     res = fit(model, train_epoch, LoopConfig(epochs=4, metric="AUC"), validate, console=QUIET,
-              on_best=bests.append, on_epoch=lambda rec: rec["epoch"] == 3)  # fmt: skip
+              on_best=bests.append, on_epoch=lambda history: history[-1]["epoch"] == 3)  # fmt: skip
     assert res.stopped == "callback" and len(res.history) == 3 and bests == [1, 2] and res.best_epoch == 2
 
 
