@@ -262,10 +262,12 @@ def train(
     console: Console | None = None,
     restart: bool = False,
     on_epoch: Callable[[list[dict[str, Any]]], bool | None] | None = None,
+    started: float | None = None,
 ) -> RunResult:
     """Train cfg.model on cfg.dataset into the run folder cfg.out (resuming its last.pt unless `restart`).
-    on_epoch(history): after each epoch; True stops the run there (a tuner pruning a trial)."""
-    t_start = time.perf_counter()
+    on_epoch(history): after each epoch; True stops the run there (a tuner pruning a trial).
+    started: the time.perf_counter() the time budget counts from (a CLI's start); default: this call's."""
+    t_start = time.perf_counter() if started is None else started
     console = console or Console()
     setup(cfg.threads)
     keep_freed_memory()  # each step reuses the last step's blocks without page faults (genrec/memory.py)
