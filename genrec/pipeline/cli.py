@@ -1,4 +1,5 @@
-"""`genrec pipeline ...` commands and the `genrec train` dispatch for two-tower / wide-deep / dlrm / lr.
+"""`genrec pipeline ...` commands (train the stack from a config file, evaluate) and the `genrec train` dispatch
+for two-tower / wide-deep / dlrm / lr.
 
 Register in genrec/cli.py:
     from genrec.pipeline.cli import pipeline_app
@@ -66,19 +67,21 @@ def evaluate(
 
 @pipeline_app.command("train")
 def train_cmd(
-    model: str = typer.Option(..., help="two-tower | wide-deep | dlrm | lr"),
-    dataset: str = typer.Option(...),
-    out: Path = typer.Option(...),
-    retrieval: str | None = typer.Option(None, help="rankers: retrieval run folders (comma-separated)"),
-    epochs: int | None = typer.Option(None),
-    lr: float | None = typer.Option(None),
-    batch_size: int | None = typer.Option(None),
-    seed: int | None = typer.Option(None),
-    threads: int | None = typer.Option(None),
+    config: Path = typer.Option(..., help="pipeline TOML: [data], [[retrieval]], [ranking], [popular], [rerank]"),
+    out: Path = typer.Option(..., help="the bundle to write (components train in OUT/work/ first)"),
 ) -> None:
-    """Same as `genrec train --model {two-tower,wide-deep,dlrm,lr}`."""
-    run_train(model, dataset, out, retrieval=retrieval, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-              threads=threads)  # fmt: skip
+    """Train the retrievers, then the ranker on their candidates, into ONE bundle (see examples/pipeline-*.toml)."""
+    from rich.markup import escape
+
+    from genrec.pipeline.config import train_pipeline
+
+    try:
+        bundle = train_pipeline(config, out, console)
+    except (ValueError, FileNotFoundError) as e:  # ConfigError and BundleError are ValueErrors
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    stages = " -> ".join(s["stage"] + (f"({s['component']})" if "component" in s else "") for s in bundle.pipeline)
+    console.print(f"bundle: {out} ({stages})")
 
 
 def run_train(model: str, dataset: str, out: Path, **opts: object) -> None:

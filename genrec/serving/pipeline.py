@@ -298,12 +298,12 @@ class ServingModel:
     @classmethod
     def load(cls, run_dir: str | Path, config: ServeConfig) -> ServingModel:
         """Everything from the bundle folder (genrec/bundle.py), never from the training data."""
-        from genrec.bundle import Bundle
+        from genrec.bundle import SEQUENTIAL_KINDS, Bundle
         from genrec.data.datasets import Dataset
 
         run_dir = Path(run_dir)
         b = Bundle.open(run_dir)
-        comp = b.component(role="retrieval")
+        comp = b.component(kinds=SEQUENTIAL_KINDS)
         rec = Recommender.from_bundle(b, comp.name)
         meta = {"train": comp.config.get("train", {}), "model": comp.config["model"], "dataset": b.data["summary"]}
         dataset = Dataset(b.sequences(), b.catalog(), b.users()) if config.dataset_history else None

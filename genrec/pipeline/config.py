@@ -1,0 +1,178 @@
+"""`genrec pipeline train --config pipeline.toml --out BUNDLE`: the whole stack from one file, into one bundle.
+
+    [data]                      dataset = "ml-1m" | "synthetic:small" | PATH, seed = 42, threads = 1
+    [[retrieval]]               one table per retriever, in stage order
+    model = "hstu"              sasrec | hstu | hstu-large: every `genrec train` flag is a key (epochs, lr,
+                                max_len, dim, layers, heads, loss, time_budget (minutes), ...); two-tower:
+                                epochs, batch_size, lr, weight_decay, max_pairs_per_epoch, patience, seed,
+                                dim, emb_dim, hidden, temperature, history_len
+    k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" (sequence models)
+    [ranking]                   optional; model = "wide-deep" | "dlrm" | "lr", trained on the retrievers'
+                                candidates: k (candidates), epochs, lr, dim, deep_layers, n_hard, ... as keys
+    [popular]                   fill_factor = 3
+    [rerank]                    exclude_seen, exclude_out_of_stock, max_per_category, boosts = [...]
+
+Each component trains into OUT/work/<name>/ (a bundle of its own, resumable), then OUT becomes one bundle
+holding every component, with manifest["pipeline"] = retrieve... -> popular -> rank -> rerank. A key that is
+not listed above is a ConfigError naming the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from genrec.bundle import Bundle, BundleWriter
+
+SEQUENTIAL = ("sasrec", "hstu", "hstu-large")
+RANKERS = ("dlrm", "wide-deep", "lr")
+
+# `genrec train` flag (as a key) -> TrainConfig field, for the flags whose names differ
+SEQ_RENAMES = {"layers": "num_layers", "heads": "num_heads", "time_budget": "time_budget_s"}
+SEQ_KEYS = ("epochs", "loss", "num_negatives", "batch_size", "lr", "weight_decay", "max_len", "dim", "layers",
+            "heads", "dropout", "temperature", "patience", "crop", "item_attributes", "ema", "seed", "threads",
+            "device", "precision", "time_budget", "schedule")  # fmt: skip
+TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len")
+RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
+                     "only_retrieved", "lists_per_user")  # fmt: skip
+RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
+STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
+DATA_KEYS = ("dataset", "seed", "threads")
+POPULAR_KEYS = ("fill_factor",)
+RERANK_KEYS = ("exclude_seen", "exclude_purchased", "exclude_out_of_stock", "max_per_category", "boosts")
+TOP_KEYS = ("data", "retrieval", "ranking", "popular", "rerank")
+
+
+class ConfigError(ValueError):
+    """A bad pipeline config: the message names the file, the table and the key."""
+
+
+def _known(model: str, table: str) -> tuple[str, ...]:
+    from genrec.ranking.train import CTRConfig, TwoTowerTrainConfig
+
+    if table == "retrieval" and model in SEQUENTIAL:
+        keys = SEQ_KEYS
+    elif table == "retrieval" and model == "two-tower":
+        keys = tuple(f.name for f in fields(TwoTowerTrainConfig)) + TWO_TOWER_MODEL_KEYS
+    elif table == "ranking" and model in RANKERS:
+        keys = tuple(f.name for f in fields(CTRConfig)) + RANKER_SETUP_KEYS + RANKER_MODEL_KEYS
+    else:
+        return ()
+    return STAGE_KEYS[table] + keys
+
+
+def _check_keys(path: Path, where: str, got: dict[str, Any], known: tuple[str, ...]) -> None:
+    for key in got:
+        if key not in known:
+            raise ConfigError(f"{path}: {where}: unknown key {key!r} (known: {', '.join(sorted(set(known)))})")
+
+
+def load_pipeline_config(path: str | Path) -> dict[str, Any]:
+    """Parse and validate a pipeline TOML file; every error is a ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    _check_keys(path, "top level", cfg, TOP_KEYS)
+    data = cfg.get("data")
+    if not isinstance(data, dict) or "dataset" not in data:
+        raise ConfigError(f"{path}: [data]: key 'dataset' missing")
+    _check_keys(path, "[data]", data, DATA_KEYS)
+    retrieval = cfg.get("retrieval")
+    if not isinstance(retrieval, list) or not retrieval:
+        raise ConfigError(f"{path}: [[retrieval]]: at least one retriever table is needed")
+    for i, r in enumerate(retrieval, 1):
+        model = r.get("model")
+        if model not in (*SEQUENTIAL, "two-tower"):
+            raise ConfigError(
+                f"{path}: [[retrieval]] #{i}: key 'model' is {model!r}; use {', '.join(SEQUENTIAL)} or two-tower"
+            )
+        _check_keys(path, f"[[retrieval]] #{i} ({model})", r, _known(model, "retrieval"))
+        if r.get("index", "exact") not in ("exact", "faiss") or (model == "two-tower" and "index" in r):
+            raise ConfigError(
+                f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss (sequence models)"
+            )
+    ranking = cfg.get("ranking")
+    if ranking is not None:
+        if not isinstance(ranking, dict) or ranking.get("model") not in RANKERS:
+            raise ConfigError(f"{path}: [ranking]: key 'model' must be one of {', '.join(RANKERS)}")
+        _check_keys(path, f"[ranking] ({ranking['model']})", ranking, _known(ranking["model"], "ranking"))
+    _check_keys(path, "[popular]", cfg.get("popular", {}), POPULAR_KEYS)
+    _check_keys(path, "[rerank]", cfg.get("rerank", {}), RERANK_KEYS)
+    return cfg
+
+
+def _sequential_config(r: dict[str, Any], dataset: str, out: Path, data: dict[str, Any]) -> Any:
+    from genrec.training.trainer import TrainConfig
+
+    kw: dict[str, Any] = {"threads": data.get("threads"), "seed": data.get("seed", 42)}
+    for key, value in r.items():
+        if key in STAGE_KEYS["retrieval"]:
+            continue
+        kw[SEQ_RENAMES.get(key, key)] = value * 60 if key == "time_budget" else value
+    return TrainConfig(model=r["model"], dataset=dataset, out=str(out), **kw)
+
+
+def train_pipeline(config: str | Path, out: str | Path, console: Console | None = None) -> Bundle:
+    """Train every component the config declares and write them as ONE bundle at `out`."""
+    from genrec.pipeline.runs import Context
+    from genrec.pipeline.train import train_ranking_model
+    from genrec.runtime import setup
+    from genrec.training.trainer import train
+
+    console = console or Console()
+    path, out = Path(config), Path(out)
+    cfg = load_pipeline_config(path)
+    data = cfg["data"]
+    setup(data.get("threads"))
+    ctx = Context(data["dataset"], seed=data.get("seed", 42))
+    work = out / "work"
+    parts: list[Path] = []
+    for r in cfg["retrieval"]:
+        model = r["model"]
+        part = work / f"{model}{len([p for p in parts if p.name.startswith(model)]) or ''}"
+        console.rule(f"retrieval: {model} -> {part}")
+        try:
+            if model == "two-tower":
+                opts = {k: v for k, v in r.items() if k not in STAGE_KEYS["retrieval"]}
+                train_ranking_model("two-tower", ctx.name, part, context=ctx, console=console,
+                                    threads=data.get("threads"), **opts)  # fmt: skip
+            else:
+                train(_sequential_config(r, ctx.name, part, data), dataset=ctx.ds, console=console)
+        except TypeError as e:
+            raise ConfigError(f"{path}: [[retrieval]] ({model}): {e}") from None
+        parts.append(part)
+    ranking = cfg.get("ranking")
+    sources = [Bundle.open(p) for p in parts]
+    if ranking is not None:
+        part = work / ranking["model"]
+        console.rule(f"ranking: {ranking['model']} on the candidates of {', '.join(p.name for p in parts)}")
+        opts = {k: v for k, v in ranking.items() if k != "model"}
+        train_ranking_model(ranking["model"], ctx.name, part, context=ctx, console=console,
+                            retrieval=[str(p) for p in parts], threads=data.get("threads"), **opts)  # fmt: skip
+        sources = [Bundle.open(part)]  # the ranker bundle carries copies of the retrievers, named as it uses them
+    writer = BundleWriter(out, ctx.ds, data_name=ctx.name)
+    for src in sources:
+        for name in src.components:
+            writer.copy_component(src, name)
+    retrievers = [n for n, c in writer.components.items() if c["role"] == "retrieval"]
+    specs: list[dict[str, Any]] = []
+    for name, r in zip(retrievers, cfg["retrieval"], strict=True):
+        spec = {"stage": "retrieve", "component": name, "k": r.get("k", 200)}
+        if r["model"] != "two-tower":
+            spec["index"] = r.get("index", "exact")
+        specs.append(spec)
+    specs.append({"stage": "popular", **{"fill_factor": 3, **cfg.get("popular", {})}})
+    if ranking is not None:
+        specs.append({"stage": "rank", "component": ranking["model"]})
+    specs.append({"stage": "rerank", **{"exclude_seen": True, "exclude_out_of_stock": True, **cfg.get("rerank", {})}})
+    writer.set_pipeline(specs)
+    writer.set_metrics({n: c["metrics"] for n, c in writer.components.items()})
+    return writer.commit()

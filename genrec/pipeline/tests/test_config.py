@@ -1,0 +1,101 @@
+"""`genrec pipeline train --config`: a bad config is one error naming the file and the key; a good one
+trains every component into ONE bundle whose manifest holds the stage list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from genrec.bundle import Bundle
+from genrec.cli import app
+from genrec.pipeline.config import ConfigError, load_pipeline_config
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+TINY = """
+[data]
+dataset = "synthetic:tiny"
+threads = 1
+
+[[retrieval]]
+model = "sasrec"
+epochs = 1
+max_len = 20
+dim = 16
+layers = 1
+k = 50
+
+[[retrieval]]
+model = "two-tower"
+epochs = 1
+
+[ranking]
+model = "lr"
+k = 30
+epochs = 1
+test_users = 50
+
+[rerank]
+max_per_category = 2
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "pipeline.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("epochs = 1\nmax_len", "epoch = 1\nmax_len"), r"\[\[retrieval\]\] #1 \(sasrec\): unknown key 'epoch'"),
+        (('model = "two-tower"', 'model = "two-tower"\nmax_len = 5'), r"#2 \(two-tower\): unknown key 'max_len'"),
+        (('model = "lr"', 'model = "lr"\nlayers = 2'), r"\[ranking\] \(lr\): unknown key 'layers'"),
+        (('model = "lr"', 'model = "gbdt"'), r"\[ranking\]: key 'model' must be one of"),
+        (('model = "sasrec"', 'model = "bert4rec"'), r"#1: key 'model' is 'bert4rec'"),
+        (("max_per_category = 2", "max_per_cat = 2"), r"\[rerank\]: unknown key 'max_per_cat'"),
+        (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'"),
+        (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'"),
+        (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing"),
+        (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss"),
+        (("[data]", "[data"), r"not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path, edit, message) -> None:
+    path = write(tmp_path, TINY.replace(*edit, 1))
+    with pytest.raises(ConfigError, match=message) as e:
+        load_pipeline_config(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_shipped_examples_are_valid() -> None:
+    for name in ("pipeline-quick.toml", "pipeline-ml1m.toml", "pipeline-beauty.toml"):
+        cfg = load_pipeline_config(EXAMPLES / name)
+        assert [r["model"] for r in cfg["retrieval"]] == ["hstu", "two-tower"] and cfg["ranking"]["model"]
+
+
+def test_cli_trains_the_stack_into_one_bundle(tmp_path) -> None:
+    runner = CliRunner()
+    bad = write(tmp_path, TINY.replace("epochs = 1\nmax_len", "epoch = 1\nmax_len"))
+    res = runner.invoke(app, ["pipeline", "train", "--config", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "unknown key 'epoch'" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()  # nothing trained on a bad config
+    res = runner.invoke(
+        app, ["pipeline", "train", "--config", str(write(tmp_path, TINY)), "--out", str(tmp_path / "b")]
+    )
+    assert res.exit_code == 0, res.output
+    b = Bundle.open(tmp_path / "b")
+    assert {n: (c.kind, c.role) for n, c in b.components.items()} == {
+        "sasrec": ("sasrec", "retrieval"), "two-tower": ("two-tower", "retrieval"), "lr": ("lr", "ranking"),
+    }  # fmt: skip
+    assert b.pipeline == [
+        {"stage": "retrieve", "component": "sasrec", "k": 50, "index": "exact"},
+        {"stage": "retrieve", "component": "two-tower", "k": 200},
+        {"stage": "popular", "fill_factor": 3},
+        {"stage": "rank", "component": "lr"},
+        {"stage": "rerank", "exclude_seen": True, "exclude_out_of_stock": True, "max_per_category": 2},
+    ]
+    assert b.component("sasrec").config["model"]["num_layers"] == 1  # `layers` reached the model
+    assert set(b.metrics) == {"sasrec", "two-tower", "lr"}
