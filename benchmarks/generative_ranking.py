@@ -170,13 +170,13 @@ def run_dataset(name: str, mode: str, seed: int, console) -> dict:  # noqa: ANN0
     for tok in ("summed", "interleaved"):
         m = build_hstu(data, tok, s, attributes=bool(data.item_attributes), stats=stats)
         hist = fit_hstu(m, trx, cfg, quiet=True)
-        record(f"hstu-{tok}", predict_hstu(m, tex), hist[-1]["seconds"], {"final_train_loss": hist[-1]["loss"]})
+        record(f"hstu-{tok}", predict_hstu(m, tex), hist[-1]["elapsed"], {"final_train_loss": hist[-1]["loss"]})
         trained[tok] = m
     best = max(("summed", "interleaved"), key=lambda t: np.nanmean([rows[f"hstu-{t}"][f"{k}/auc"] for k in data.tasks]))
     if data.item_attributes:
         m = build_hstu(data, best, s, attributes=False, stats=stats)
         hist = fit_hstu(m, trx, cfg, quiet=True)
-        record(f"hstu-{best}-no-attributes", predict_hstu(m, tex), hist[-1]["seconds"])
+        record(f"hstu-{best}-no-attributes", predict_hstu(m, tex), hist[-1]["elapsed"])
 
     # M-FALCON: shared-prefix scoring vs one appended copy of the history per candidate (same model, same lists)
     sub = tex.take(np.arange(min(30, tex.num_users)))

@@ -34,6 +34,7 @@ from genrec.distributed.dlrm_next_item import DLRMNextItem, DLRMNextItemConfig
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.models import build_model
 from genrec.runtime import setup
+from genrec.training.loop import Epoch
 from genrec.training.trainer import TrainConfig, train_epoch
 
 # (layers, dim) for HSTU; (dim, hidden, mlp_layers) for DLRM
@@ -105,7 +106,7 @@ def run_one(model: torch.nn.Module, label: str, split, cfg: ScalingConfig, conso
     for epoch in range(1, cfg.epochs + 1):
         counter = FlopCounterMode(display=False)
         with counter:
-            stats = train_epoch(model, opt, split, tcfg, epoch, torch.device("cpu"), None)
+            stats = train_epoch(model, opt, split, tcfg, torch.device("cpu"), Epoch(epoch))
         flops += counter.get_total_flops()
         secs += stats["seconds"]
         valid = evaluate_model(model, split, "valid")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +55,7 @@ from genrec.distributed.sharding import (
 from genrec.evaluation.evaluate import evaluation_ranks, model_scorer
 from genrec.evaluation.metrics import metrics_from_ranks
 from genrec.runtime import setup
+from genrec.training.loop import Epoch, LoopConfig, fit
 from genrec.training.trainer import DATASET_DEFAULTS
 
 
@@ -159,6 +159,38 @@ def build(cfg: DistTrainConfig, num_items: int, dataset_name: str, d: Dist):
     return dmp, plan
 
 
+class ShardedCheckpoint:
+    """The loop's Checkpoint for a sharded run: ckpt/last (DCP: table shards + fused optimizer state, dense
+    weights), ckpt/last_dense_opt.pt, ckpt/last.json (the loop's part, the world size and the model config);
+    history.json beside. Save and load are collective; resume needs the same world size."""
+
+    def __init__(self, run: Path, dmp: torch.nn.Module, opt: torch.optim.Optimizer, d: Dist, meta: dict) -> None:
+        self.run, self.dmp, self.opt, self.d, self.meta = run, dmp, opt, d, meta
+        self.path = run / "ckpt" / "last.json"
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def save(self, loop: dict[str, Any]) -> None:
+        ck = self.run / "ckpt"
+        save_sharded(ck / "last", self.dmp)
+        if self.d.rank == 0:
+            atomic_save(self.opt.state_dict(), ck / "last_dense_opt.pt")
+            scalars = {k: v for k, v in loop.items() if k != "torch_rng"}  # each epoch reseeds every rank
+            write_json({**scalars, "world_size": self.d.world, "model": self.meta["model"]}, self.path)
+            write_json(json.loads(loop["history_json"]), self.run / "history.json")
+            write_json(self.meta, ck / "config.json")
+        dist.barrier()
+
+    def load(self) -> dict[str, Any]:
+        state = json.loads(self.path.read_text())
+        if state["world_size"] != self.d.world or state["model"] != self.meta["model"]:
+            raise SystemExit(f"{self.run} holds a checkpoint of another model or world size ({state['world_size']})")
+        load_sharded(self.path.parent / "last", self.dmp)
+        self.opt.load_state_dict(load_checkpoint(self.path.parent / "last_dense_opt.pt"))
+        return state
+
+
 def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any]:
     d = init_distributed()
     setup(cfg.threads)
@@ -176,22 +208,13 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
         "world_size": d.world,
         "plan": describe_plan(plan),
     }
-    history: list[dict[str, Any]] = []
-    start, best, best_epoch, elapsed = 1, -1.0, 0, 0.0
     ck = run / "ckpt"
-    if (ck / "last.json").exists():
-        state = json.loads((ck / "last.json").read_text())
-        if state["world_size"] != d.world or state["model"] != meta["model"]:
-            raise SystemExit(f"{run} holds a checkpoint of another model or world size ({state['world_size']})")
-        load_sharded(ck / "last", dmp)
-        opt.load_state_dict(load_checkpoint(ck / "last_dense_opt.pt"))
-        history, best, best_epoch, elapsed = state["history"], state["best"], state["best_epoch"], state["elapsed"]
-        start = state["epoch"] + 1
-        console.print(f"[yellow]resuming {run} after epoch {state['epoch']} on {d.world} rank(s)")
+    last = ShardedCheckpoint(run, dmp, opt, d, meta)
     if d.rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         ck.mkdir(exist_ok=True)
-        write_json(meta, ck / "config.json")
+        if not last.exists():  # a resumed run's config.json is rewritten once its checkpoint matched (save)
+            write_json(meta, ck / "config.json")
     mb = shard_bytes(dmp) / 2**20
     console.print(
         f"[bold]{cfg.model}[/] on {ds.sequences.name}, {d.world} rank(s) ({d.device.type}): "
@@ -199,16 +222,15 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
         + f"; rank 0 holds {mb:,.1f} MiB of table shards"
     )
     c = module.config
-    for epoch in range(start, cfg.epochs + 1):
-        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
-            break
-        if best_epoch and epoch - best_epoch > cfg.patience:
-            break
-        dmp.train()
-        torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + d.rank)  # dropout differs per rank
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + d.rank)
-        t0, tot, n_seq, steps = time.perf_counter(), 0.0, 0, 0
-        for batch in rank_batches(split, cfg, c.max_len, epoch, d):
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
+        seed = cfg.seed * 100_003 + ep.number * 101 + d.rank  # dropout differs per rank
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        batches = rank_batches(split, cfg, c.max_len, ep.number, d)
+        ep.start(total=sum(b.num_sequences for b in batches), unit="seq")
+        tot, n_seq, steps = 0.0, 0, 0
+        for batch in batches:
             b = batch.to(d.device)
             neg = torch.randint(1, c.num_items + 1, (b.num_sequences, cfg.num_negatives), generator=gen)
             loss = dmp(b.items, b.offsets, b.timestamps, b.targets, neg.to(d.device))
@@ -218,38 +240,39 @@ def train(cfg: DistTrainConfig, console: Console | None = None) -> dict[str, Any
             tot += loss.item()
             steps += 1
             n_seq += b.num_sequences
-        secs = time.perf_counter() - t0
+            ep.step(b.num_sequences, loss=loss.item())
+        secs = ep.seconds()
         stats = torch.tensor([tot, steps, n_seq], dtype=torch.float64)
         dist.all_reduce(stats)
-        rec: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": stats[0].item() / max(stats[1].item(), 1),
-            "seconds": secs,
-            "seq_per_s": stats[2].item() / secs,
-        }
-        elapsed += secs
-        improved = False
-        if cfg.eval:
-            rec["valid"] = distributed_eval(module, split, "valid", d)
-            improved = rec["valid"]["NDCG@10"] > best
-            if improved:
-                best, best_epoch = rec["valid"]["NDCG@10"], epoch
-                save_sharded(ck / "best", dmp, with_optimizer=False)
-        history.append(rec)
-        save_sharded(ck / "last", dmp)
-        if d.rank == 0:
-            atomic_save(opt.state_dict(), ck / "last_dense_opt.pt")
-            state = {"epoch": epoch, "best": best, "best_epoch": best_epoch, "elapsed": elapsed,
-                     "history": history, "world_size": d.world, "model": meta["model"]}  # fmt: skip
-            write_json(state, ck / "last.json")
-            write_json(history, run / "history.json")
-        dist.barrier()
-        v = rec.get("valid", {})
-        console.print(
-            f"epoch {epoch:3d}  loss {rec['loss']:.4f}  {rec['seq_per_s']:7.0f} seq/s (all ranks)"
-            + (f"  valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f}" if v else "")
-            + ("  [green]best" if improved else "")
+        return {"loss": stats[0].item() / max(stats[1].item(), 1), "seconds": secs, "seq_per_s": stats[2].item() / secs}
+
+    def describe(rec: dict[str, Any]) -> str:
+        v = rec["valid"]
+        return f"loss {rec['loss']:.4f}  {rec['seq_per_s']:7.0f} seq/s (all ranks)" + (
+            f"  valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f}" if v else ""
         )
+
+    def any_rank(stop: bool) -> bool:  # every rank measures its own time: one decision for all
+        flag = torch.tensor([float(stop)], device=d.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    loop = LoopConfig(cfg.epochs, "NDCG@10" if cfg.eval else None, "max", cfg.patience if cfg.eval else None,
+                      cfg.time_budget_s)  # fmt: skip
+    res = fit(
+        dmp,
+        train_epoch,
+        loop,
+        (lambda: distributed_eval(module, split, "valid", d)) if cfg.eval else None,
+        checkpoint=last,
+        keep_best=False,  # the table is sharded: the best epoch is saved as a sharded checkpoint
+        agree=any_rank,
+        on_best=(lambda epoch: save_sharded(ck / "best", dmp, with_optimizer=False)) if cfg.eval else None,
+        describe=describe,
+        console=console,
+    )
+    history, best_epoch = res.history, res.best_epoch if cfg.eval else 0
+    best = res.best_score if res.best_score is not None else -1.0
     result = {"history": history, "best_epoch": best_epoch, "best_valid": best, "world_size": d.world}
     if cfg.eval and best_epoch:
         load_sharded(ck / "best", dmp, with_optimizer=False)

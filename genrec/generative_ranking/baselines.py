@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rich.console import Console
 from torch import nn
 
 from genrec.generative_ranking.data import ActionSequences
@@ -26,6 +27,7 @@ from genrec.generative_ranking.examples import Examples
 from genrec.generative_ranking.train import multitask_loss
 from genrec.models.dlrm import dot_interaction
 from genrec.models.sparse import mlp
+from genrec.training.loop import Epoch, LoopConfig, fit
 
 # ---------------------------------------------------------------------------------------------------
 # features
@@ -213,18 +215,22 @@ def fit_dlrm_style(
     model = DLRMStyle(DLRMStyleConfig(data.num_items, data.num_actions, len(data.tasks), train.dense.shape[1], sizes))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     y = torch.from_numpy(labels)
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        model.train()
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
         order = rng.permutation(len(train))
+        ep.start(total=len(order), unit="rows")
         for s in range(0, len(order), batch):
             rows = order[s : s + batch]
             loss = multitask_loss(model(*_tensors(train, scaler, rows)), y[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            ep.step(len(rows), loss=loss.item())
+        return {"loss": ep.mean("loss")}
+
+    res = fit(model, train_epoch, LoopConfig(epochs), console=Console(quiet=True))
     model.eval()
-    return model, scaler, time.perf_counter() - t0
+    return model, scaler, res.elapsed
 
 
 @torch.no_grad()
@@ -296,8 +302,11 @@ def fit_per_task(
         model = DLRM(DLRMConfig(schema)) if kind == "dlrm" else WideDeep(WideDeepConfig(schema))
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         y = torch.from_numpy(labels[:, t : t + 1])
-        for _ in range(epochs):
+
+        def train_epoch(ep: Epoch, model: nn.Module = model, opt: torch.optim.Optimizer = opt,
+                        y: torch.Tensor = y) -> dict[str, float]:  # fmt: skip
             order = rng.permutation(len(train))
+            ep.start(total=len(order), unit="rows")
             for s in range(0, len(order), batch):
                 rows = order[s : s + batch]
                 logit = model(torch.from_numpy(scaler(train.dense[rows])), _kjt(data, train, rows, keys))
@@ -305,6 +314,10 @@ def fit_per_task(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                ep.step(len(rows), loss=loss.item())
+            return {"loss": ep.mean("loss")}
+
+        fit(model, train_epoch, LoopConfig(epochs), console=Console(quiet=True))
         model.eval()
         models.append(model)
     return models, scaler, keys, time.perf_counter() - t0

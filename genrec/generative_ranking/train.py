@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
 
 from genrec.generative_ranking.examples import Examples
 from genrec.models.hstu_ranker import HSTURanker
+from genrec.training.loop import Epoch, LoopConfig, fit
 
 
 def multitask_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -38,55 +39,43 @@ class RankTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     seed: int = 0
-    max_seconds: float | None = None  # stop after the epoch that crosses this budget
+    max_seconds: float | None = None  # time budget: no epoch starts that would end past it
 
 
-def _progress(disable: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        disable=disable,
-    )
-
-
-def fit_hstu(model: HSTURanker, train: Examples, cfg: RankTrainConfig, quiet: bool = False) -> list[dict[str, float]]:
-    """Adam over batches of users (all of a user's cuts in one pass). Returns per-epoch loss and seconds."""
+def fit_hstu(model: HSTURanker, train: Examples, cfg: RankTrainConfig, quiet: bool = False) -> list[dict[str, Any]]:
+    """Adam over batches of users (all of a user's cuts in one pass). Returns the loop's per-epoch records
+    (loss, seconds, elapsed)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     labels = torch.from_numpy(train.labels)
-    history, start = [], time.perf_counter()
     # users sorted by length inside shuffled pools: batches of similar length waste little padding
     lengths = np.diff(train.hist_offsets)
-    with _progress(quiet) as bar:
-        task = bar.add_task("hstu ranker", total=cfg.epochs * -(-train.num_users // cfg.batch_users))
-        for epoch in range(cfg.epochs):
-            model.train()
-            order = rng.permutation(train.num_users)
-            pool = cfg.batch_users * 16
-            order = np.concatenate(
-                [p[np.argsort(lengths[p])] for p in np.array_split(order, max(1, len(order) // pool))]
-            )
-            batches = [order[i : i + cfg.batch_users] for i in range(0, len(order), cfg.batch_users)]
-            rng.shuffle(batches)
-            total, seen = 0.0, 0
-            for rows in batches:
-                ex = train.take(rows)
-                logits = model(**ex.tensors())
-                _, c_idx = _cand_rows(train.cand_offsets, rows)
-                loss = multitask_loss(logits, labels[c_idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                total += float(loss.detach()) * len(rows)
-                seen += len(rows)
-                bar.advance(task)
-            history.append({"epoch": epoch + 1, "loss": total / max(seen, 1), "seconds": time.perf_counter() - start})
-            if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
-                break
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
+        order = rng.permutation(train.num_users)
+        pool = cfg.batch_users * 16
+        order = np.concatenate([p[np.argsort(lengths[p])] for p in np.array_split(order, max(1, len(order) // pool))])
+        batches = [order[i : i + cfg.batch_users] for i in range(0, len(order), cfg.batch_users)]
+        rng.shuffle(batches)
+        ep.start(total=train.num_users, unit="users")
+        total, seen = 0.0, 0
+        for rows in batches:
+            ex = train.take(rows)
+            logits = model(**ex.tensors())
+            _, c_idx = _cand_rows(train.cand_offsets, rows)
+            loss = multitask_loss(logits, labels[c_idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+            ep.step(len(rows), loss=float(loss.detach()))
+        return {"loss": total / max(seen, 1)}
+
+    loop = LoopConfig(cfg.epochs, time_budget_s=cfg.max_seconds)
+    history = fit(model, train_epoch, loop, console=Console(quiet=quiet)).history
     model.eval()
     return history
 

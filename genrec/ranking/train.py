@@ -2,12 +2,11 @@
 
 fit_ctr(model, train_rows, valid_rows, cfg)   -> CTRResult (best-validation-AUC weights loaded into model)
 fit_two_tower(model, featurizer, split, cfg)  -> history (best-validation-NDCG@10 weights loaded)
-Both pick the epoch on validation data only; test rows are scored by the caller, once.
+Both run genrec.training.loop and pick the epoch on validation data only; test rows are scored by the caller, once.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from genrec.features.jagged import Rows
 from genrec.features.ranking import RankingFeaturizer
 from genrec.models.two_tower import TwoTower
 from genrec.ranking.inference import ctr_metrics, predict, two_tower_scorer
-from genrec.training.selection import BestWeights
+from genrec.training.loop import Epoch, LoopConfig, fit
 
 
 @dataclass
@@ -40,44 +39,37 @@ class CTRConfig:
 
 @dataclass
 class CTRResult:
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]  # genrec.training.loop records: epoch, loss, seconds, valid: {AUC, logloss, ...}
     best_epoch: int
-    best_valid: dict[str, float]
+    best_valid: dict[str, float]  # validation metrics of the best epoch
 
 
 def fit_ctr(model: nn.Module, train: Rows, valid: Rows, cfg: CTRConfig, console: Console | None = None) -> CTRResult:
     """Mini-batch BCE with Adam (both parts of Wide & Deep too: the paper's FTRL/AdaGrad split is not used)."""
-    console = console or Console()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, float]] = []
-    best = BestWeights(model, cfg.patience)
-    for epoch in range(1, cfg.epochs + 1):
-        if best.exhausted(epoch):
-            break
-        model.train()
-        t0, total, steps = time.perf_counter(), 0.0, 0
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
         order = rng.permutation(len(train))
+        ep.start(total=len(order), unit="rows")
         for p in range(0, len(order), cfg.batch_size):
             dense, kjt, y = train.batch(np.sort(order[p : p + cfg.batch_size]))
             loss = F.binary_cross_entropy_with_logits(model(dense, kjt), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, steps = total + loss.item(), steps + 1
-        valid_m = ctr_metrics(valid, predict(model, valid))
-        rec = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0, **valid_m}
-        history.append(rec)
-        if cfg.select not in valid_m:
-            raise ValueError(f"cannot select epochs on {cfg.select!r}: validation gives {', '.join(valid_m)}")
-        improved = best.update(epoch, valid_m[cfg.select])
-        console.print(
-            f"epoch {epoch:2d}  loss {rec['loss']:.4f}  valid AUC {valid_m['AUC']:.4f} "
-            f"logloss {valid_m['logloss']:.4f}" + ("  [green]best" if improved else "")
-        )
-    best.restore()
-    return CTRResult(history, best.epoch, next(h for h in history if h["epoch"] == best.epoch))
+            ep.step(len(y), loss=loss.item())
+        return {"loss": ep.mean("loss")}
+
+    def describe(rec: dict[str, Any]) -> str:
+        v = rec["valid"]
+        return f"loss {rec['loss']:.4f}  valid AUC {v['AUC']:.4f} logloss {v['logloss']:.4f}"
+
+    loop = LoopConfig(cfg.epochs, cfg.select, "min" if cfg.select == "logloss" else "max", cfg.patience)
+    res = fit(model, train_epoch, loop, lambda: ctr_metrics(valid, predict(model, valid)), describe=describe,
+              console=console)  # fmt: skip
+    return CTRResult(res.history, res.best_epoch, res.best_valid)
 
 
 # ---- two-tower ---------------------------------------------------------------------------------------
@@ -117,21 +109,16 @@ def fit_two_tower(
     cfg: TwoTowerTrainConfig,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    console = console or Console()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     users, pos = train_pairs(split)
     lq = log_q(split)
     items = split.data.items
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict[str, Any]] = []
-    best = BestWeights(model, cfg.patience)
-    for epoch in range(1, cfg.epochs + 1):
-        if best.exhausted(epoch):
-            break
-        model.train()
-        t0, total, steps = time.perf_counter(), 0.0, 0
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
         order = rng.permutation(len(users))[: cfg.max_pairs_per_epoch]
+        ep.start(total=len(order), unit="pairs")
         for p in range(0, len(order), cfg.batch_size):
             sel = order[p : p + cfg.batch_size]
             if len(sel) < 2:
@@ -146,14 +133,17 @@ def fit_two_tower(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, steps = total + loss.item(), steps + 1
-        valid = evaluate_scorer(two_tower_scorer(model, feat, split, "valid"), split, "valid", feat.cfg.history_len)
-        rec = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": time.perf_counter() - t0, "valid": valid}
-        history.append(rec)
-        improved = best.update(epoch, valid["NDCG@10"])
-        console.print(
-            f"epoch {epoch:2d}  loss {rec['loss']:.4f}  valid NDCG@10 {valid['NDCG@10']:.4f} "
-            f"HR@10 {valid['HR@10']:.4f} HR@200 {valid['HR@200']:.4f}" + ("  [green]best" if improved else "")
+            ep.step(len(sel), loss=loss.item())
+        return {"loss": ep.mean("loss")}
+
+    def validate() -> dict[str, float]:
+        return evaluate_scorer(two_tower_scorer(model, feat, split, "valid"), split, "valid", feat.cfg.history_len)
+
+    def describe(rec: dict[str, Any]) -> str:
+        v = rec["valid"]
+        return (
+            f"loss {rec['loss']:.4f}  valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f} HR@200 {v['HR@200']:.4f}"
         )
-    best.restore()
-    return history
+
+    loop = LoopConfig(cfg.epochs, "NDCG@10", "max", cfg.patience)
+    return fit(model, train_epoch, loop, validate, describe=describe, console=console).history

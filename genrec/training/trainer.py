@@ -15,11 +15,11 @@ Every epoch reseeds from (seed, epoch), so a resumed run replays exactly what an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
@@ -37,7 +36,7 @@ from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, populari
 from genrec.memory import keep_freed_memory
 from genrec.models import SequentialModel, build_model
 from genrec.runtime import flush_denormals, setup
-from genrec.training.averaging import WeightEMA
+from genrec.training.loop import Epoch, LoopConfig, fit
 from genrec.training.losses import next_item_loss
 
 # Settings that differ from the ML-1M reference per dataset (short histories need shorter windows).
@@ -176,27 +175,20 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def train_epoch(
-    model: SequentialModel,
-    opt: torch.optim.Optimizer,
-    split: Split,
-    cfg: TrainConfig,
-    epoch: int,
-    device: torch.device,
-    progress: Progress | None,
-    elapsed: float = 0.0,
-    ema: WeightEMA | None = None,
+    model: SequentialModel, opt: torch.optim.Optimizer, split: Split, cfg: TrainConfig, device: torch.device, ep: Epoch
 ) -> dict[str, float]:
+    """One epoch of next-item training, reseeded from (seed, epoch); ep.step updates the EMA and the bar."""
     model.train()
-    seed = cfg.seed * 100_003 + epoch
+    seed = cfg.seed * 100_003 + ep.number
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     c = model.config
     n_users = int((np.diff(split.train_offsets) >= 2).sum())
-    task = progress.add_task(f"epoch {epoch}", total=n_users, stats="") if progress else None
-    t0, total_loss, n_seq, n_tok, steps = time.perf_counter(), 0.0, 0, 0, 0
+    ep.start(total=n_users, unit="seq")
+    n_tok = 0
     for batch in train_batches(split, cfg.batch_size, c.max_len, seed, cfg.crop):
         batch = batch.to(device)
-        factor = lr_factor(cfg, epoch, n_seq / max(n_users, 1), elapsed + time.perf_counter() - t0)
+        factor = lr_factor(cfg, ep.number, ep.count / max(n_users, 1), ep.elapsed + ep.seconds())
         for group in opt.param_groups:
             group["lr"] = cfg.lr * factor
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -214,27 +206,37 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if ema is not None:
-            ema.update(model)
-        total_loss += loss.item()
-        steps += 1
-        n_seq += batch.num_sequences
+        ep.step(batch.num_sequences, loss=loss.item())
         n_tok += len(batch.items)
-        if progress is not None and task is not None:
-            rate = n_seq / (time.perf_counter() - t0)
-            progress.update(
-                task, advance=batch.num_sequences, stats=f"loss {total_loss / steps:.4f}  {rate:,.0f} seq/s"
-            )
-    secs = time.perf_counter() - t0
-    if progress is not None and task is not None:
-        progress.remove_task(task)
+    secs = ep.seconds()
     return {
-        "loss": total_loss / max(steps, 1),
+        "loss": ep.mean("loss"),
         "seconds": secs,
-        "seq_per_s": n_seq / secs,
+        "seq_per_s": ep.count / secs,
         "tok_per_s": n_tok / secs,
         "lr": opt.param_groups[0]["lr"],
     }
+
+
+class RunCheck:
+    """Saved in last.pt beside the optimizer: a resume refuses another run's checkpoint (model, data or fit)."""
+
+    def __init__(self, run: Path, meta: dict[str, Any]) -> None:
+        self.run, self.meta = run, meta
+
+    def state_dict(self) -> dict[str, str]:
+        return {"meta_json": json.dumps(self.meta)}
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        old, new = json.loads(state["meta_json"]), self.meta
+        if (
+            old["model"] != new["model"]
+            or old["dataset"] != new["dataset"]
+            or old["train"]["fit"] != new["train"]["fit"]
+        ):
+            raise SystemExit(
+                f"{self.run} holds a different run (model, dataset or fit differ); use --restart or another --out"
+            )
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
@@ -255,8 +257,17 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
 
 
 def train(
-    cfg: TrainConfig, dataset: Dataset | None = None, console: Console | None = None, restart: bool = False
+    cfg: TrainConfig,
+    dataset: Dataset | None = None,
+    console: Console | None = None,
+    restart: bool = False,
+    on_epoch: Callable[[list[dict[str, Any]]], bool | None] | None = None,
+    started: float | None = None,
 ) -> RunResult:
+    """Train cfg.model on cfg.dataset into the run folder cfg.out (resuming its last.pt unless `restart`).
+    on_epoch(history): after each epoch; True stops the run there (a tuner pruning a trial).
+    started: the time.perf_counter() the time budget counts from (a CLI's start); default: this call's."""
+    t_start = time.perf_counter() if started is None else started
     console = console or Console()
     setup(cfg.threads)
     keep_freed_memory()  # each step reuses the last step's blocks without page faults (genrec/memory.py)
@@ -270,75 +281,54 @@ def train(
     fused = True if device.type in ("cpu", "cuda") else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
     meta = {"train": asdict(cfg), "model": model.config.to_dict(), "dataset": ds.sequences.summary()}
-    history: list[dict[str, Any]] = []
-    start_epoch, best, best_epoch, elapsed = 1, -1.0, 0, 0.0
-    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
-    last = run / "last.pt"
-    if last.exists() and not restart:
-        ck = load_checkpoint(last)
-        old = json.loads(ck["meta_json"])
-        if old["model"] != meta["model"] or old["dataset"] != meta["dataset"] or old["train"].get("fit") != cfg.fit:
-            raise SystemExit(
-                f"{run} holds a different run (model, dataset or fit differ); use --restart or another --out"
-            )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if ema is not None:
-            ema.load(ck["ema"])
-        history, best, best_epoch, elapsed = ck["history_json"], ck["best"], ck["best_epoch"], ck["elapsed"]
-        history = json.loads(history)
-        start_epoch = ck["epoch"] + 1
-        console.print(f"[yellow]resuming {run} after epoch {ck['epoch']} (best epoch {best_epoch})")
     n_params = sum(p.numel() for p in model.parameters())
     console.print(
         f"[bold]{cfg.model}[/] on {ds.sequences.name}: {ds.sequences.num_users:,} users, "
         f"{ds.sequences.num_items:,} items, {len(ds.sequences.items):,} events; {n_params:,} parameters on {device}"
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"))
-    progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
-    with flush_denormals(), progress:
-        for epoch in range(start_epoch, (cfg.stop_epoch or cfg.epochs) + 1):
-            if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
-                console.print(f"time budget of {cfg.time_budget_s:.0f}s reached")
-                break
-            if epoch - best_epoch > cfg.patience and best_epoch > 0:
-                break
-            stats = train_epoch(model, opt, split, cfg, epoch, device, progress, elapsed, ema)
-            t0 = time.perf_counter()
-            valid = None
-            with ema.applied(model) if ema is not None else contextlib.nullcontext():  # validate what is saved
-                if not split.valid_in_train:  # a refit has no validation: its last epoch is the final model
-                    valid = evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
-                stats["eval_seconds"] = time.perf_counter() - t0
-                improved = valid is None or valid["NDCG@10"] > best
-                if improved:
-                    best, best_epoch = (valid or {}).get("NDCG@10", -1.0), epoch
-                    atomic_save({"model": model.state_dict(), "epoch": epoch}, run / "best.pt")
-            elapsed += stats["seconds"] + stats["eval_seconds"]
-            rec = {"epoch": epoch, **stats, "elapsed": elapsed, "valid": valid}
-            history.append(rec)
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    **({"ema": ema.state()} if ema is not None else {}),
-                    "optimizer": opt.state_dict(),
-                    "epoch": epoch,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "elapsed": elapsed,
-                    "history_json": json.dumps(history),
-                    "meta_json": json.dumps(meta),
-                },
-                last,
-            )
-            write_json(history, run / "history.json")
-            plot_curves(history, run / "curves.png", f"{cfg.model} on {ds.sequences.name}")
-            scores = f"valid NDCG@10 {valid['NDCG@10']:.4f} HR@10 {valid['HR@10']:.4f}" if valid else "refit"
-            console.print(
-                f"epoch {epoch:3d}  loss {stats['loss']:.4f}  {stats['seq_per_s']:7.0f} seq/s  {scores}"
-                + ("  [green]best" if improved and valid else "")
-                + f"  ({elapsed / 60:.1f} min)"
-            )
+
+    def validate() -> dict[str, float]:
+        return evaluate_model(model, split, "valid", cfg.eval_batch_size, str(device), cfg.precision)
+
+    def save_best(epoch: int) -> None:  # inside the loop's EMA context: the averaged weights when --ema
+        atomic_save({"model": model.state_dict(), "epoch": epoch}, run / "best.pt")
+
+    def after_epoch(history: list[dict[str, Any]]) -> bool:
+        write_json(history, run / "history.json")
+        plot_curves(history, run / "curves.png", f"{cfg.model} on {ds.sequences.name}")
+        return bool(on_epoch(history)) if on_epoch is not None else False
+
+    def describe(rec: dict[str, Any]) -> str:
+        v = rec["valid"]
+        scores = f"valid NDCG@10 {v['NDCG@10']:.4f} HR@10 {v['HR@10']:.4f}" if v else "refit"
+        return f"loss {rec['loss']:.4f}  {rec['seq_per_s']:7.0f} seq/s  {scores}"
+
+    refit = split.valid_in_train  # a refit has no validation: its last epoch is the final model
+    budget = cfg.time_budget_s - (time.perf_counter() - t_start) if cfg.time_budget_s is not None else None
+    loop = LoopConfig(
+        epochs=cfg.stop_epoch or cfg.epochs,
+        metric=None if refit else "NDCG@10",
+        patience=cfg.patience,
+        time_budget_s=budget,  # what is left of it after loading: the budget holds for the whole command
+        ema=cfg.ema,
+        reserve_evals=1,  # the test split is scored after the loop, about one validation's time
+    )
+    with flush_denormals():
+        res = fit(
+            model,
+            lambda ep: train_epoch(model, opt, split, cfg, device, ep),
+            loop,
+            None if refit else validate,
+            state={"run": RunCheck(run, meta), "optimizer": opt},
+            checkpoint=run / "last.pt",
+            resume=not restart,
+            keep_best=False,  # best.pt holds them; finish() loads it
+            on_best=save_best,
+            on_epoch=after_epoch,
+            describe=describe,
+            console=console,
+        )
+    history, best_epoch, elapsed = res.history, res.best_epoch, res.elapsed
     return finish(run, ds, split, model, history, best_epoch, elapsed, cfg, device, console)
 
 

@@ -212,3 +212,18 @@ def test_ema_run_saves_the_averaged_weights_and_resumes(shop, tmp_path) -> None:
     best = Bundle.open(tmp_path / "one").state_dict("sasrec")  # epoch 1 is best: it holds the average
     torch.testing.assert_close(best["item_emb.weight"], last["ema"]["shadow"]["item_emb.weight"])
     assert not torch.equal(best["item_emb.weight"], last["model"]["item_emb.weight"])
+
+
+def test_on_epoch_stops_the_run_and_a_torn_last_pt_is_named(shop, tmp_path) -> None:
+    seen: list[int] = []
+
+    def stop_at_two(history: list[dict]) -> bool:
+        seen.append(history[-1]["epoch"])
+        return len(history) == 2
+
+    res = train(small_cfg(tmp_path / "run", epochs=5, model="sasrec", threads=1), dataset=shop, on_epoch=stop_at_two)
+    assert seen == [1, 2] and [h["epoch"] for h in res.history] == [1, 2] and res.test["NDCG@10"] > 0
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(ValueError, match=r"torn/last.pt: checkpoint is corrupt.*--restart"):
+        train(small_cfg(tmp_path / "torn", epochs=1, model="sasrec", threads=1), dataset=shop)
