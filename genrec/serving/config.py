@@ -79,7 +79,7 @@ class ServeConfig:
             raise ConfigError(f"{where}: max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
         if self.admin_token is not None and not self.admin_token.strip():
             raise ConfigError(f"{where}: admin_token must not be blank (leave it out to disable admin endpoints)")
-        mpc = self.rules.max_per_category
+        mpc = self.rules.max_per_category if self.rules is not None else None
         if mpc is not None and mpc < 1:
             raise ConfigError(f"{where}: rules.max_per_category must be a positive integer, got {mpc}")
         return self
