@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
+from genrec.data.io import ReadOptions
 from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.memory import keep_freed_memory
@@ -88,6 +89,7 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and save an exponential moving average of the weights with this decay per step
     refit_of: str | None = None  # the run whose validation chose this refit's settings
     stop_epoch: int | None = None  # train epochs 1..stop_epoch of an `epochs`-long schedule (a refit's best epoch)
+    read: dict[str, Any] = field(default_factory=dict)  # how to read a user's file (genrec.data.io.ReadOptions)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -258,7 +260,7 @@ def train_epoch(
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
-    ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed)
+    ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed, read=ReadOptions.from_dict(cfg.read))
     split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid")
     torch.manual_seed(cfg.seed)
     kwargs = cfg.model_kwargs(ds.sequences.name)
