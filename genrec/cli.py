@@ -84,6 +84,12 @@ def train(
         help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
     ),
     name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
+    event_inputs: bool = typer.Option(
+        False, help="sequence models: each input event's type (view, cart, ...) is an input token next to its item"
+    ),
+    target_events: str | None = typer.Option(
+        None, help="sequence models: the event types to predict, comma-separated, e.g. purchase (default: all)"
+    ),
 ) -> None:
     """Train a model; validation picks the epoch, the test split is scored once."""
     from genrec.data.io import ReadOptions
@@ -136,7 +142,8 @@ def train(
                 num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
                 crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
                 precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
-                read=read.to_dict(),
+                read=read.to_dict(), event_inputs=event_inputs,
+                target_events=[t.strip() for t in target_events.split(",") if t.strip()] if target_events else None,
             )  # fmt: skip
         result = run_training(cfg, dataset=ds, console=console, restart=restart)
     except (ValueError, FileNotFoundError) as e:
@@ -189,7 +196,9 @@ def evaluate(
         raise typer.Exit(2)
     read = ReadOptions.from_dict(meta["train"].get("read"))
     data = leave_one_out(
-        load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"], read=read).sequences, valid_in_train=refit
+        load_dataset(meta["train"]["dataset"], seed=meta["train"]["seed"], read=read).sequences,
+        valid_in_train=refit,
+        target_events=meta["train"].get("target_events"),
     )
     res = evaluate_model(model, data, split)
     pop = evaluate_scorer(popularity_scorer(data), data, split, model.config.max_len)

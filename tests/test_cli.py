@@ -77,3 +77,13 @@ def test_train_on_a_shop_log_with_its_own_columns_separator_time_format_and_cata
     res = runner.invoke(app, ["train", "--dataset", str(tmp_path / "nope.csv"), "--out", str(run)])
     assert res.exit_code == 2 and "file not found:" in res.output
     assert str(tmp_path / "nope.csv") in "".join(res.output.split())  # rich may wrap a long path
+
+
+def test_genrank_trains_on_an_own_log_with_event_types(tmp_path) -> None:
+    shop = generate_shop(shop_config("tiny", seed=5))
+    shop.events.write_csv(tmp_path / "events.csv")
+    args = ["genrank", "train", "--out", str(tmp_path / "rank"), "--dataset", str(tmp_path / "events.csv"),
+            "--epochs", "1", "--max-len", "20", "--dim", "16", "--max-users", "120"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "purchase/auc" in res.output and "unknown action dataset" not in res.output

@@ -223,12 +223,7 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     read = read or ReadOptions()
     path = Path(path)
     events = read_events(path, read)
-    catalog = Path(read.catalog) if read.catalog else None
-    if catalog is None:
-        for cand in ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl"):
-            if (path.parent / cand).exists():
-                catalog = path.parent / cand
-                break
+    catalog = find_catalog(path, read)
     cat = read_catalog(catalog, read) if catalog else None
     if read.attributes is not None:
         if cat is None:
@@ -240,6 +235,16 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     seq = build_sequences(events, name=read.name or data_name(path))
     report = _report(path, events, seq, catalog, cat)
     return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
+
+
+def find_catalog(events: Path, read: ReadOptions) -> Path | None:
+    """read.catalog, else catalog.{parquet,csv,tsv,jsonl} beside the events, else None."""
+    if read.catalog:
+        return Path(read.catalog)
+    return next((events.parent / c for c in _CATALOGS if (events.parent / c).exists()), None)
+
+
+_CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl")
 
 
 def data_name(path: Path) -> str:

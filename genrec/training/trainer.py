@@ -90,6 +90,10 @@ class TrainConfig:
     refit_of: str | None = None  # the run whose validation chose this refit's settings
     stop_epoch: int | None = None  # train epochs 1..stop_epoch of an `epochs`-long schedule (a refit's best epoch)
     read: dict[str, Any] = field(default_factory=dict)  # how to read a user's file (genrec.data.io.ReadOptions)
+    # the event type of each input event (view, cart, ...) as an input token, next to the item
+    event_inputs: bool = False
+    # which event types are prediction targets (training, validation and test); None: every event
+    target_events: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -222,7 +226,7 @@ def train_epoch(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * factor
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            states = model.encode(batch.items, batch.offsets, batch.timestamps)  # (sum N, D)
+            states = model.encode(batch.items, batch.offsets, batch.timestamps, batch.events)  # (sum N, D)
             loss = next_item_loss(
                 states,
                 batch.targets,
@@ -232,6 +236,7 @@ def train_epoch(
                 cfg.num_negatives,
                 generator=gen,
                 offsets=None if cfg.shared_negatives else batch.offsets,
+                mask=batch.target_mask,
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,9 +266,14 @@ def train_epoch(
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
     ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed, read=ReadOptions.from_dict(cfg.read))
-    split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid")
+    targets = list(cfg.target_events) if cfg.target_events else None
+    split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid", target_events=targets)
     torch.manual_seed(cfg.seed)
     kwargs = cfg.model_kwargs(ds.sequences.name)
+    if cfg.event_inputs:
+        if ds.sequences.event_vocab is None:
+            raise ValueError(f"--event-inputs needs an event_type column; {cfg.dataset} has none")
+        kwargs["num_event_types"] = len(ds.sequences.event_vocab)
     tokens = None
     if cfg.item_attributes:
         from genrec.features.tables import item_attribute_tokens
