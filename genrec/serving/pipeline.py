@@ -22,6 +22,7 @@ with its name. Each stage's name keys its latency histogram and the `stage` fiel
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -198,16 +199,17 @@ class Catalog:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
-_DATASETS: dict[tuple[str, int], Any] = {}  # (name, seed) -> Dataset: a reload on the same data is fast
+_DATASETS: dict[tuple[str, int, str], Any] = {}  # (name, seed, reading options) -> Dataset: reloads are fast
 
 
-def _load_dataset(name: str, seed: int) -> Any:
+def _load_dataset(name: str, seed: int, read: dict | None = None) -> Any:
     from genrec.data.datasets import load_dataset
+    from genrec.data.io import ReadOptions
 
-    key = (name, seed)
+    key = (name, seed, json.dumps(read or {}, sort_keys=True))
     if key not in _DATASETS:
         _DATASETS.clear()  # keep one dataset in memory
-        _DATASETS[key] = load_dataset(name, seed=seed)
+        _DATASETS[key] = load_dataset(name, seed=seed, read=ReadOptions.from_dict(read))
     return _DATASETS[key]
 
 
@@ -320,7 +322,7 @@ class ServingModel:
         if config.dataset_history:
             train = meta.get("train", {})
             try:
-                dataset = _load_dataset(train.get("dataset", ""), int(train.get("seed", 0)))
+                dataset = _load_dataset(train.get("dataset", ""), int(train.get("seed", 0)), train.get("read"))
             except (FileNotFoundError, ValueError) as e:
                 raise FileNotFoundError(
                     f"{e} (the run's dataset seeds known users' history; or set dataset_history = false)"
