@@ -77,8 +77,44 @@ def train(
     sharding: str | None = typer.Option(
         None, help="with --nproc-per-node: table-wise | row-wise | column-wise (default: TorchRec's planner)"
     ),
+    columns: str | None = typer.Option(
+        None,
+        help="your file's column names, GENREC_NAME=FILE_COLUMN comma-separated, e.g. "
+        "user_id=customer_id,item_id=product_id,timestamp=event_time,event_type=type",
+    ),
+    sep: str | None = typer.Option(None, help="separator of a text file: , tab ; | (default: sniffed from the file)"),
+    timestamp_format: str | None = typer.Option(
+        None, help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' (default: epoch s or ms, ISO 8601)"
+    ),
+    catalog: Path | None = typer.Option(None, help="item catalog file (default: catalog.* beside the events)"),
+    attributes: str | None = typer.Option(
+        None,
+        help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
+    ),
+    name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
+    event_inputs: bool = typer.Option(
+        False, help="sequence models: each input event's type (view, cart, ...) is an input token next to its item"
+    ),
+    target_events: str | None = typer.Option(
+        None, help="sequence models: the event types to predict, comma-separated, e.g. purchase (default: all)"
+    ),
 ) -> None:
     """Train a model; validation picks the epoch, the test split is scored once."""
+    from genrec.data.io import ReadOptions
+
+    try:
+        read = ReadOptions(
+            columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
+            catalog=str(catalog) if catalog else None, attributes=attributes, name=name,
+        )  # fmt: skip
+    except ValueError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    if (nproc_per_node > 1 or sharding) and not read.is_default:
+        console.print(
+            "[red]error:[/] the reading options (--columns, --sep, ...) are not supported with --nproc-per-node"
+        )
+        raise typer.Exit(2)
     if nproc_per_node > 1 or sharding:
         from genrec.distributed.train import launch_train
 
@@ -92,8 +128,14 @@ def train(
     from genrec.pipeline.cli import RANKING_MODELS, run_train
 
     if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
-        run_train(model, dataset, out, retrieval=retrieval, threads=threads, seed=seed)
+        context = None
+        if Path(dataset).exists() or not read.is_default:  # a user's file: read (and report) it here
+            from genrec.pipeline.runs import Context
+
+            context = Context(dataset, ds=read_dataset(dataset, seed, read))
+        run_train(model, dataset, out, retrieval=retrieval, threads=threads, seed=seed, context=context)
         return
+    ds = read_dataset(dataset, seed, read) if refit_from is None else None
     from genrec.training.trainer import TrainConfig, refit_config
     from genrec.training.trainer import train as run_training
 
@@ -108,8 +150,10 @@ def train(
                 num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
                 crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
                 precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
+                read=read.to_dict(), event_inputs=event_inputs,
+                target_events=[t.strip() for t in target_events.split(",") if t.strip()] if target_events else None,
             )  # fmt: skip
-        result = run_training(cfg, console=console, restart=restart)
+        result = run_training(cfg, dataset=ds, console=console, restart=restart)
     except (ValueError, FileNotFoundError) as e:  # BundleError is a ValueError
         raise fail(e) from None
     table = {cfg.model: result.test, "popularity": result.popularity_test}
@@ -117,6 +161,25 @@ def train(
     console.print(
         f"best epoch {result.best_epoch}, {result.train_seconds / 60:.1f} min; bundle in {out} (manifest.json, metrics.json)"
     )
+
+
+def read_dataset(dataset: str, seed: int, read: object) -> object:
+    """Load --dataset with the reading options; a user file's ReadReport is printed (warnings in yellow)."""
+    from genrec.data.datasets import load_dataset
+    from genrec.data.io import ReadOptions
+
+    assert isinstance(read, ReadOptions)
+    try:
+        ds = load_dataset(dataset, seed=seed, read=read)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    if ds.report is not None:
+        for line in ds.report.lines():
+            console.print(line, markup=False, highlight=False)
+        for warning in ds.report.warnings():
+            console.print(f"[yellow]warning:[/] {warning}")
+    return ds
 
 
 @app.command()
@@ -144,7 +207,7 @@ def evaluate(
             f"[red]error:[/] {run_dir} is a refit: it trained on the validation events, so it has no validation split"
         )
         raise typer.Exit(2)
-    data = leave_one_out(seq, valid_in_train=refit)
+    data = leave_one_out(seq, valid_in_train=refit, target_events=comp.config.get("train", {}).get("target_events"))
     res = evaluate_model(model, data, split)
     pop = evaluate_scorer(popularity_scorer(data), data, split, model.config.max_len)
     write_json({"split": split, "metrics": res, "popularity": pop}, Path(run_dir) / f"eval_{split}.json")

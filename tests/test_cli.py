@@ -43,3 +43,50 @@ def test_bad_event_file_is_a_clear_error_not_a_traceback(tmp_path) -> None:
     out = " ".join(res.output.split())
     assert "events.csv" in out and "line 3" in out and "timestamp" in out and "yesterday" in out
     assert "Traceback" not in res.output
+
+
+def test_train_on_a_shop_log_with_its_own_columns_separator_time_format_and_catalog(tmp_path) -> None:
+    shop = generate_shop(shop_config("tiny", seed=3))
+    folder = tmp_path / "my-shop"
+    folder.mkdir()
+    events = shop.events.with_columns(pl.from_epoch("timestamp").dt.strftime("%d/%m/%Y %H:%M:%S")).rename(
+        {"user_id": "customer_id", "item_id": "product_id", "timestamp": "event_time", "event_type": "type"}
+    )
+    events.write_csv(folder / "log.csv", separator="\t")  # tabs in a .csv
+    keep = shop.catalog.head(100)  # half the items: a coverage warning
+    keep.rename({"item_id": "product_id"}).write_csv(tmp_path / "products.txt", separator=";")
+    run = tmp_path / "run"
+    args = ["train", "--model", "sasrec", "--dataset", str(folder / "log.csv"), "--out", str(run), "--epochs", "1",
+            "--max-len", "20", "--dim", "16", "--threads", "1", "--item-attributes",
+            "--columns", "user_id=customer_id,item_id=product_id,timestamp=event_time,event_type=type",
+            "--timestamp-format", "%d/%m/%Y %H:%M:%S", "--catalog", str(tmp_path / "products.txt"),
+            "--attributes", "brand,category,price"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert f"read log.csv: {events.height:,} rows" in out and "rows merged into the previous token" in out
+    assert "warning:" in out and "describes" in out and "sasrec on my-shop" in out
+    from genrec.bundle import Bundle
+
+    bundle = Bundle.open(run)
+    config = bundle.component(role="retrieval").config
+    assert bundle.data["summary"]["name"] == "my-shop"
+    assert config["train"]["read"]["columns"]["user_id"] == "customer_id"
+    assert config["model"]["num_attribute_tokens"] > 0
+    res = runner.invoke(app, ["evaluate", str(run)])  # from the bundle alone
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, args[:-2] + ["--attributes", "colour"])
+    assert res.exit_code == 2 and "no attribute column 'colour'" in " ".join(res.output.split())
+    res = runner.invoke(app, ["train", "--dataset", str(tmp_path / "nope.csv"), "--out", str(run)])
+    assert res.exit_code == 2 and "file not found:" in res.output
+    assert str(tmp_path / "nope.csv") in "".join(res.output.split())  # rich may wrap a long path
+
+
+def test_genrank_trains_on_an_own_log_with_event_types(tmp_path) -> None:
+    shop = generate_shop(shop_config("tiny", seed=5))
+    shop.events.write_csv(tmp_path / "events.csv")
+    args = ["genrank", "train", "--out", str(tmp_path / "rank"), "--dataset", str(tmp_path / "events.csv"),
+            "--epochs", "1", "--max-len", "20", "--dim", "16", "--max-users", "120"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "purchase/auc" in res.output and "unknown action dataset" not in res.output

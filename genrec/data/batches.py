@@ -1,6 +1,7 @@
 """Jagged mini-batches cut from a leave-one-out Split, for training and evaluation.
 
-A batch is never padded: items (sum N,), offsets (B + 1,), and per-token targets / timestamps.
+A batch is never padded: items (sum N,), offsets (B + 1,), and per-token targets / timestamps / event types;
+with target events (a Split made with target_events) `target_mask` says which positions' next event is a target.
 Training batches group users of similar length (within a shuffled pool) so that the padded layout
 attention uses inside a batch wastes little.
 """
@@ -23,6 +24,8 @@ class Batch:
     timestamps: torch.Tensor | None  # (sum N,) int64
     targets: torch.Tensor | None = None  # (sum N,) next item at each position (training)
     users: torch.Tensor | None = None  # (B,) user indices
+    events: torch.Tensor | None = None  # (sum N,) event type of each input event (1-based), if the data has them
+    target_mask: torch.Tensor | None = None  # (sum N,) bool: the next event is a training target (None: all are)
 
     @property
     def num_sequences(self) -> int:
@@ -32,7 +35,15 @@ class Batch:
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(mv(self.items), mv(self.offsets), mv(self.timestamps), mv(self.targets), mv(self.users))
+        return Batch(
+            mv(self.items),
+            mv(self.offsets),
+            mv(self.timestamps),
+            mv(self.targets),
+            mv(self.users),
+            mv(self.events),
+            mv(self.target_mask),
+        )
 
 
 def gather_windows(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +66,10 @@ def train_batches(
     rng = np.random.default_rng(seed)
     starts, ends = split.train_offsets[:-1], split.train_offsets[1:]
     users = np.flatnonzero(ends - starts >= 2)
+    if split.train_targets is not None:  # users whose training events hold a target after the first one
+        has = np.zeros(len(split.train_items) + 1, np.int64)
+        np.cumsum(split.train_targets, out=has[1:])
+        users = users[has[ends[users]] - has[starts[users] + 1] > 0]
     rng.shuffle(users)
     s, e = starts[users], ends[users]
     span = np.minimum(e - s, max_len + 1)
@@ -79,13 +94,15 @@ def train_batches(
         is_first = np.zeros(len(idx), bool)
         is_first[offsets[:-1]] = True
         items = split.train_items[idx]
-        ts = split.train_timestamps
+        ts, ev, tm = split.train_timestamps, split.train_events, split.train_targets
         yield Batch(
             items=torch.from_numpy(items[~is_last]),
             offsets=torch.from_numpy(seq_off),
             timestamps=None if ts is None else torch.from_numpy(ts[idx][~is_last]),
             targets=torch.from_numpy(items[~is_first]),
             users=torch.from_numpy(users[sel]),
+            events=None if ev is None else torch.from_numpy(ev[idx][~is_last]),
+            target_mask=None if tm is None else torch.from_numpy(tm[idx][~is_first]),
         )
 
 
@@ -103,13 +120,14 @@ def eval_batches(
         idx, offsets = gather_windows(s, e)
         hist_idx, hist_off = gather_windows(data.offsets[u], e)
         seen = np.split(data.items[hist_idx], hist_off[1:-1])
-        ts = data.timestamps
+        ts, ev = data.timestamps, data.event_types
         yield (
             Batch(
                 items=torch.from_numpy(data.items[idx]),
                 offsets=torch.from_numpy(offsets),
                 timestamps=None if ts is None else torch.from_numpy(ts[idx]),
                 users=torch.from_numpy(u),
+                events=None if ev is None else torch.from_numpy(ev[idx]),
             ),
             torch.from_numpy(targets[sel]),
             seen,

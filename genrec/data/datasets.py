@@ -4,19 +4,22 @@ ml-1m          the SASRec split: ml-1m/sasrec/ml-1m.txt.gz (6,040 users, 3,416 i
 ml-100k        ml-100k/u.data with timestamps (943 users, 1,682 items, 100,000 events)
 amazon-beauty  amazon-beauty/Beauty.txt, S3-Rec split (22,363 users, 12,101 items, 198,502 events)
 synthetic      genrec's simulated shop (offline default); `synthetic:SIZE` picks a preset size
-PATH           the user's own event log (CSV/TSV/Parquet/JSONL), optional catalog beside it
+PATH           the user's own event log (CSV/TSV/Parquet/JSONL), read with ReadOptions (column names, separator,
+               time format); its catalog is ReadOptions.catalog or catalog.* beside it. The load's ReadReport
+               says what became of every row.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from genrec.data.io import DataError, ReadOptions
 from genrec.data.sequences import SequenceData, build_sequences, from_item_lists
 
 PUBLIC = ("ml-1m", "ml-100k", "amazon-beauty")
@@ -33,13 +36,82 @@ def data_dir() -> Path:
     return Path("data")
 
 
+COVERAGE_WARNING = 0.9  # warn when the catalog describes fewer of the events' items than this
+
+
+@dataclass
+class ReadReport:
+    """What became of a user file's rows (printed after reading)."""
+
+    path: str
+    rows: int  # data rows read
+    merged: int  # rows folded into the previous token: same user, same item, consecutive (a view -> cart -> buy)
+    duplicates: int  # of which exact duplicates (same user, item, timestamp and event type)
+    ties: int  # rows sharing a user's timestamp with an earlier row (kept in file order)
+    users: int
+    items: int
+    events: int  # tokens in the sequences
+    event_types: dict[str, int] = field(default_factory=dict)  # rows per event type
+    first: int | None = None  # earliest / latest timestamp
+    last: int | None = None
+    catalog: str | None = None
+    catalog_items: int = 0
+    covered: int = 0  # the events' items that the catalog lists
+
+    @property
+    def coverage(self) -> float | None:
+        return self.covered / self.items if self.catalog is not None and self.items else None
+
+    def warnings(self) -> list[str]:
+        cov = self.coverage
+        if cov is not None and cov < COVERAGE_WARNING:
+            return [
+                f"the catalog {Path(self.catalog).name} describes {self.covered:,} of the {self.items:,} items in the "
+                f"events ({cov:.0%}); the others get no attributes (check --catalog and the item id column)"
+            ]
+        return []
+
+    def lines(self) -> list[str]:
+        from datetime import UTC, datetime
+
+        def day(t: int) -> str:
+            return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+        out = [f"read {Path(self.path).name}: {self.rows:,} rows, {self.users:,} users, {self.items:,} items"]
+        if self.event_types:
+            out.append("  event types: " + ", ".join(f"{k} {v:,}" for k, v in self.event_types.items()))
+        if self.first is not None and self.last is not None:
+            out.append(f"  time span: {day(self.first)} .. {day(self.last)}")
+        out.append(
+            f"  {self.merged:,} rows merged into the previous token (same user and item, consecutive: one visit), "
+            f"{self.duplicates:,} of them exact duplicates"
+        )
+        out.append(f"  {self.ties:,} rows share a user's timestamp with an earlier row (ties keep file order)")
+        out.append(f"  {self.events:,} events in the sequences ({self.rows - self.events:,} rows fewer, merged above)")
+        if self.catalog is not None:
+            out.append(
+                f"  catalog {Path(self.catalog).name}: {self.catalog_items:,} items, describes {self.covered:,} of "
+                f"{self.items:,} event items ({self.coverage:.0%})"
+            )
+        else:
+            out.append("  no catalog (--catalog PATH, or catalog.* beside the events)")
+        return out
+
+
 @dataclass
 class Dataset:
-    """Sequences plus optional side tables (catalog keyed by raw item_id, user features)."""
+    """Sequences plus optional side tables (catalog keyed by raw item_id, user features).
+
+    kind: where it came from ("ml-1m", "ml-100k", "amazon-beauty", "synthetic" or "file"; None: go by the
+    sequences' name): it picks the side tables' reader, whatever the data is named. attributes: the catalog columns the models use (None: the
+    default choice of genrec.features.tables). report: what reading a user file did to its rows."""
 
     sequences: SequenceData
     catalog: pl.DataFrame | None = None
     users: pl.DataFrame | None = None
+    kind: str | None = None
+    attributes: tuple[str, ...] | None = None
+    report: ReadReport | None = None
 
 
 def _require(path: Path, name: str) -> Path:
@@ -67,7 +139,7 @@ def load_ml1m(root: Path) -> Dataset:
     lists = [raw[bounds[k] : bounds[k + 1], 1].tolist() for k in range(len(order))]
     seq = from_item_lists(lists, "ml-1m", [str(u) for u in users[order]])
     catalog = _ml1m_catalog(root)
-    return Dataset(seq, catalog=catalog)
+    return Dataset(seq, catalog=catalog, kind="ml-1m")
 
 
 def _ml1m_catalog(root: Path) -> pl.DataFrame | None:
@@ -115,7 +187,7 @@ def load_ml100k(root: Path) -> Dataset:
                 ],
             }
         )
-    return Dataset(build_sequences(events, name="ml-100k"), catalog=catalog)
+    return Dataset(build_sequences(events, name="ml-100k"), catalog=catalog, kind="ml-100k")
 
 
 def load_beauty(root: Path) -> Dataset:
@@ -131,46 +203,121 @@ def load_beauty(root: Path) -> Dataset:
         catalog = pl.DataFrame(
             {"item_id": list(attrs.keys()), "attributes": [list(map(int, v)) for v in attrs.values()]}
         ).sort(pl.col("item_id").cast(pl.Int64))
-    return Dataset(seq, catalog=catalog)
+    return Dataset(seq, catalog=catalog, kind="amazon-beauty")
 
 
-def load_synthetic(size: str = "small", seed: int = 0) -> Dataset:
+def load_synthetic(size: str = "small", seed: int = 0, attributes: tuple[str, ...] | None = None) -> Dataset:
     from genrec.data.synthetic import SHOP_SIZES, generate_shop, shop_config
 
     if size not in SHOP_SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose from {', '.join(SHOP_SIZES)}")
     shop = generate_shop(shop_config(size, seed=seed))
     seq = build_sequences(shop.events, name=f"synthetic-{size}")
-    return Dataset(seq, catalog=shop.catalog, users=shop.users)
+    return Dataset(seq, catalog=shop.catalog, users=shop.users, kind="synthetic", attributes=attributes)
 
 
-def load_path(path: Path, catalog: Path | None = None) -> Dataset:
+def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
+    """A user's event log (+ catalog), read with `read`, with a ReadReport of what became of its rows."""
     from genrec.data.io import read_catalog, read_events
 
-    events = read_events(path)
-    if catalog is None:
-        for cand in ("catalog.parquet", "catalog.csv", "catalog.jsonl"):
-            if (path.parent / cand).exists():
-                catalog = path.parent / cand
-                break
-    cat = read_catalog(catalog) if catalog else None
-    return Dataset(build_sequences(events, name=path.stem), catalog=cat)
+    read = read or ReadOptions()
+    path = Path(path)
+    events = read_events(path, read)
+    catalog = find_catalog(path, read)
+    cat = read_catalog(catalog, read) if catalog else None
+    if read.attributes is not None:
+        if cat is None:
+            raise ValueError("--attributes needs a catalog: pass --catalog PATH (or put catalog.* beside the events)")
+        missing = [a for a in read.attributes if a not in cat.columns or a == "item_id"]
+        if missing:
+            listed = ", ".join(c for c in cat.columns if c != "item_id")
+            raise DataError(catalog, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
+    seq = build_sequences(events, name=read.name or data_name(path))
+    report = _report(path, events, seq, catalog, cat)
+    return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
 
 
-def load_dataset(name: str, seed: int = 0) -> Dataset:
-    """Resolve a --dataset value to sequences (+ side tables)."""
-    root = data_dir()
-    if name == "ml-1m":
-        return load_ml1m(root)
-    if name == "ml-100k":
-        return load_ml100k(root)
-    if name == "amazon-beauty":
-        return load_beauty(root)
-    if name == "synthetic" or name.startswith("synthetic:"):
-        return load_synthetic(name.partition(":")[2] or "small", seed)
-    path = Path(name)
-    if path.exists():
-        return load_path(path)
-    raise ValueError(
-        f"unknown dataset {name!r}: use ml-1m, ml-100k, amazon-beauty, synthetic[:SIZE] or a path to an event file"
+def find_catalog(events: Path, read: ReadOptions) -> Path | None:
+    """read.catalog, else catalog.{parquet,csv,tsv,jsonl} beside the events, else None."""
+    if read.catalog:
+        return Path(read.catalog)
+    return next((events.parent / c for c in _CATALOGS if (events.parent / c).exists()), None)
+
+
+_CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl")
+
+
+def data_name(path: Path) -> str:
+    """A run's data name: the events' folder ("shop" for shop/events.csv), else the file's stem."""
+    folder = path.resolve().parent.name
+    return folder or path.name.split(".")[0]
+
+
+def _report(
+    path: Path, events: pl.DataFrame, seq: SequenceData, catalog: Path | None, cat: pl.DataFrame | None
+) -> ReadReport:
+    key = ["user_id", "item_id", "timestamp"] + (["event_type"] if "event_type" in events.columns else [])
+    rows = events.height
+    types = {}
+    if "event_type" in events.columns:
+        counts = events["event_type"].value_counts(sort=True)
+        types = dict(zip(counts["event_type"].to_list(), counts["count"].to_list(), strict=True))
+    item_ids = events["item_id"].unique()
+    ts = events["timestamp"]
+    return ReadReport(
+        path=str(path),
+        rows=rows,
+        merged=rows - len(seq.items),
+        duplicates=rows - events.select(key).n_unique(),
+        ties=rows - events.select("user_id", "timestamp").n_unique(),
+        users=seq.num_users,
+        items=seq.num_items,
+        events=len(seq.items),
+        event_types=types,
+        first=int(ts.min()) if rows else None,
+        last=int(ts.max()) if rows else None,
+        catalog=str(catalog) if cat is not None else None,
+        catalog_items=cat.height if cat is not None else 0,
+        covered=int(item_ids.is_in(cat["item_id"].implode()).sum()) if cat is not None else 0,
     )
+
+
+def _looks_like_path(name: str) -> bool:
+    suffixes = (".csv", ".tsv", ".txt", ".gz", ".parquet", ".pq", ".jsonl", ".ndjson")
+    return "/" in name or "\\" in name or name.lower().endswith(suffixes)
+
+
+def load_dataset(name: str, seed: int = 0, read: ReadOptions | None = None) -> Dataset:
+    """Resolve a --dataset value to sequences (+ side tables). `read` applies to a user's file; of it, the
+    built-in datasets take only `attributes` (the synthetic shop's catalog)."""
+    read = read or ReadOptions()
+    root = data_dir()
+    builtin = name in PUBLIC or name == "synthetic" or name.startswith("synthetic:")
+    if builtin:
+        file_only = [k for k in ("columns", "sep", "timestamp_format", "catalog", "name") if k in read.to_dict()]
+        if file_only:
+            raise ValueError(f"--{file_only[0].replace('_', '-')} reads a user's file; {name!r} is a built-in dataset")
+        if read.attributes is not None and not name.startswith("synthetic"):
+            raise ValueError(f"--attributes picks columns of a catalog file; {name!r} has its own attribute set")
+    if name == "ml-1m":
+        ds = load_ml1m(root)
+    elif name == "ml-100k":
+        ds = load_ml100k(root)
+    elif name == "amazon-beauty":
+        ds = load_beauty(root)
+    elif name == "synthetic" or name.startswith("synthetic:"):
+        ds = load_synthetic(name.partition(":")[2] or "small", seed, attributes=read.attributes)
+    elif Path(name).is_dir():
+        found = [p for p in sorted(Path(name).glob("events.*")) if not p.name.endswith(".tmp")]
+        if not found:
+            raise DataError(name, f"file not found: {Path(name) / 'events.*'} (pass the event file itself)")
+        return load_path(found[0], read)
+    elif Path(name).exists():
+        return load_path(Path(name), read)
+    elif _looks_like_path(name):
+        raise DataError(name, f"file not found: {name}")
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}: use ml-1m, ml-100k, amazon-beauty, synthetic[:SIZE] or a path to an event file"
+        )
+    return ds

@@ -1,8 +1,10 @@
 """Read and validate user-supplied event logs and item catalogs.
 
-Files are CSV / TSV (optionally .gz), Parquet, or JSON lines. Every problem becomes one DataError that
-names the file, the row as the user would find it (CSV: the physical line, header = line 1; JSONL: the
-line; Parquet: the 1-based row) and the column, e.g.
+Files are delimited text (.csv / .tsv / .txt, optionally .gz; the separator, one of , TAB ; |, is sniffed
+from the content whatever the extension), Parquet, or JSON lines. ReadOptions maps genrec's column names to
+the file's, forces a separator or a timestamp format. Every problem becomes one DataError that names the
+file, the row as the user would find it (CSV: the physical line, header = line 1; JSONL: the line; Parquet:
+the 1-based row) and the column as the file calls it, e.g.
 
     events.csv, line 7, column 'timestamp': cannot parse '2023-13-45' as a timestamp
 
@@ -13,27 +15,123 @@ error paths (finding the line of a broken JSON record) walk the file in Python.
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 EVENT_REQUIRED = ("user_id", "item_id", "timestamp")
 EVENT_OPTIONAL = ("event_type", "value")
 _ROW = "__genrec_row__"  # 0-based record index kept through filtering, for error messages
 
-# (suffix, format); longest suffixes first so ".csv.gz" wins over ".gz"
+# (suffix, format); longest suffixes first so ".csv.gz" wins over ".gz". Every delimited text file is "csv".
 _FORMATS = (
     (".csv.gz", "csv"),
-    (".tsv.gz", "tsv"),
+    (".tsv.gz", "csv"),
+    (".txt.gz", "csv"),
     (".csv", "csv"),
-    (".tsv", "tsv"),
+    (".tsv", "csv"),
+    (".txt", "csv"),
     (".parquet", "parquet"),
     (".pq", "parquet"),
     (".jsonl", "jsonl"),
     (".ndjson", "jsonl"),
 )
-_SEPARATORS = {"csv": ",", "tsv": "\t"}
+SEPARATORS = (",", "\t", ";", "|")  # what sniffing chooses from (and what --sep accepts)
+_SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+# A timestamp more than this far after the reader's clock is an error: a year-5138 typo would otherwise stay
+# a user's "latest" event forever. Shared with serving (the API applies the same rule to live events).
+MAX_FUTURE_SKEW_S = 86_400
+
+ACCEPTED_TIMESTAMPS = (
+    "unix seconds or milliseconds (1700000000, 1700000000123), ISO 8601 dates and datetimes (2024-01-31, "
+    "2024-01-31T08:05:00, 2024-01-31 08:05:00.5, with Z or +01:00 for a zone; naive is UTC), "
+    "or any format given with --timestamp-format (strptime codes, e.g. '%d/%m/%Y %H:%M')"
+)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a user's event log (the `genrec train` reading options, or a config file's keys).
+
+    columns: genrec name -> the file's column, e.g. {"user_id": "customer_id", "timestamp": "event_time"}
+    (also applied to the catalog's item id). sep: force a separator instead of sniffing. timestamp_format: a
+    strptime format for text timestamps. catalog: the item catalog (default: catalog.* beside the events).
+    attributes: catalog columns the models use (None: every column but ids and free text). name: the run's
+    data name (default: the events' folder). max_future_skew_s: how far after now a timestamp may be.
+    """
+
+    columns: dict[str, str] = field(default_factory=dict)
+    sep: str | None = None
+    timestamp_format: str | None = None
+    catalog: str | None = None
+    attributes: tuple[str, ...] | None = None
+    name: str | None = None
+    max_future_skew_s: float = MAX_FUTURE_SKEW_S
+
+    def __post_init__(self) -> None:
+        columns = self.columns
+        if isinstance(columns, str):
+            columns = parse_column_map(columns)
+        known = EVENT_REQUIRED + EVENT_OPTIONAL
+        for key, value in columns.items():
+            if key not in known:
+                raise ValueError(f"columns: unknown genrec column {key!r} (known: {', '.join(known)})")
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"columns: {key} must name a column of the file, got {value!r}")
+        object.__setattr__(self, "columns", {k: v.strip() for k, v in columns.items()})
+        if self.sep is not None:
+            sep = _SEP_NAMES.get(self.sep.lower(), self.sep)
+            if sep not in SEPARATORS:
+                raise ValueError(f"sep: {self.sep!r} is not a separator genrec reads (use , tab ; or |)")
+            object.__setattr__(self, "sep", sep)
+        if isinstance(self.attributes, str):
+            object.__setattr__(self, "attributes", tuple(a.strip() for a in self.attributes.split(",") if a.strip()))
+        elif self.attributes is not None:
+            object.__setattr__(self, "attributes", tuple(self.attributes))
+        if self.max_future_skew_s < 0:
+            raise ValueError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ReadOptions()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, only the fields that differ from the defaults."""
+        default = asdict(ReadOptions())
+        out = {k: v for k, v in asdict(self).items() if v != default[k]}
+        if "attributes" in out:
+            out["attributes"] = list(out["attributes"])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ReadOptions:
+        d = dict(d or {})
+        unknown = set(d) - set(asdict(ReadOptions()))
+        if unknown:
+            raise ValueError(f"unknown reading option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    """'user_id=customer_id,item_id=product_id' -> {'user_id': 'customer_id', 'item_id': 'product_id'}."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(f"columns: expected GENREC_NAME=FILE_COLUMN, got {part!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 class DataError(ValueError):
@@ -76,22 +174,28 @@ def _rebuild_error(path: Path, message: str, row: int | None, column: str | None
 # ---------------------------------------------------------------------------------------------------
 
 
-def read_events(path: str | Path) -> pl.DataFrame:
+def read_events(path: str | Path, options: ReadOptions | None = None, now: float | None = None) -> pl.DataFrame:
     """Validated event log in file order.
 
     Columns: user_id (Utf8), item_id (Utf8), timestamp (Int64 unix seconds), plus event_type (Utf8) and
-    value (Float64) when the file has them. Raises DataError on the first problem found.
+    value (Float64) when the file has them, under genrec's names whatever `options.columns` maps them from.
+    A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
+    Raises DataError on the first problem found.
     """
+    options = options or ReadOptions()
     path = Path(path)
     fmt = _format_of(path)
+    names = {c: options.columns.get(c, c) for c in EVENT_REQUIRED + EVENT_OPTIONAL}  # genrec -> file
     # Text formats: every event column as a string, parsed below. Parquet keeps its (unambiguous) types.
-    df = _read_table(path, fmt, EVENT_REQUIRED, strings=EVENT_REQUIRED + EVENT_OPTIONAL, infer=False)
-    loc = _Locator(path, fmt)
+    raw, found = _read_table(path, fmt, options.sep, [names[c] for c in names], infer=False)
+    _require_columns(found, path, [names[c] for c in EVENT_REQUIRED], options)
+    df = raw.select(_ROW, *(pl.col(names[c]).alias(c) for c in names if names[c] in raw.columns))
+    loc = _Locator(path, fmt, names)
 
     out = {}
     for col in ("user_id", "item_id"):
         out[col] = _parse_ids(df, col, loc)
-    out["timestamp"] = _parse_timestamp_column(df, loc)
+    out["timestamp"] = _parse_timestamp_column(df, loc, options, now)
     if "event_type" in df.columns:
         out["event_type"] = _parse_ids(df, "event_type", loc)
     if "value" in df.columns:
@@ -99,13 +203,22 @@ def read_events(path: str | Path) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
-def read_catalog(path: str | Path) -> pl.DataFrame:
-    """Validated item catalog: item_id (Utf8, non-null, unique) first, attribute columns as inferred."""
+def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.DataFrame:
+    """Validated item catalog: item_id (Utf8, non-null, unique) first, attribute columns as inferred.
+
+    The item id column is `item_id`, or the file column that options.columns maps item_id to."""
+    options = options or ReadOptions()
     path = Path(path)
     fmt = _format_of(path)
+    id_col = options.columns.get("item_id", "item_id")
     # item_id stays text (ids like "007" must not become 7); attributes get polars' full-file inference
-    df = _read_table(path, fmt, ("item_id",), strings=("item_id",), infer=True)
-    loc = _Locator(path, fmt)
+    df, found = _read_table(path, fmt, options.sep, [id_col], infer=True)
+    if id_col not in found and "item_id" in found:
+        id_col = "item_id"  # the mapping names the events' column; this catalog uses genrec's name
+    _require_columns(found, path, [id_col], options)
+    if id_col != "item_id":
+        df = df.drop("item_id", strict=False).rename({id_col: "item_id"})
+    loc = _Locator(path, fmt, {"item_id": id_col})
     ids = _parse_ids(df, "item_id", loc)
     dup = (~ids.is_first_distinct()).arg_true()
     if len(dup):
@@ -120,6 +233,41 @@ def read_catalog(path: str | Path) -> pl.DataFrame:
     return df.drop(_ROW).with_columns(ids).select("item_id", pl.exclude("item_id"))
 
 
+def check_not_future(ts_seconds: Any, now: float | None = None, skew: float = MAX_FUTURE_SKEW_S) -> None:
+    """Raise FutureTimestampError for the first timestamp (unix seconds; a number or an array) later than
+    now + skew. `now` defaults to the clock. The reader and the serving API share this rule."""
+    now = time.time() if now is None else now
+    ts = np.atleast_1d(np.asarray(ts_seconds))
+    bad = np.flatnonzero(ts > now + skew)
+    if len(bad):
+        raise FutureTimestampError(int(bad[0]), int(ts[bad[0]]), now, skew)
+
+
+class FutureTimestampError(ValueError):
+    """A timestamp too far in the future; `index` is its position in what was checked."""
+
+    def __init__(self, index: int, value: int, now: float, skew: float) -> None:
+        self.index, self.value, self.now, self.skew = index, value, now, skew
+        super().__init__(
+            f"timestamp {value} ({_iso(value)}) is more than {_duration(skew)} in the future "
+            f"(now is {_iso(now)}); fix the clock or the value"
+        )
+
+
+def _iso(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "beyond the year 9999"
+
+
+def _duration(seconds: float) -> str:
+    if seconds and seconds % 86_400 == 0:
+        days = int(seconds // 86_400)
+        return f"{days} day" + ("s" if days != 1 else "")
+    return f"{seconds:g} s"
+
+
 # ---------------------------------------------------------------------------------------------------
 # reading
 # ---------------------------------------------------------------------------------------------------
@@ -128,25 +276,53 @@ def read_catalog(path: str | Path) -> pl.DataFrame:
 def _format_of(path: Path) -> str:
     name = path.name.lower()
     fmt = next((f for suffix, f in _FORMATS if name.endswith(suffix)), None)
+    if not path.is_file():
+        raise DataError(path, f"file not found: {path}")
     if fmt is None:
         known = ", ".join(s for s, _ in _FORMATS)
         raise DataError(path, f"unsupported file type (expected one of {known})")
-    if not path.is_file():
-        raise DataError(path, f"file not found: {path}")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty (0 bytes)")
     return fmt
 
 
-def _read_table(path: Path, fmt: str, required: tuple[str, ...], strings: tuple[str, ...], infer: bool) -> pl.DataFrame:
-    """Raw table with a _ROW column (0-based record index), checked for emptiness and required columns.
+def sniff_separator(path: Path) -> str:
+    """The separator of a delimited text file, from its first lines (quoted sections ignored): the candidate
+    that splits the header and gives every sampled line the same field count; ties go to the most fields."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        chunk = f.read(1 << 16)
+    text = chunk.decode("utf-8", errors="replace")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) > 1 and len(chunk) == 1 << 16:
+        lines = lines[:-1]  # possibly cut in the middle
+    unquoted = [re.sub(r'"[^"]*"', "", ln) for ln in lines[:50]]
+    best, best_key = None, None
+    for sep in SEPARATORS:
+        counts = [ln.count(sep) for ln in unquoted]
+        if not counts or counts[0] == 0:
+            continue
+        key = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
+        if best_key is None or key > best_key:
+            best, best_key = sep, key
+    if best is None:  # one column: nothing to split; the extension's convention
+        best = "\t" if ".tsv" in path.name.lower() else ","
+    return best
 
-    Columns in `strings` are read as Utf8. `infer` keeps every column with polars' full-file type
-    inference (catalog attributes); without it other text columns are strings too, and Parquet/JSONL
+
+def _read_table(
+    path: Path, fmt: str, sep: str | None, strings: list[str], infer: bool
+) -> tuple[pl.DataFrame, list[str]]:
+    """(raw table with a _ROW column (0-based record index), the file's column names), checked for emptiness.
+
+    Columns in `strings` (file names) are read as Utf8. `infer` keeps every column with polars' full-file
+    type inference (catalog attributes); without it other text columns are strings too, and Parquet/JSONL
     reads are narrowed to the `strings` columns (event logs)."""
     try:
-        if fmt in _SEPARATORS:
-            df = _read_csv(path, _SEPARATORS[fmt], strings, infer)
+        if fmt == "csv":
+            df = _read_csv(path, sep or sniff_separator(path), strings, infer)
             names = [c for c in df.columns if c != _ROW]
         else:
             scan = pl.scan_parquet if fmt == "parquet" else pl.scan_ndjson
@@ -164,21 +340,21 @@ def _read_table(path: Path, fmt: str, required: tuple[str, ...], strings: tuple[
             df = lf.select(_ROW, *keep).collect()
     except pl.exceptions.NoDataError:
         raise DataError(path, "file is empty (no header and no rows)") from None
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as e:
-        raise _explain_read_failure(path, fmt, e) from e
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError) as e:
+        raise _explain_read_failure(path, fmt, sep, e) from e
     if df.height == 0:
         raise DataError(path, "file has no data rows")
-    _require_columns(names, path, required)
-    return df
+    return df, names
 
 
-def _read_csv(path: Path, sep: str, strings: tuple[str, ...], infer: bool) -> pl.DataFrame:
+def _read_csv(path: Path, sep: str, strings: list[str], infer: bool) -> pl.DataFrame:
+    header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
     df = pl.read_csv(
         path,
         separator=sep,
         infer_schema=infer,
         infer_schema_length=None,  # only used when infer=True: scan the whole file, never guess
-        schema_overrides={c: pl.Utf8 for c in strings},
+        schema_overrides={c: pl.Utf8 for c in header if c.strip() in strings},
         row_index_name=_ROW,
     )
     df = df.rename({c: c.strip() for c in df.columns})
@@ -188,19 +364,24 @@ def _read_csv(path: Path, sep: str, strings: tuple[str, ...], infer: bool) -> pl
         ragged = _find_ragged_line(path, sep, len(data))
         if ragged is not None:
             line, found = ragged
-            raise DataError(path, f"expected {len(data)} fields, found {found}", row=line)
+            raise DataError(path, _field_count_message(len(data), found, sep), row=line)
     # blank lines carry no data: drop them (polars reads them as all-null rows)
     return df.filter(~pl.all_horizontal(pl.col(data).is_null()))
 
 
-def _explain_read_failure(path: Path, fmt: str, e: Exception) -> DataError:
+def _field_count_message(expected: int, found: int, sep: str) -> str:
+    shown = "TAB" if sep == "\t" else repr(sep)
+    return f"expected {expected} fields, found {found} (separator {shown}; force another with --sep)"
+
+
+def _explain_read_failure(path: Path, fmt: str, sep: str | None, e: Exception) -> DataError:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if fmt in _SEPARATORS and "fields" in msg:  # polars: "found more fields than defined in 'Schema'"
-        sep = _SEPARATORS[fmt]
+    if fmt == "csv" and "fields" in msg:  # polars: "found more fields than defined in 'Schema'"
+        sep = sep or sniff_separator(path)
         header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
         ragged = _find_ragged_line(path, sep, len(header))
         if ragged is not None:
-            return DataError(path, f"expected {len(header)} fields, found {ragged[1]}", row=ragged[0])
+            return DataError(path, _field_count_message(len(header), ragged[1], sep), row=ragged[0])
     if fmt == "jsonl":
         line = _first_bad_json_line(path)
         if line is not None:
@@ -245,11 +426,15 @@ def _first_bad_json_line(path: Path) -> int | None:
 
 
 class _Locator:
-    """Turns a 0-based record index into the number a user sees in the file."""
+    """Turns a 0-based record index into the number a user sees in the file, and a column into its file name."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, names: dict[str, str] | None = None) -> None:
         self.path, self.fmt = path, fmt
         self.unit = "row" if fmt == "parquet" else "line"
+        self.names = names or {}  # genrec name -> file column
+
+    def column(self, col: str) -> str:
+        return self.names.get(col, col)
 
     def number(self, df: pl.DataFrame, i: int) -> int:
         r = int(df[_ROW][i])  # record index in the file (blank CSV lines were filtered out of df)
@@ -260,7 +445,7 @@ class _Locator:
         return r + 2  # CSV: header is line 1; assumes no newlines inside quoted fields
 
     def error(self, message: str, df: pl.DataFrame, i: int, column: str) -> DataError:
-        return DataError(self.path, message, row=self.number(df, i), column=column, unit=self.unit)
+        return DataError(self.path, message, row=self.number(df, i), column=self.column(column), unit=self.unit)
 
 
 def _jsonl_line_of_record(path: Path, record: int) -> int:
@@ -273,11 +458,18 @@ def _jsonl_line_of_record(path: Path, record: int) -> int:
     return record + 1
 
 
-def _require_columns(found: list[str], path: Path, required: tuple[str, ...]) -> None:
+def _require_columns(found: list[str], path: Path, required: list[str], options: ReadOptions) -> None:
+    mapped = {v: k for k, v in options.columns.items()}
     for col in required:
         if col not in found:
             listed = ", ".join(repr(c) for c in found)
-            raise DataError(path, f"missing required column (found columns: {listed})", column=col)
+            if col in mapped:
+                hint = f"; --columns maps {mapped[col]} to it"
+            else:
+                hint = f"; name another column with --columns {col}=FILE_COLUMN"
+            if len(found) == 1 and any(sep in found[0] for sep in SEPARATORS):
+                hint += "; the whole header is one column: force the separator with --sep"
+            raise DataError(path, f"missing required column (found columns: {listed}){hint}", column=col)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,7 +490,7 @@ def _parse_ids(df: pl.DataFrame, col: str, loc: _Locator) -> pl.Series:
     s = s.str.strip_chars()
     bad = _first(s.is_null() | (s == ""))
     if bad is not None:
-        raise loc.error(f"missing {col}", df, bad, col)
+        raise loc.error(f"missing {loc.column(col)}", df, bad, col)
     return s
 
 
@@ -317,25 +509,34 @@ def _parse_values(df: pl.DataFrame, loc: _Locator) -> pl.Series:
     return val.alias("value")
 
 
-def _parse_timestamp_column(df: pl.DataFrame, loc: _Locator) -> pl.Series:
+def _parse_timestamp_column(df: pl.DataFrame, loc: _Locator, options: ReadOptions, now: float | None) -> pl.Series:
     raw = df["timestamp"]
-    ts = parse_timestamps(raw)
+    ts = parse_timestamps(raw, options.timestamp_format)
     bad = _first(ts.is_null())
     if bad is not None:
         value = raw[bad]
         if value is None or (isinstance(value, str) and not value.strip()):
             raise loc.error("missing timestamp", df, bad, "timestamp")
-        raise loc.error(f"cannot parse {str(value)!r} as a timestamp", df, bad, "timestamp")
+        if options.timestamp_format:
+            why = f"does not match --timestamp-format {options.timestamp_format!r}"
+        else:
+            why = f"accepted: {ACCEPTED_TIMESTAMPS}"
+        raise loc.error(f"cannot parse {str(value)!r} as a timestamp ({why})", df, bad, "timestamp")
+    try:
+        check_not_future(ts.to_numpy(), now, options.max_future_skew_s)
+    except FutureTimestampError as e:
+        raise loc.error(str(e), df, e.index, "timestamp") from None
     return ts
 
 
-def parse_timestamps(s: pl.Series) -> pl.Series:
+def parse_timestamps(s: pl.Series, fmt: str | None = None) -> pl.Series:
     """Unix seconds (Int64) from numbers or ISO-8601 strings; null where a value cannot be parsed.
 
     Numbers: seconds, or milli/micro/nanoseconds when larger than 1e11 / 1e14 / 1e17 (1e11 seconds is
     the year 5138, so the scale is unambiguous per value); fractions are floored.
     Strings: numbers as above, or ISO dates / datetimes ('T' or space, optional fraction, 'Z' or
-    +hh:mm offset); naive datetimes are UTC.
+    +hh:mm offset); naive datetimes are UTC. With `fmt` (strptime codes, e.g. '%d/%m/%Y %H:%M') strings are
+    parsed with that format only (naive = UTC unless it has %z).
     """
     name = "timestamp"
     if s.dtype == pl.Date:
@@ -346,6 +547,13 @@ def parse_timestamps(s: pl.Series) -> pl.Series:
         return pl.select(_number_to_seconds(pl.lit(s))).to_series().alias(name)
     text = s.cast(pl.Utf8).str.strip_chars()
     frame = pl.DataFrame({"t": text})
+    if fmt:
+        chrono = fmt.replace(".%f", "%.f")  # strptime's fraction; polars' %f wants exactly 9 digits
+        try:
+            parsed = frame.select(pl.col("t").str.to_datetime(chrono, strict=False, time_unit="us").dt.epoch("s"))
+        except pl.exceptions.PolarsError:  # a format polars cannot use: nothing parses
+            return pl.Series(name, [None] * len(s), pl.Int64)
+        return parsed.to_series().alias(name)
     numeric = frame.select(_number_to_seconds(pl.col("t"))).to_series()
     if numeric.null_count() == text.null_count():  # all numeric: skip the costlier date parsing
         return numeric.alias(name)

@@ -198,6 +198,9 @@ class Split:
     Users with fewer than 3 events are only trained on, never evaluated.
     valid_in_train (a final refit, after validation chose the settings): train = [start_u, end_u - 1), so the
     validation target is a training event and 'valid' cannot be scored; test is unchanged.
+    With target events (leave_one_out(target_events=...), e.g. purchases): the test target is the user's last
+    target-type event t_u and the validation target the one before, v_u; train = [start_u, v_u) and only
+    target-type events are training targets (the others are context). Events after t_u are never used.
     """
 
     data: SequenceData
@@ -206,6 +209,9 @@ class Split:
     train_timestamps: np.ndarray | None
     eval_users: np.ndarray  # (E,) user indices with >= 3 events
     valid_in_train: bool = False
+    train_events: np.ndarray | None = None  # (sum train,) event type of each training event (1-based)
+    train_targets: np.ndarray | None = None  # (sum train,) bool: may this event be a training target (None: all)
+    ends: dict[str, np.ndarray] | None = None  # "valid" / "test" -> (E,) target positions into data.items
 
     def eval_inputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, input end positions (exclusive, into data.items), target items) for a split."""
@@ -214,11 +220,18 @@ class Split:
         if split == "valid" and self.valid_in_train:
             raise ValueError("this split trains on the validation events (a refit); it has no validation split")
         u = self.eval_users
-        end = self.data.offsets[u + 1] - (2 if split == "valid" else 1)
+        if self.ends is not None:
+            end = self.ends[split]
+        else:
+            end = self.data.offsets[u + 1] - (2 if split == "valid" else 1)
         return u, end, self.data.items[end]
 
 
-def leave_one_out(data: SequenceData, valid_in_train: bool = False) -> Split:
+def leave_one_out(
+    data: SequenceData, valid_in_train: bool = False, target_events: list[str] | tuple[str, ...] | None = None
+) -> Split:
+    if target_events is not None:
+        return _leave_last_targets_out(data, valid_in_train, target_events)
     lengths = data.lengths
     eval_users = np.flatnonzero(lengths >= 3)
     held_out = (1,) if valid_in_train else (1, 2)
@@ -237,4 +250,60 @@ def leave_one_out(data: SequenceData, valid_in_train: bool = False) -> Split:
         train_timestamps=data.timestamps[keep] if data.timestamps is not None else None,
         eval_users=eval_users,
         valid_in_train=valid_in_train,
+        train_events=data.event_types[keep] if data.event_types is not None else None,
+    )
+
+
+def target_mask(data: SequenceData, target_events: list[str] | tuple[str, ...]) -> np.ndarray:
+    """(sum N,) bool: is the event's type one of `target_events`. Unknown names are an error listing the types."""
+    if data.event_types is None or data.event_vocab is None:
+        raise ValueError("--target-events needs an event_type column in the data")
+    unknown = [t for t in target_events if t not in data.event_vocab]
+    if unknown or not target_events:
+        raise ValueError(
+            f"--target-events: unknown event type {unknown[0] if unknown else ''!r} "
+            f"(the data's event types: {', '.join(data.event_vocab.ids)})"
+        )
+    codes = np.zeros(len(data.event_vocab) + 1, bool)
+    codes[[data.event_vocab.index(t) for t in target_events]] = True
+    return codes[data.event_types]
+
+
+def _leave_last_targets_out(
+    data: SequenceData, valid_in_train: bool, target_events: list[str] | tuple[str, ...]
+) -> Split:
+    is_target = target_mask(data, target_events)
+    users = np.repeat(np.arange(data.num_users), data.lengths)
+    pos = np.flatnonzero(is_target)  # target events, grouped by user in order
+    count = np.bincount(users[pos], minlength=data.num_users)
+    last = np.zeros(data.num_users, np.int64)  # index into pos of each user's last target (if any)
+    last[count > 0] = np.cumsum(count)[count > 0] - 1
+    starts = data.offsets[:-1]
+    test_end = np.where(count >= 1, pos[np.minimum(last, len(pos) - 1)] if len(pos) else 0, -1)
+    valid_end = np.where(count >= 2, pos[np.maximum(last - 1, 0)] if len(pos) else 0, -1)
+    if valid_in_train:  # the test target needs something before it
+        evaluated = (count >= 1) & (test_end > starts)
+        train_end = np.where(evaluated, test_end, data.offsets[1:])
+    else:  # the validation target needs something before it
+        evaluated = (count >= 2) & (valid_end > starts)
+        train_end = np.where(evaluated, valid_end, data.offsets[1:])
+    eval_users = np.flatnonzero(evaluated)
+    keep = np.zeros(len(data.items), bool)
+    idx = np.arange(len(data.items))
+    keep[idx < train_end[users]] = True
+    train_offsets = np.zeros_like(data.offsets)
+    np.cumsum(np.bincount(users[keep], minlength=data.num_users), out=train_offsets[1:])
+    ends = {"test": test_end[eval_users]}
+    if not valid_in_train:
+        ends["valid"] = valid_end[eval_users]
+    return Split(
+        data=data,
+        train_offsets=train_offsets,
+        train_items=data.items[keep],
+        train_timestamps=data.timestamps[keep] if data.timestamps is not None else None,
+        eval_users=eval_users,
+        valid_in_train=valid_in_train,
+        train_events=data.event_types[keep],
+        train_targets=is_target[keep],
+        ends=ends,
     )

@@ -48,16 +48,18 @@ def model_scorer(model: torch.nn.Module, precision: str = "fp32") -> Scorer:
         model.eval()
         device = batch.items.device.type
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            states = model.user_states(batch.items, batch.offsets, batch.timestamps)
+            states = model.user_states(batch.items, batch.offsets, batch.timestamps, batch.events)
         return model.score_all(states.float())
 
     return score
 
 
 def popularity_scores(split: Split) -> torch.Tensor:
-    """(num_items + 1,) training-event counts; ties broken by item index so the order is total."""
+    """(num_items + 1,) training-event counts (of target events only, when the split has them); ties broken by
+    item index so the order is total."""
     n = split.data.num_items + 1
-    counts = np.bincount(split.train_items, minlength=n).astype(np.float64)
+    items = split.train_items if split.train_targets is None else split.train_items[split.train_targets]
+    counts = np.bincount(items, minlength=n).astype(np.float64)
     return torch.from_numpy(counts - np.arange(n) / (2.0 * n))
 
 

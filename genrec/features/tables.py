@@ -7,7 +7,9 @@ Raw attributes per dataset (row = item index 0..num_items, row 0 = padding; user
                    and bucket), occupation, zip prefix
     amazon-beauty  Beauty_item2attributes.json: attributes (multi-hot, brand + categories; unnamed ids)
     synthetic      catalog: category, brand, price (log), in_stock                    users: region, age_group
-    PATH           catalog columns category / brand (categorical) and price (numeric) when present
+    PATH           any catalog columns (Dataset.attributes, `--attributes`; default: all but ids and free text):
+                   text -> categorical, lists (or 'a|b' text) -> multi-hot, numbers -> numeric (log when >= 0),
+                   which sequence models see as quantile buckets; booleans -> categorical
 Every item also gets its training-event count (log, numeric) as a popularity feature. Vocabularies and
 scalers are fitted on the items that occur in training events (and on all users, whose attributes are
 static); an item that only appears in valid/test falls into the reserved bucket of each categorical feature.
@@ -16,6 +18,7 @@ static); an item that only appears in valid/test falls into the reserved bucket 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ class RawTable:
     multi: dict[str, list[list[str]]] = field(default_factory=dict)
     num: dict[str, np.ndarray] = field(default_factory=dict)
     log_num: set[str] = field(default_factory=set)  # numeric columns scaled after log1p
+    bucketed: set[str] = field(default_factory=set)  # numeric columns sequence models see as quantile tokens
 
 
 @dataclass
@@ -202,21 +206,81 @@ def _beauty(ds: Dataset, root: Path) -> tuple[RawTable, RawTable, list]:
     return items, RawTable(ds.sequences.num_users), items.cat["broad_attribute"]
 
 
+NUM_BUCKETS = 10  # quantile buckets of a numeric attribute, as sequence-model tokens
+_ID_NAME = re.compile(r"(^|_)(id|ids|sku|uuid|url|ean|upc|gtin|isbn)$", re.IGNORECASE)
+
+
+def catalog_attributes(catalog: pl.DataFrame, chosen: tuple[str, ...] | None = None) -> list[str]:
+    """The catalog columns used as attributes: `chosen`, else every column except item_id, id-like names
+    (*_id, sku, url, ...) and free text (titles, descriptions: a text column with a distinct value for most of
+    more than 20 items teaches nothing its item id does not)."""
+    if chosen is not None:
+        return [c for c in chosen if c != "item_id"]
+    out = []
+    for col in catalog.columns:
+        s = catalog[col]
+        if col == "item_id" or _ID_NAME.search(col) or s.null_count() == len(s):
+            continue
+        if s.dtype == pl.Utf8 and not _is_list_text(s):
+            distinct = s.n_unique()
+            if distinct > 20 and distinct > 0.5 * (len(s) - s.null_count()):
+                continue
+        out.append(col)
+    return out
+
+
+def _is_list_text(s: pl.Series) -> bool:
+    """Text holding lists: JSON arrays ('["a", "b"]') or '|'-joined values ('Action|Comedy')."""
+    t = s.drop_nulls().str.strip_chars()
+    if len(t) == 0:
+        return False
+    if bool(t.str.starts_with("[").all() and t.str.ends_with("]").all()):
+        return True
+    return bool(t.str.contains("|", literal=True).any())
+
+
+def _as_lists(s: pl.Series) -> list[list[str]]:
+    if isinstance(s.dtype, pl.List | pl.Array):
+        return [[str(v) for v in x if v is not None] if x is not None else [] for x in s.to_list()]
+    t = s.cast(pl.Utf8).str.strip_chars()
+    if bool(t.drop_nulls().str.starts_with("[").all()):  # JSON arrays
+        return [[str(v).strip() for v in json.loads(x)] if x else [] for x in t.to_list()]
+    return [[v.strip() for v in x.split("|") if v.strip()] if x else [] for x in t.to_list()]
+
+
+def _catalog_items(ds: Dataset, items: RawTable) -> list:
+    """Fill `items` from the catalog's attribute columns; returns the category per item (diversity cap)."""
+    assert ds.catalog is not None
+    n_items = items.n
+    rows = _item_rows(ds)
+    cat = ds.catalog
+    for col in catalog_attributes(cat, ds.attributes):
+        s = cat[col]
+        if isinstance(s.dtype, pl.List | pl.Array) or (s.dtype == pl.Utf8 and _is_list_text(s)):
+            try:
+                items.multi[col] = _scatter(n_items, rows, _as_lists(s), [])
+            except (json.JSONDecodeError, TypeError) as e:
+                raise ValueError(f"catalog column {col!r}: cannot read its lists ({e})") from None
+        elif s.dtype.is_numeric():
+            x = s.cast(pl.Float64).fill_nan(None).to_numpy()  # nulls -> NaN
+            items.num[col] = np.array(_scatter(n_items, rows, list(x), np.nan), np.float64)
+            if np.nanmin(x, initial=0.0) >= 0:
+                items.log_num.add(col)
+            items.bucketed.add(col)
+        else:  # text, booleans, dates: categories
+            items.cat[col] = _scatter(n_items, rows, s.cast(pl.Utf8).to_list(), None)
+    if "category" in cat.columns:
+        return items.cat.get("category") or _scatter(n_items, rows, cat["category"].cast(pl.Utf8).to_list(), None)
+    return [None] * n_items
+
+
 def _catalog_generic(ds: Dataset) -> tuple[RawTable, RawTable, list]:
     seq = ds.sequences
     n_items = seq.num_items + 1
     items = RawTable(n_items)
     category: list = [None] * n_items
     if ds.catalog is not None:
-        rows = _item_rows(ds)
-        for col in ("category", "brand", "in_stock"):
-            if col in ds.catalog.columns:
-                items.cat[col] = _scatter(n_items, rows, ds.catalog[col].cast(pl.Utf8).to_list(), None)
-        if "price" in ds.catalog.columns:
-            price = ds.catalog["price"].cast(pl.Float64).fill_null(np.nan).to_list()
-            items.num["price"] = np.array(_scatter(n_items, rows, price, np.nan), np.float64)
-            items.log_num.add("price")
-        category = items.cat.get("category", category)
+        category = _catalog_items(ds, items)
     users = RawTable(seq.num_users)
     if ds.users is not None:
         u_rows = np.array([seq.user_vocab.index(str(u)) - 1 for u in ds.users["user_id"].to_list()], np.int64)
@@ -234,7 +298,7 @@ def _catalog_generic(ds: Dataset) -> tuple[RawTable, RawTable, list]:
 def raw_tables(ds: Dataset, root: Path | None = None) -> tuple[RawTable, RawTable, list]:
     """(items, users, category per item) for a loaded dataset, chosen by its name."""
     root = root or data_dir()
-    name = ds.sequences.name
+    name = ds.kind or ds.sequences.name
     if name == "ml-1m":
         return _ml1m(ds, root)
     if name == "ml-100k":
@@ -274,9 +338,18 @@ def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -
     id range; encoders are fitted on items seen in training events, so unseen values map to no token.
     """
     items_raw, _, _ = raw_tables(ds, root)
-    items_raw.num.clear()
     counts = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1)
-    table = encode_table(items_raw, np.flatnonzero(counts > 0))
+    fit = np.flatnonzero(counts > 0)
+    for name in sorted(items_raw.bucketed):  # numbers as quantile buckets, edges from training items
+        x = items_raw.num[name]
+        seen = x[fit][~np.isnan(x[fit])]
+        if len(seen) == 0:
+            continue
+        edges = np.unique(np.quantile(seen, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1]))
+        bucket = np.searchsorted(edges, x, side="right")
+        items_raw.cat[f"{name}_bucket"] = [None if np.isnan(v) else f"q{b}" for v, b in zip(x, bucket, strict=True)]
+    items_raw.num.clear()
+    table = encode_table(items_raw, fit)
     n = ds.sequences.num_items + 1
     rows, toks, base = [], [], 0  # (item, token) pairs, attribute by attribute, each in its own id range
     for name, codes in table.cat.items():
@@ -287,6 +360,15 @@ def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -
         rows.append(np.repeat(np.arange(n), np.diff(offsets)))
         toks.append(np.where(values > 0, values + base, 0))
         base += table.sizes[name]
+    if base == 0:
+        if ds.catalog is None:
+            raise ValueError(
+                "--item-attributes needs a catalog: pass --catalog PATH (or put catalog.* beside the events)"
+            )
+        raise ValueError(
+            "--item-attributes: the catalog has no attribute columns to use "
+            f"(its columns: {', '.join(ds.catalog.columns)}); name some with --attributes"
+        )
     row, tok = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, toks))
     row, tok = row[tok > 0], tok[tok > 0]
     order = np.argsort(row, kind="stable")

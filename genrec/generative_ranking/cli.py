@@ -21,7 +21,9 @@ app = typer.Typer(help="Generative ranking: HSTU over (item, action) tokens with
 @app.command()
 def train(
     out: str = typer.Option(..., help="run folder to write (ranker.pt, meta.json)"),
-    dataset: str = typer.Option("synthetic:small", help="synthetic[:SIZE] | ml-100k | ml-1m (users 1-2999)"),
+    dataset: str = typer.Option(
+        "synthetic:small", help="synthetic[:SIZE] | ml-100k | ml-1m (users 1-2999) | PATH (a log with event types)"
+    ),
     token_mode: str = typer.Option("summed", help="summed | interleaved"),
     attributes: bool = typer.Option(True, help="add category / brand / price-bucket embeddings to item tokens"),
     epochs: int = typer.Option(10),

@@ -14,6 +14,9 @@ user did not interact with; NaN means "no label" and is masked out of the loss a
                   MAXIMUM action: build_sequences(collapse_repeats=True) keeps the LAST event type, which differs
                   when a purchase is followed by an immediate re-visit of the same item (a repeat visit starts
                   with a plain view). The funnel never goes backwards, so max == "how far the user got".
+  your own log    any event log with an event_type column (genrec.data.io.ReadOptions reads it): actions are the
+                  event types ordered from the most frequent (a view) to the rarest (a purchase), collapsed runs
+                  keep their furthest step, and one task per event type: "reached at least this step".
   MovieLens       actions = the rating 1..5; tasks rated (interacted at all) and liked (rating >= 4). A candidate
                   the user never rated has rated = 0 and liked = NaN (unknown: a missing label, masked).
 """
@@ -27,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec.data.datasets import data_dir, load_dataset
+from genrec.data.datasets import data_dir, data_name, find_catalog, load_dataset
+from genrec.data.io import ReadOptions, read_catalog, read_events
 from genrec.data.sequences import PAD, JaggedUsers, Vocab, build_sequences
 
 NAN = float("nan")
@@ -251,16 +255,64 @@ def load_ml1m_ratings(max_users: int | None = None, root: Path | None = None) ->
     return _movielens("ml-1m-ratings", items, actions, ts, offsets, vocab, attrs)
 
 
-def load_action_dataset(name: str, seed: int = 0, max_users: int | None = None) -> ActionSequences:
-    """synthetic[:SIZE] | ml-100k | ml-1m (ratings of users 1-2999); max_users keeps a random user subset."""
+def action_levels(event_types: pl.Series) -> dict[str, int]:
+    """Event type -> action level 1..A, the most frequent type first (ties by name): in a shop's funnel views
+    outnumber carts, which outnumber purchases, so a level says how far the user got."""
+    counts = event_types.value_counts()
+    order = sorted(
+        zip(counts[event_types.name].to_list(), counts["count"].to_list(), strict=True), key=lambda x: (-x[1], x[0])
+    )
+    return {name: level for level, (name, _) in enumerate(order, start=1)}
+
+
+def load_log(path: str | Path, read: ReadOptions | None = None) -> ActionSequences:
+    """A user's event log with an event_type column as action sequences (tasks: one per event type)."""
+    read = read or ReadOptions()
+    path = Path(path)
+    events = read_events(path, read)
+    if "event_type" not in events.columns:
+        raise ValueError(
+            f"{path.name}: generative ranking needs an event_type column (name yours with --columns event_type=NAME)"
+        )
+    levels = action_levels(events["event_type"])
+    name = read.name or data_name(path)
+    items, actions, ts, offsets, vocab = _from_events(events, name, levels)
+    labels = np.zeros((len(levels) + 1, len(levels)), np.float32)
+    for a in range(1, len(levels) + 1):
+        labels[a, :a] = 1.0  # an action reaches its own level and every lower one
+    catalog = find_catalog(path, read)
+    return ActionSequences(
+        name=name,
+        items=items,
+        actions=actions,
+        timestamps=ts,
+        offsets=offsets,
+        item_vocab=vocab,
+        action_names=list(levels),
+        tasks=list(levels),
+        task_labels=labels,
+        negative_labels=np.zeros(len(levels), np.float32),
+        item_attributes=catalog_attributes(read_catalog(catalog, read), vocab) if catalog else {},
+    )
+
+
+def load_action_dataset(
+    name: str, seed: int = 0, max_users: int | None = None, read: ReadOptions | None = None
+) -> ActionSequences:
+    """synthetic[:SIZE] | ml-100k | ml-1m (ratings of users 1-2999) | PATH (a log with event types, read with
+    `read`); max_users keeps a random user subset."""
     if name == "synthetic" or name.startswith("synthetic:"):
         data = load_shop(name.partition(":")[2] or "small", seed)
     elif name == "ml-100k":
         data = load_ml100k()
     elif name == "ml-1m":
         data = load_ml1m_ratings()
+    elif Path(name).is_file() or "/" in name or "." in Path(name).name:
+        data = load_log(name, read)  # a missing file: DataError "file not found: PATH"
     else:
-        raise ValueError(f"unknown action dataset {name!r}: use synthetic[:SIZE], ml-100k or ml-1m")
+        raise ValueError(
+            f"unknown action dataset {name!r}: use synthetic[:SIZE], ml-100k, ml-1m or a path to an event log"
+        )
     if max_users is not None and max_users < data.num_users:
         users = np.sort(np.random.default_rng(seed).choice(data.num_users, max_users, replace=False))
         data = data.subset_users(users)

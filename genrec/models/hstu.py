@@ -187,9 +187,13 @@ class HSTU(SequentialModel):
         self.layers = nn.ModuleList(HSTULayer(config) for _ in range(config.num_layers))
 
     def encode(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.embed(items, jagged_positions(offsets))  # (sum N, D)
+        x = self.embed(items, jagged_positions(offsets), events)  # (sum N, D)
         cache: dict = {}  # per-batch attention geometry, built by the first layer and reused by the rest
         for layer in self.layers:
             x = layer(x, offsets, timestamps, cache)

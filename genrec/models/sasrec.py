@@ -48,12 +48,16 @@ class SASRec(SequentialModel):
         self.final_norm = nn.LayerNorm(config.dim)
 
     def encode(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> torch.Tensor:
         lengths = lengths_from_offsets(offsets)
         B, n = len(lengths), int(lengths.max())
         idx = padded_index(offsets, n)
-        x = to_padded(self.embed(items, positions(offsets)), idx, B, n)  # (B, n, D)
+        x = to_padded(self.embed(items, positions(offsets), events), idx, B, n)  # (B, n, D)
         i = torch.arange(n, device=items.device)
         # causal and key-not-padding; a padded query row still sees key 0 so softmax stays finite
         mask = (i[None, :] <= i[:, None])[None] & (i[None, None, :] < lengths[:, None, None])

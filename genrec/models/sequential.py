@@ -1,8 +1,12 @@
 """What every next-item model shares: an item table, L2-normalised states and cosine logits.
 
 A sequential model maps a jagged batch of histories to one user state per position:
-    items: (sum N,) int64, offsets: (B + 1,), timestamps: (sum N,) | None  ->  states: (sum N, D)
+    items: (sum N,) int64, offsets: (B + 1,), timestamps: (sum N,) | None, events: (sum N,) | None
+    ->  states: (sum N, D)
 States and item embeddings are L2-normalised, so logit = cos(state, item) / temperature.
+With event types (num_event_types > 0) every input token is an (item, action) pair: the input vector is the
+item's vector plus the action's embedding (a viewed item and a bought one are different context). The output
+table stays the items' alone: what is predicted is the next item.
 With item attributes (brand, categories, ...: num_attribute_tokens > 0) an item's vector is its own embedding
 plus the mean of its attribute-token embeddings, in the input and in the output table alike, so rare items
 borrow strength from the attributes they share with frequent ones.
@@ -30,6 +34,7 @@ class SequentialConfig:
     temperature: float = 0.05
     num_attribute_tokens: int = 0  # attribute vocabulary (token 0 = none); 0 = ids only
     attributes_per_item: int = 0  # width of the (num_items + 1, A) attribute-token buffer
+    num_event_types: int = 0  # action vocabulary (view, cart, ...; 0 = none); 0 = the input is the item alone
 
     def to_dict(self) -> dict:
         return {"kind": type(self).__name__, **asdict(self)}
@@ -60,6 +65,12 @@ class SequentialModel(nn.Module):
             self.register_buffer(
                 "item_attrs", torch.zeros(config.num_items + 1, config.attributes_per_item, dtype=torch.long)
             )
+        self.event_emb: nn.Embedding | None = None
+        if config.num_event_types:
+            self.event_emb = nn.Embedding(config.num_event_types + 1, config.dim, padding_idx=0)
+            nn.init.normal_(self.event_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.event_emb.weight[0].zero_()
 
     def set_item_attributes(self, tokens: torch.Tensor) -> None:
         """tokens: (num_items + 1, A) int64 attribute tokens per item (0 = none)."""
@@ -76,14 +87,23 @@ class SequentialModel(nn.Module):
         count = (tok > 0).sum(-1, keepdim=True).clamp(min=1)
         return ids + self.attr_emb(tok).sum(-2) / count
 
-    def embed(self, items: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(sum N,) ids and positions -> (sum N, D): scaled item vector + position, dropout."""
-        x = self.item_vectors(items) * self.config.dim**0.5
+    def embed(self, items: torch.Tensor, positions: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """(sum N,) ids, positions and event types -> (sum N, D): scaled (item + action) vector + position, dropout.
+
+        events is ignored by a model without event types; a model with them reads None as "action unknown"."""
+        x = self.item_vectors(items)
+        if self.event_emb is not None and events is not None:
+            x = x + self.event_emb(events)
+        x = x * self.config.dim**0.5
         x = x + self.pos_emb(positions.clamp(max=self.config.max_len - 1))
         return self.input_dropout(x)
 
     def encode(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(sum N,) items, (B + 1,) offsets -> (sum N, D) L2-normalised states."""
         raise NotImplementedError
@@ -93,10 +113,14 @@ class SequentialModel(nn.Module):
         return F.normalize(self.item_vectors(), dim=-1)
 
     def user_states(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """State after each sequence's last event: (B, D)."""
-        return self.encode(items, offsets, timestamps)[offsets[1:] - 1]
+        return self.encode(items, offsets, timestamps, events)[offsets[1:] - 1]
 
     def score_all(self, states: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, num_items + 1) logits over the whole catalog (column 0 = padding)."""

@@ -120,9 +120,11 @@ def next_item_loss(
     log_q: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     offsets: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
-    the jagged sequence bounds (sampled loss; None = one sequence). Returns the mean loss."""
+    the jagged sequence bounds (sampled loss; None = one sequence), mask: (N,) bool, the positions whose target
+    counts (target events such as purchases; None = all). Returns the mean loss over the counted positions."""
     if kind in ("full", "sampled"):
         scaled = states / temperature  # (N, D): the temperature applied before the products, not to the logits
         pos = (scaled * table[targets]).sum(-1).float()  # (N,)
@@ -130,7 +132,7 @@ def next_item_loss(
         if kind == "full":
             no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
             lse = _ProductLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
-            return (lse - pos).mean()
+            return _mean(lse - pos, mask)
         num_items = table.shape[0] - 1
         if offsets is None:
             offsets = torch.tensor([0, len(targets)], device=states.device)
@@ -143,11 +145,22 @@ def next_item_loss(
         neg_lse = _ProductLogSumExp.apply(to_padded(scaled, idx, B, n), table[neg], hits, bound)  # (B, n)
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
         lse = torch.logaddexp(pos, to_jagged(neg_lse, idx))
-        return (lse - pos).mean()
+        return _mean(lse - pos, mask)
     if kind == "in-batch":
+        if mask is not None:
+            states, targets = states[mask], targets[mask]
+            if len(targets) == 0:
+                return states.sum() * 0.0
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)
         logits = states @ table[uniq].T / temperature  # (N, M)
         if log_q is not None:
             logits = logits - log_q[uniq][None, :]
         return F.cross_entropy(logits, label)
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
+
+
+def _mean(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the (N,) losses at the masked positions (0, still differentiable, when none is)."""
+    if mask is None:
+        return losses.mean()
+    return (losses * mask).sum() / mask.sum().clamp(min=1)

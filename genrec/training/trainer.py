@@ -31,6 +31,7 @@ from rich.console import Console
 from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
+from genrec.data.io import ReadOptions
 from genrec.data.sequences import Split, leave_one_out
 from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
 from genrec.memory import keep_freed_memory
@@ -88,6 +89,11 @@ class TrainConfig:
     ema: float = 0.0  # > 0: validate and save an exponential moving average of the weights with this decay per step
     refit_of: str | None = None  # the run whose validation chose this refit's settings
     stop_epoch: int | None = None  # train epochs 1..stop_epoch of an `epochs`-long schedule (a refit's best epoch)
+    read: dict[str, Any] = field(default_factory=dict)  # how to read a user's file (genrec.data.io.ReadOptions)
+    # the event type of each input event (view, cart, ...) as an input token, next to the item
+    event_inputs: bool = False
+    # which event types are prediction targets (training, validation and test); None: every event
+    target_events: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -192,7 +198,7 @@ def train_epoch(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * factor
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            states = model.encode(batch.items, batch.offsets, batch.timestamps)  # (sum N, D)
+            states = model.encode(batch.items, batch.offsets, batch.timestamps, batch.events)  # (sum N, D)
             loss = next_item_loss(
                 states,
                 batch.targets,
@@ -202,6 +208,7 @@ def train_epoch(
                 cfg.num_negatives,
                 generator=gen,
                 offsets=None if cfg.shared_negatives else batch.offsets,
+                mask=batch.target_mask,
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -240,10 +247,15 @@ class RunCheck:
 
 
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, Split, SequentialModel]:
-    ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed)
-    split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid")
+    ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed, read=ReadOptions.from_dict(cfg.read))
+    targets = list(cfg.target_events) if cfg.target_events else None
+    split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid", target_events=targets)
     torch.manual_seed(cfg.seed)
     kwargs = cfg.model_kwargs(ds.sequences.name)
+    if cfg.event_inputs:
+        if ds.sequences.event_vocab is None:
+            raise ValueError(f"--event-inputs needs an event_type column; {cfg.dataset} has none")
+        kwargs["num_event_types"] = len(ds.sequences.event_vocab)
     tokens = None
     if cfg.item_attributes:
         from genrec.features.tables import item_attribute_tokens

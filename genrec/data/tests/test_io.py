@@ -7,7 +7,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from genrec.data.io import DataError, parse_timestamps, read_catalog, read_events
+from genrec.data.io import (
+    MAX_FUTURE_SKEW_S,
+    DataError,
+    FutureTimestampError,
+    ReadOptions,
+    check_not_future,
+    parse_timestamps,
+    read_catalog,
+    read_events,
+)
 
 HEADER = "user_id,item_id,timestamp\n"
 
@@ -110,7 +119,8 @@ def test_unparsable_timestamp_names_line(tmp_path):
     good = "".join(f"u{i},i{i},170000000{i}\n" for i in range(5))
     path = write(tmp_path, "events.csv", HEADER + good + "u9,i9,2023-13-45\n")
     err = raises_at(path, 7, "timestamp")
-    assert str(err) == "events.csv, line 7, column 'timestamp': cannot parse '2023-13-45' as a timestamp"
+    assert str(err).startswith("events.csv, line 7, column 'timestamp': cannot parse '2023-13-45' as a timestamp")
+    assert "accepted: unix seconds or milliseconds" in str(err) and "--timestamp-format" in str(err)
 
 
 def test_missing_timestamp(tmp_path):
@@ -212,3 +222,110 @@ def test_catalog_duplicate_and_missing_ids(tmp_path):
     raises_at(pq, 3, "item_id", "duplicate", reader=read_catalog)
     jl = write_jsonl(tmp_path, "catalog.jsonl", [{"item_id": "a"}, {"item_id": None, "price": 2}])
     raises_at(jl, 2, "item_id", "missing item_id", reader=read_catalog)
+
+
+# ---- a shop's own file: separators, column names, time formats, the future ------------------------
+
+
+@pytest.mark.parametrize(("name", "sep"), [("tabs.csv", "\t"), ("semi.csv", ";"), ("pipes.txt", "|"), ("c.tsv", ",")])
+def test_separator_is_sniffed_from_the_content_whatever_the_extension(tmp_path, name, sep):
+    text = sep.join(["user_id", "item_id", "timestamp", "event_type"]) + "\n"
+    text += "".join(sep.join([f"u{i}", "a,b" if sep != "," else "ab", str(100 + i), "view"]) + "\n" for i in range(3))
+    df = read_events(write(tmp_path, name, text))
+    assert df["user_id"].to_list() == ["u0", "u1", "u2"]
+    assert df["item_id"][0] == ("a,b" if sep != "," else "ab")  # a comma inside a field of a ';' file
+    assert df["timestamp"].to_list() == [100, 101, 102]
+
+
+def test_forced_separator_overrides_sniffing(tmp_path):
+    # commas in the ids, none in the header: sniffing and --sep ';' agree, --sep ',' finds ragged lines
+    path = write(tmp_path, "events.csv", "user_id;item_id;timestamp\nu,1;a;1\nu,2;b;2\n")
+    assert read_events(path)["user_id"].to_list() == ["u,1", "u,2"]
+    assert read_events(path, ReadOptions(sep=";"))["user_id"].to_list() == ["u,1", "u,2"]
+    raises_at(path, 2, None, "found 2", "--sep", reader=lambda p: read_events(p, ReadOptions(sep=",")))
+    assert ReadOptions(sep="tab").sep == "\t"
+    with pytest.raises(ValueError, match="not a separator"):
+        ReadOptions(sep=":")
+
+
+def test_column_mapping_reads_the_files_names_and_errors_use_them(tmp_path):
+    opts = ReadOptions(columns="user_id=customer_id,item_id=product_id,timestamp=event_time,event_type=type")
+    assert opts.columns == {"user_id": "customer_id", "item_id": "product_id", "timestamp": "event_time",
+                            "event_type": "type"}  # fmt: skip
+    text = "customer_id,product_id,event_time,type,user_id\nc1,p1,100,view,junk\nc1,p2,200,purchase,junk\n"
+    df = read_events(write(tmp_path, "events.csv", text), opts)
+    assert df.columns == ["user_id", "item_id", "timestamp", "event_type"]
+    assert df["user_id"].to_list() == ["c1", "c1"] and df["event_type"].to_list() == ["view", "purchase"]
+    bad = write(tmp_path, "bad.csv", "customer_id,product_id,event_time,type\nc1,p1,100,view\nc1,p1,soon,view\n")
+    raises_at(bad, 3, "event_time", "'soon'", reader=lambda p: read_events(p, opts))
+    gone = write(tmp_path, "gone.csv", "customer_id,sku,event_time\nc1,p1,100\n")
+    raises_at(gone, None, "product_id", "'sku'", "--columns maps item_id", reader=lambda p: read_events(p, opts))
+    # the catalog's item id follows the same mapping (or keeps genrec's name)
+    cat = read_catalog(write(tmp_path, "products.csv", "product_id,brand\np1,x\np2,y\n"), opts)
+    assert cat.columns == ["item_id", "brand"] and cat["item_id"].to_list() == ["p1", "p2"]
+    assert read_catalog(write(tmp_path, "catalog.csv", "item_id,brand\np1,x\n"), opts)["item_id"][0] == "p1"
+    with pytest.raises(ValueError, match="unknown genrec column 'user'"):
+        ReadOptions(columns={"user": "customer_id"})
+    with pytest.raises(ValueError, match="GENREC_NAME=FILE_COLUMN"):
+        ReadOptions(columns="user_id")
+
+
+def test_missing_column_hint_when_the_separator_is_wrong(tmp_path):
+    path = write(tmp_path, "events.csv", "user_id;item_id;timestamp\nu;a;1\n")
+    raises_at(path, None, "user_id", "--sep", reader=lambda p: read_events(p, ReadOptions(sep=",")))
+
+
+def test_timestamp_formats_epoch_ms_iso_dates_and_strptime(tmp_path):
+    rows = ["1700000000123", "2023-11-14T22:13:20Z", "2023-11-14 23:13:20+01:00", "2023-11-14T22:13:20.75"]
+    path = write(tmp_path, "events.csv", HEADER + "".join(f"u,i{k},{t}\n" for k, t in enumerate(rows)))
+    assert read_events(path)["timestamp"].to_list() == [1700000000] * 4
+    path = write(tmp_path, "dates.csv", HEADER + "u,a,2024-01-31\nu,b,2024-02-01\n")
+    assert read_events(path)["timestamp"].to_list() == [epoch(2024, 1, 31), epoch(2024, 2, 1)]
+    eu = write(tmp_path, "eu.csv", HEADER + "u,a,01/02/2024 00:07\nu,b,31/12/2023 23:59\n")
+    raises_at(eu, 2, "timestamp", "'01/02/2024 00:07'", "accepted:", "ISO 8601", "--timestamp-format")
+    df = read_events(eu, ReadOptions(timestamp_format="%d/%m/%Y %H:%M"))
+    assert df["timestamp"].to_list() == [epoch(2024, 2, 1, 0, 7), epoch(2023, 12, 31, 23, 59)]
+    frac = write(tmp_path, "frac.csv", HEADER + "u,a,2024-01-31 08:05:00.250\n")
+    assert read_events(frac, ReadOptions(timestamp_format="%Y-%m-%d %H:%M:%S.%f"))["timestamp"][0] == epoch(
+        2024, 1, 31, 8, 5
+    )
+    opts = ReadOptions(timestamp_format="%d/%m/%Y")
+    err = raises_at(
+        eu, 2, "timestamp", "does not match --timestamp-format '%d/%m/%Y'", reader=lambda p: read_events(p, opts)
+    )
+    assert "accepted" not in str(err)
+
+
+def test_future_timestamps_are_rejected_naming_the_row(tmp_path):
+    now = epoch(2024, 1, 1)
+    rows = [now - 10, now + 3600, now + 86_400 + 1]  # an hour ahead is clock skew; a day and a second is not
+    path = write(tmp_path, "events.csv", HEADER + "".join(f"u,i{k},{t}\n" for k, t in enumerate(rows)))
+    err = raises_at(
+        path, 4, "timestamp", "in the future", "1 day", "2024-01-02", reader=lambda p: read_events(p, now=now)
+    )
+    assert "now is 2024-01-01 00:00:00 UTC" in str(err)
+    assert read_events(path, ReadOptions(max_future_skew_s=2 * 86_400), now=now).height == 3
+    year_5138 = write(tmp_path, "typo.csv", HEADER + "u,a,99999999999\n")  # read as seconds: year 5138
+    raises_at(year_5138, 2, "timestamp", "in the future")
+    # the rule itself, for the serving API: scalars and arrays, the index of the first offender
+    check_not_future(now + 86_400, now=now)
+    with pytest.raises(FutureTimestampError) as info:
+        check_not_future([now, now + 10, now + 86_401, now + 10**9], now=now)
+    assert info.value.index == 2 and info.value.value == now + 86_401 and MAX_FUTURE_SKEW_S == 86_400
+    with pytest.raises(ValueError, match="in the future"):
+        check_not_future(now + 61, now=now, skew=60)
+
+
+def test_missing_file_says_file_not_found_with_the_path(tmp_path):
+    missing = tmp_path / "shop" / "events.csv"
+    with pytest.raises(DataError, match="file not found: " + str(missing)):
+        read_events(missing)
+
+
+def test_read_options_round_trip_through_a_config_dict():
+    opts = ReadOptions(columns={"user_id": "customer_id"}, sep=";", attributes="brand, price", name="shop")
+    d = opts.to_dict()
+    assert d == {"columns": {"user_id": "customer_id"}, "sep": ";", "attributes": ["brand", "price"], "name": "shop"}
+    assert ReadOptions.from_dict(d) == opts and ReadOptions.from_dict(None).is_default
+    with pytest.raises(ValueError, match="unknown reading option"):
+        ReadOptions.from_dict({"seperator": ";"})

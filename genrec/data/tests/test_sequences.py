@@ -78,3 +78,33 @@ def test_refit_split_trains_on_the_validation_event() -> None:
     assert seq.item_vocab.raw(int(targets[0])) == "5" and ends[0] == 4
     with pytest.raises(ValueError, match="refit"):
         split.eval_inputs("valid")
+
+
+def test_target_event_split_holds_out_the_last_two_purchases() -> None:
+    # u1: a(v) b(p) c(v) d(p) e(v) f(p) g(v): test = f, valid = d, train = a b c, g (after the test) never used
+    # u2: x(p) y(v): one purchase only, never evaluated, trained on in full
+    types = ["view", "purchase", "view", "purchase", "view", "purchase", "view", "purchase", "view"]
+    rows = [("u1", i, t) for t, i in enumerate("abcdefg")] + [("u2", "x", 20), ("u2", "y", 21)]
+    seq = build_sequences(log(rows, types))
+    split = leave_one_out(seq, target_events=["purchase"])
+    v = seq.item_vocab
+    assert split.eval_users.tolist() == [0]
+    for which, target, history in (("valid", "d", "abc"), ("test", "f", "abcde")):
+        users, ends, targets = split.eval_inputs(which)
+        assert [v.raw(int(t)) for t in targets] == [target]
+        assert [v.raw(int(i)) for i in seq.items[seq.offsets[0] : ends[0]]] == list(history)
+    assert [v.raw(int(i)) for i in split.train_items] == ["a", "b", "c", "x", "y"]
+    assert split.train_targets.tolist() == [False, True, False, True, False]
+    purchase = seq.event_vocab.index("purchase")
+    assert (split.train_events == purchase).tolist() == split.train_targets.tolist()
+    (batch,) = list(train_batches(split, batch_size=8, max_len=10, seed=0))  # u1 only: u2's target is its first
+    assert batch.events.tolist() == [seq.event_vocab.index(t) for t in ("view", "purchase")]
+    assert batch.target_mask.tolist() == [True, False]  # a -> b (a purchase) counts, b -> c (a view) does not
+    eval_batch, _, _ = next(eval_batches(split, "test", 8, 10))
+    assert eval_batch.events.tolist() == [seq.event_vocab.index(t) for t in types[:5]]
+    refit = leave_one_out(seq, valid_in_train=True, target_events=["purchase"])
+    assert [v.raw(int(i)) for i in refit.train_items] == list("abcde") + ["x", "y"]
+    with pytest.raises(ValueError, match="unknown event type 'buy'.*view, purchase"):
+        leave_one_out(seq, target_events=["buy"])
+    with pytest.raises(ValueError, match="needs an event_type column"):
+        leave_one_out(build_sequences(log(rows)), target_events=["purchase"])

@@ -1,5 +1,6 @@
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from genrec.data.datasets import Dataset
@@ -99,6 +100,7 @@ def test_item_attribute_tokens_share_ids_across_items():
     from genrec.features.tables import item_attribute_tokens
 
     ds = _hand_dataset()
+    ds.attributes = ("category", "brand")
     tokens, size = item_attribute_tokens(ds, leave_one_out(ds.sequences))
     v = ds.sequences.item_vocab
     a, c, e, f = (set(tokens[v.index(x)].tolist()) - {0} for x in "acef")
@@ -108,3 +110,70 @@ def test_item_attribute_tokens_share_ids_across_items():
     # f's category and brand occur in no training item, so it gets no tokens
     assert a == e and len(a) == 2 and len(a & c) == 1
     assert not f
+
+
+def test_numeric_attributes_become_quantile_tokens_for_sequence_models():
+    from genrec.features.tables import item_attribute_tokens
+
+    ds = _hand_dataset()  # default attributes: category, brand and price (numeric)
+    tokens, _ = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    v = ds.sequences.item_vocab
+    a, b, c, f = (set(tokens[v.index(x)].tolist()) - {0} for x in "abcf")
+    assert len(a) == len(c) == 3  # category + brand + price bucket
+    # training items a, b, c cost 10, 20, 30: three different buckets; f (9999, never trained on) lands in the
+    # top bucket, which it shares with c, and that is its only token
+    assert len(f) == 1 and f <= c and not f & a and not f & b
+
+
+def test_any_catalog_column_is_an_attribute_lists_numbers_and_default_choice(tmp_path):
+    from genrec.data.datasets import load_path
+    from genrec.data.io import ReadOptions
+    from genrec.features.tables import catalog_attributes, item_attribute_tokens, raw_tables
+
+    n = 30
+    events = pl.DataFrame(
+        {
+            "user_id": [f"u{i % 5}" for i in range(3 * n)],
+            "item_id": [f"i{i % n}" for i in range(3 * n)],
+            "timestamp": list(range(3 * n)),
+        }
+    )
+    events.write_csv(tmp_path / "events.csv")
+    catalog = pl.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n)],
+            "sku": [f"S-{i}" for i in range(n)],  # an id: never an attribute by default
+            "title": [f"Product number {i}" for i in range(n)],  # free text: one value per item
+            "material": ["wood" if i % 2 else "steel" for i in range(n)],
+            "tags": [["red", "sale"] if i % 3 == 0 else ["blue"] for i in range(n)],  # a list column
+            "genres": ["Action|Comedy" if i % 2 else "Drama" for i in range(n)],  # a list as text
+            "weight_kg": [float(i) for i in range(n)],
+        }
+    )
+    catalog.write_parquet(tmp_path / "catalog.parquet")
+    ds = load_path(tmp_path / "events.csv")
+    assert catalog_attributes(ds.catalog) == ["material", "tags", "genres", "weight_kg"]
+    items, _, _ = raw_tables(ds)
+    v = ds.sequences.item_vocab
+    assert set(items.cat) == {"material"} and set(items.multi) == {"tags", "genres"}
+    assert items.multi["tags"][v.index("i3")] == ["red", "sale"] and items.multi["genres"][v.index("i1")] == [
+        "Action",
+        "Comedy",
+    ]
+    assert set(items.num) == {"weight_kg"} and items.num["weight_kg"][v.index("i7")] == 7.0
+    tokens, size = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    # material + tags (1 or 2) + genres (1 or 2) + a weight bucket; ten quantile buckets of 30 weights
+    per_item = (tokens > 0).sum(1)
+    assert per_item[v.index("i3")] == 1 + 2 + 2 + 1 and per_item[v.index("i0")] == 1 + 2 + 1 + 1
+    assert size == (2 + 1) + (3 + 1) + (3 + 1) + (10 + 1)  # each attribute's values + its unseen bucket
+    # i6 and i24 share material, tags and genres and differ in weight (6 vs 24 kg: different deciles)
+    light, heavy = (set(tokens[v.index(x)].tolist()) - {0} for x in ("i6", "i24"))
+    assert len(light ^ heavy) == 2 and len(light & heavy) == 1 + 2 + 1
+    # chosen columns only, and a catalog without usable columns is a clear error, not a shape mismatch
+    ds = load_path(tmp_path / "events.csv", ReadOptions(attributes="sku,material"))
+    tokens, _ = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    assert (tokens > 0).sum(1).max() == 2
+    catalog.select("item_id", "title").write_parquet(tmp_path / "catalog.parquet")
+    ds = load_path(tmp_path / "events.csv")
+    with pytest.raises(ValueError, match="no attribute columns to use.*--attributes"):
+        item_attribute_tokens(ds, leave_one_out(ds.sequences))

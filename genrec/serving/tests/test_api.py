@@ -222,7 +222,8 @@ def test_new_item_is_served_once_a_model_knows_it(client: TestClient, bundle: Se
 
     shop = generate_shop(shop_config("tiny", seed=42))
     buyers = shop.events["user_id"].unique(maintain_order=True).to_list()[:40]
-    new = pl.DataFrame({"user_id": buyers, "item_id": ["sku-new"] * 40, "timestamp": [TS] * 40,
+    late = int(shop.events["timestamp"].max()) + 60  # after the log, not in the future (the reader rejects that)
+    new = pl.DataFrame({"user_id": buyers, "item_id": ["sku-new"] * 40, "timestamp": [late] * 40,
                         "event_type": ["view"] * 40, "value": [None] * 40}, schema=shop.events.schema)  # fmt: skip
     data = tmp_path / "shop"
     data.mkdir()

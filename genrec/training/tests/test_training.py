@@ -227,3 +227,62 @@ def test_on_epoch_stops_the_run_and_a_torn_last_pt_is_named(shop, tmp_path) -> N
     (tmp_path / "torn" / "last.pt").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(ValueError, match=r"torn/last.pt: checkpoint is corrupt.*--restart"):
         train(small_cfg(tmp_path / "torn", epochs=1, model="sasrec", threads=1), dataset=shop)
+
+
+@pytest.mark.parametrize("kind", ["full", "sampled", "in-batch"])
+def test_masked_loss_counts_only_the_target_positions(kind) -> None:
+    g = torch.Generator().manual_seed(0)
+    states = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=-1)
+    table = torch.nn.functional.normalize(torch.randn(21, 8, generator=g), dim=-1)
+    targets = torch.randint(1, 21, (7,), generator=g)
+    offsets = torch.tensor([0, 3, 7])
+    mask = torch.tensor([True, False, True, False, False, True, True])
+
+    def loss(m, s=states, t=targets, o=offsets):
+        return next_item_loss(s, t, table, 0.1, kind, 5, generator=torch.Generator().manual_seed(1), offsets=o, mask=m)
+
+    assert loss(None).item() == pytest.approx(loss(torch.ones(7, dtype=torch.bool)).item(), rel=1e-6)
+    masked = loss(mask)
+    if kind == "full":  # the mean over the kept positions alone
+        assert masked.item() == pytest.approx(loss(None, states[mask], targets[mask], None).item(), rel=1e-5)
+    assert masked.item() != pytest.approx(loss(None).item(), rel=1e-3)
+    assert loss(torch.zeros(7, dtype=torch.bool)).item() == 0.0
+
+
+def test_event_types_are_input_tokens_of_sequence_models() -> None:
+    from genrec.models import build_model
+
+    items, offsets = torch.tensor([3, 5, 7, 2]), torch.tensor([0, 4])
+    viewed, bought = torch.tensor([1, 1, 1, 1]), torch.tensor([1, 1, 3, 1])
+    for name in ("sasrec", "hstu"):
+        torch.manual_seed(0)
+        model = build_model(name, 10, dim=16, max_len=8, num_event_types=3).eval()
+        with torch.no_grad():
+            a = model.encode(items, offsets, None, viewed)
+            b = model.encode(items, offsets, None, bought)
+        torch.testing.assert_close(a[:2], b[:2])  # causal: positions before the purchase cannot see it
+        assert not torch.allclose(a[2:], b[2:])  # the action changes the state from its position on
+        plain = build_model(name, 10, dim=16, max_len=8).eval()  # no event types: events are ignored
+        with torch.no_grad():
+            torch.testing.assert_close(plain.encode(items, offsets, None, bought), plain.encode(items, offsets))
+        assert "event_emb.weight" in model.state_dict() and "event_emb.weight" not in plain.state_dict()
+
+
+def test_training_with_event_inputs_and_purchase_targets(tmp_path) -> None:
+    from genrec.data.sequences import leave_one_out
+
+    shop = load_synthetic("tiny", seed=1)
+    cfg = TrainConfig(model="sasrec", dataset="synthetic:tiny", out=str(tmp_path / "run"), epochs=1, max_len=20,
+                      dim=16, threads=1, event_inputs=True, target_events=["purchase"])  # fmt: skip
+    res = train(cfg, dataset=shop)
+    from genrec.bundle import Bundle
+
+    saved = Bundle.open(tmp_path / "run").component(role="retrieval").config
+    assert saved["model"]["num_event_types"] == 3 and saved["train"]["target_events"] == ["purchase"]
+    split = leave_one_out(shop.sequences, target_events=["purchase"])
+    _, ends, _ = split.eval_inputs("test")
+    purchase = shop.sequences.event_vocab.index("purchase")
+    assert (shop.sequences.event_types[ends] == purchase).all() and len(ends) > 50
+    assert 0.0 < res.test["HR@200"] <= 1.0
+    with pytest.raises(ValueError, match="unknown event type 'buy'"):
+        train(TrainConfig(**{**saved["train"], "target_events": ["buy"]}), dataset=shop)

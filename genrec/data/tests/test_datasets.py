@@ -1,0 +1,82 @@
+"""Loading a user's files: reading options, the read report, names, missing files."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from genrec.data.datasets import load_dataset, load_path
+from genrec.data.io import DataError, ReadOptions
+
+HEADER = "user_id,item_id,timestamp,event_type\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_report_counts_merges_duplicates_ties_and_names_the_run_by_folder(tmp_path):
+    rows = [
+        "u1,a,100,view",
+        "u1,a,160,cart",  # same item, consecutive: merged into the view's token
+        "u1,a,160,cart",  # exact duplicate (also merged)
+        "u1,b,160,view",  # same timestamp as the cart: a tie
+        "u2,a,50,view",
+        "u2,c,70,purchase",
+    ]
+    path = write(tmp_path / "my-shop" / "events.csv", HEADER + "\n".join(rows) + "\n")
+    ds = load_path(path)
+    r = ds.report
+    assert (r.rows, r.merged, r.duplicates, r.ties) == (6, 2, 1, 2)
+    assert (r.users, r.items, r.events) == (2, 3, 4) and len(ds.sequences.items) == 4
+    assert r.event_types == {"view": 3, "cart": 2, "purchase": 1}
+    assert ds.sequences.name == "my-shop" and ds.kind == "file"
+    text = "\n".join(r.lines())
+    assert "6 rows" in text and "2 rows merged" in text and "1 of them exact duplicates" in text
+    assert "2 rows share a user's timestamp" in text and "4 events" in text and "no catalog" in text
+    assert load_path(path, ReadOptions(name="spring-sale")).sequences.name == "spring-sale"
+
+
+def test_catalog_covering_200_of_500_items_warns(tmp_path):
+    events = "".join(f"u{i % 50},i{i},{1000 + i},view\n" for i in range(500))
+    path = write(tmp_path / "shop" / "events.csv", HEADER + events)
+    write(tmp_path / "elsewhere" / "products.csv", "item_id,brand\n" + "".join(f"i{i},b{i % 7}\n" for i in range(200)))
+    ds = load_path(path, ReadOptions(catalog=str(tmp_path / "elsewhere" / "products.csv")))
+    assert ds.catalog is not None and ds.catalog.height == 200
+    assert ds.report.covered == 200 and ds.report.coverage == 0.4
+    (warning,) = ds.report.warnings()
+    assert "200 of the 500 items" in warning and "40%" in warning
+    full = write(tmp_path / "elsewhere" / "all.csv", "item_id,brand\n" + "".join(f"i{i},b\n" for i in range(480)))
+    assert load_path(path, ReadOptions(catalog=str(full))).report.warnings() == []  # 96% is fine
+
+
+def test_catalog_beside_the_events_is_still_found(tmp_path):
+    path = write(tmp_path / "events.csv", HEADER + "u,a,1,view\nu,b,2,view\n")
+    write(tmp_path / "catalog.tsv", "item_id\tbrand\na\tx\nb\ty\n")
+    assert load_path(path).catalog["brand"].to_list() == ["x", "y"]
+
+
+def test_attribute_columns_must_exist_and_need_a_catalog(tmp_path):
+    path = write(tmp_path / "events.csv", HEADER + "u,a,1,view\n")
+    with pytest.raises(ValueError, match="needs a catalog"):
+        load_path(path, ReadOptions(attributes="brand"))
+    write(tmp_path / "catalog.csv", "item_id,brand,price\na,x,3\n")
+    with pytest.raises(DataError, match="no attribute column 'colour' \\(attribute columns: brand, price\\)"):
+        load_path(path, ReadOptions(attributes="brand,colour"))
+    assert load_path(path, ReadOptions(attributes="price")).attributes == ("price",)
+
+
+def test_missing_files_and_builtin_datasets(tmp_path):
+    missing = tmp_path / "shop" / "events.csv"
+    with pytest.raises(DataError, match=f"file not found: {missing}"):
+        load_dataset(str(missing))
+    with pytest.raises(DataError, match="file not found"):
+        load_dataset(str(tmp_path))  # a folder without events.*
+    pl.DataFrame({"user_id": ["u"], "item_id": ["a"], "timestamp": [1]}).write_parquet(tmp_path / "events.parquet")
+    assert load_dataset(str(tmp_path)).sequences.num_users == 1  # a folder holding events.*
+    with pytest.raises(ValueError, match="--columns reads a user's file"):
+        load_dataset("synthetic:tiny", read=ReadOptions(columns={"user_id": "customer_id"}))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("ml-10m")
