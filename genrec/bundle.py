@@ -180,6 +180,8 @@ class Bundle:
             for key in ("kind", "role", "path", "files", "config", "metrics"):
                 if key not in c:
                     raise BundleError(f"{mf}: components.{name}.{key} missing")
+            if c["path"] != f"components/{name}" or not _NAME.match(str(name)):
+                raise BundleError(f"{mf}: components.{name}.path must be 'components/{name}', not {c['path']!r}")
             if c["role"] not in ROLES:
                 raise BundleError(f"{mf}: components.{name}.role {c['role']!r}, expected one of {ROLES}")
             for f in c["files"]:
@@ -204,8 +206,11 @@ class Bundle:
         """{name, fingerprint, summary} of the training data."""
         return self.manifest["data"]
 
-    def component(self, name: str | None = None, role: str | None = None) -> Component:
-        """The component called `name`, else the only / first one with `role`; BundleError naming what exists."""
+    def component(
+        self, name: str | None = None, role: str | None = None, kinds: tuple[str, ...] | None = None
+    ) -> Component:
+        """The component called `name`, else the first one with `role` (and a kind in `kinds`); BundleError
+        naming what exists."""
         have = ", ".join(f"{n} ({c.kind}, {c.role})" for n, c in self.components.items()) or "none"
         if name is not None:
             if name not in self.components:
@@ -214,9 +219,10 @@ class Bundle:
             if role is not None and comp.role != role:
                 raise BundleError(f"{self.path / MANIFEST}: components.{name} is a {comp.role} component, not {role}")
             return comp
-        found = [c for c in self.components.values() if role is None or c.role == role]
+        found = [c for c in self.components.values() if role in (None, c.role) and (kinds is None or c.kind in kinds)]
         if not found:
-            raise BundleError(f"{self.path / MANIFEST}: no {role or ''} component in components (has: {have})")
+            what = " ".join(x for x in ("/".join(kinds) if kinds else "", role or "") if x)
+            raise BundleError(f"{self.path / MANIFEST}: no {what} component in components (has: {have})")
         return found[0]
 
     def matches(self, seq: SequenceData) -> bool:
@@ -333,11 +339,11 @@ def open_bundle(bundle: Bundle | str | Path) -> Bundle:
 
 
 def load_sequential(bundle: Bundle | str | Path, name: str | None = None) -> SequentialModel:
-    """A sequence model (SASRec / HSTU) component, in eval mode; the first retrieval component by default."""
+    """A sequence model (SASRec / HSTU) component, in eval mode; the first one by default."""
     from genrec.models import model_from_config
 
     b = open_bundle(bundle)
-    comp = b.component(name, role=None if name else "retrieval")
+    comp = b.component(name, kinds=None if name else SEQUENTIAL_KINDS)
     if comp.kind not in SEQUENTIAL_KINDS:
         raise BundleError(
             f"{b.path / MANIFEST}: components.{comp.name}.kind is {comp.kind!r}, not a sequence model "

@@ -125,7 +125,7 @@ def evaluate(
     split: str = typer.Option("test", help="test | valid"),
 ) -> None:
     """Full-catalog metrics of a bundle's sequence model (seen items excluded), next to popularity."""
-    from genrec.bundle import Bundle, BundleError, load_sequential, write_json
+    from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleError, load_sequential, write_json
     from genrec.data.sequences import leave_one_out
     from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
     from genrec.runtime import setup
@@ -133,7 +133,7 @@ def evaluate(
     setup()
     try:
         bundle = Bundle.open(run_dir)
-        comp = bundle.component(role="retrieval")
+        comp = bundle.component(kinds=SEQUENTIAL_KINDS)
         model = load_sequential(bundle, comp.name)
         seq = bundle.sequences()
     except BundleError as e:

@@ -94,6 +94,9 @@ def test_component_lookup_and_corrupt_weights(tmp_path, shop):
         b.component("dlrm")
     with pytest.raises(BundleError, match=r"no ranking component"):
         b.component(role="ranking")
+    with pytest.raises(BundleError, match=r"no two-tower retrieval component .*has: lin"):
+        b.component(role="retrieval", kinds=("two-tower",))
+    assert b.component(kinds=("sasrec", "hstu")).name == "lin"
     (tmp_path / "b/components/lin/model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(BundleError, match=r"components/lin/model.pt: unreadable weights"):
         b.state_dict("lin")

@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from genrec.bundle import Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
+from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
 from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.sequences import Split, leave_one_out
@@ -122,7 +122,7 @@ def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: floa
 def refit_config(source: str | Path, out: str | Path, threads: int | None = None) -> TrainConfig:
     """The settings of a finished run, to retrain on train + validation for the epochs its validation chose."""
     src = Path(source)
-    comp = Bundle.open(src).component(role="retrieval")  # BundleError: not a finished `genrec train` run
+    comp = Bundle.open(src).component(kinds=SEQUENTIAL_KINDS)  # BundleError: not a finished `genrec train` run
     meta = dict(comp.config["train"])
     if meta.get("fit", "train") != "train":
         raise ValueError(f"{src} is itself a refit; refit from the run that was validated")
