@@ -116,3 +116,18 @@ def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
     records = evaluate(pipe, "test", max_users=50)
     assert [r["stage"] for r in records] == ["retrieval", "retrieval", "rerank"]
     assert records[0]["metrics"]["users"] == 50 and 0 <= records[-1]["metrics"]["NDCG@10"] <= 1
+
+    # the command: the same records as JSON, the table on stdout
+    import json
+
+    from typer.testing import CliRunner
+
+    from genrec.pipeline.cli import pipeline_app
+
+    out = tmp_path / "records.json"
+    res = CliRunner().invoke(pipeline_app, ["evaluate", str(tmp_path / "sasrec"), "--split", "test",
+                                            "--max-users", "50", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text()) == records and "NDCG@10" in res.output
+    bad = CliRunner().invoke(pipeline_app, ["evaluate", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "error" in bad.output

@@ -105,3 +105,61 @@ def test_workers_on_sqlite_is_a_clear_error(stack: Path, tmp_path: Path) -> None
     assert res.exit_code == 2
     out = " ".join(res.output.split())
     assert "--workers 2 with the SQLite store" in out and "redis://" in out and "--sqlite-shared" in out
+
+
+def test_workers_share_the_redis_store(stack: Path, redis_url: str, tmp_path: Path) -> None:
+    """`--workers 2`: two worker processes on one port over one Redis store; every answer reads the stored event."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from genrec.serving.tests.conftest import REPO, free_port
+
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genrec.serving.cli", str(stack), "--port", str(port), "--store", redis_url,
+         "--workers", "2"], env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        workers = [p for p in os.listdir("/proc") if p.isdigit() and _parent(p) == proc.pid and "spawn_main" in _cmd(p)]
+        assert len(workers) == 2
+        model = Bundle.open(stack)
+        item = model.item_vocab.raw(7)
+        ev = {"event_id": "w1", "user_id": "walk-in", "item_id": item, "event_type": "view", "timestamp": 1_900_000_000}
+        assert httpx.post(f"{url}/v1/events", json={"events": [ev]}).json()["stored"] == 1
+        for _ in range(12):  # whichever worker answers reads the stored event: a known history, the item seen
+            body = httpx.post(f"{url}/v1/recommend", json={"user_id": "walk-in", "k": 50}).json()
+            assert body["history_length"] == 1 and not body["cold_start"]
+            assert item not in {it["item_id"] for it in body["items"]}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def _parent(pid: str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _cmd(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
