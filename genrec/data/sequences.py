@@ -8,9 +8,7 @@ Optional per-event arrays (timestamps, event types, values) share the same offse
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -92,25 +90,6 @@ class SequenceData(JaggedUsers):
             "interactions": int(len(self.items)),
             "has_timestamps": self.timestamps is not None,
         }
-
-    # ---- persistence: the run folder keeps the vocabularies so ids stay stable ----
-    def save_vocabs(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "name": self.name,
-            "items": self.item_vocab.ids,
-            "users": self.user_vocab.ids,
-            "events": self.event_vocab.ids if self.event_vocab else None,
-        }
-        tmp = folder / "vocab.json.tmp"
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(folder / "vocab.json")
-
-
-def load_vocabs(folder: Path) -> tuple[Vocab, Vocab, Vocab | None]:
-    payload = json.loads((Path(folder) / "vocab.json").read_text())
-    events = Vocab(payload["events"]) if payload.get("events") else None
-    return Vocab(payload["items"]), Vocab(payload["users"]), events
 
 
 def build_sequences(

@@ -1,4 +1,5 @@
-"""Training loop for next-item models: per-epoch validation, early stopping, atomic checkpoints, resume.
+"""Next-item training on the loop core (genrec/training/loop.py): train_epoch is the task's epoch, validation
+is full-catalog NDCG@10 (max), the loop does patience, EMA, the time budget, atomic last.pt and resume.
 
 The run folder (RUN_DIR) becomes a one-component bundle (genrec/bundle.py) when training finishes: the best
 model, its vocabularies, the data snapshot and the metrics, loadable with genrec.bundle.load_sequential.
