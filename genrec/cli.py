@@ -51,10 +51,12 @@ class LazyGroup(TyperGroup):
         if self._listing:
             return click.Command(cmd_name, help=short_help)
         obj = getattr(importlib.import_module(module), attr)
-        if not isinstance(obj, typer.Typer):  # a command function
-            obj, fn = typer.Typer(add_completion=False), obj
-            obj.command(cmd_name)(fn)
-        cmd = typer.main.get_command(obj)
+        if isinstance(obj, typer.Typer):  # a group, even of one command (`genrec genrank train`)
+            cmd: click.Command = typer.main.get_group(obj)
+        else:  # a command function
+            single = typer.Typer(add_completion=False)
+            single.command(cmd_name)(obj)
+            cmd = typer.main.get_command(single)
         cmd.name = cmd_name
         self.commands[cmd_name] = cmd
         return cmd
@@ -99,7 +101,7 @@ def version_callback(value: bool) -> None:
 app = typer.Typer(
     cls=LazyGroup, add_completion=False, no_args_is_help=True, help="genrec: generative recommendation engine"
 )
-console = Console()
+console = Console(soft_wrap=True)  # messages stay one line in logs; tables still fit the width
 
 
 @app.callback()

@@ -171,6 +171,8 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
     path = Path(name)
     if path.exists():
         return load_path(path)
+    if path.suffix or len(path.parts) > 1:  # meant as a file
+        raise FileNotFoundError(f"file not found: {path}")
     raise ValueError(
         f"unknown dataset {name!r}: use ml-1m, ml-100k, amazon-beauty, synthetic[:SIZE] or a path to an event file"
     )

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,8 +127,26 @@ def write_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the way out."""
+
+
+RESTART_HINT = "rerun genrec train with --restart to start the run over"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load(weights_only=True); a missing, empty, truncated or foreign file is one CheckpointError line."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found; {RESTART_HINT}") from None
+    except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError):
+        what = "empty" if path.stat().st_size == 0 else "truncated or not a torch checkpoint"
+        raise CheckpointError(f"{path}: {what}; {RESTART_HINT}") from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not a genrec checkpoint; {RESTART_HINT}")
+    return ck
 
 
 def lr_factor(cfg: TrainConfig, epoch: int, epoch_fraction: float, elapsed: float) -> float:
@@ -295,19 +314,28 @@ def train(
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     last = run / "last.pt"
     if last.exists() and not restart:
-        old = json.loads((run / "config.json").read_text())
+        try:
+            old = json.loads((run / "config.json").read_text())
+        except (OSError, ValueError):
+            raise CheckpointError(
+                f"{run / 'config.json'}: missing or unreadable beside {last}; {RESTART_HINT}"
+            ) from None
         if old["model"] != meta["model"] or old["dataset"] != meta["dataset"] or old["train"].get("fit") != cfg.fit:
             raise SystemExit(
                 f"{run} holds a different run (model, dataset or fit differ); use --restart or another --out"
             )
         ck = load_checkpoint(last)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if ema is not None:
-            ema.load(ck["ema"])
-        history, best, best_epoch, elapsed = ck["history_json"], ck["best"], ck["best_epoch"], ck["elapsed"]
-        history = json.loads(history)
-        start_epoch = ck["epoch"] + 1
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if ema is not None:
+                ema.load(ck["ema"])
+            history, best, best_epoch, elapsed = ck["history_json"], ck["best"], ck["best_epoch"], ck["elapsed"]
+            history = json.loads(history)
+            start_epoch = ck["epoch"] + 1
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{last}: does not fit this run ({reason}); {RESTART_HINT}") from None
         console.print(f"[yellow]resuming {run} after epoch {ck['epoch']} (best epoch {best_epoch})")
     write_json(meta, run / "config.json")
     ds.sequences.save_vocabs(run)
