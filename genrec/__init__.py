@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 # The TorchRec stack (sharded tables, EmbeddingBagCollections: the ranking models, two-tower, scale-out) is optional:
 # torchrec's own requirements pull a CUDA build of fbgemm, so its wheel is installed with --no-deps.
 TORCHREC_MODULES = frozenset({"torchrec", "fbgemm_gpu", "tensordict", "torchmetrics", "pyre_extensions"})
-TORCHREC_INSTALL = "scripts/setup.sh, or: pip install 'genrec[torchrec]' && pip install --no-deps torchrec==1.8.0"
+TORCHREC_INSTALL = (
+    "scripts/setup.sh, or in the checkout: pip install '.[torchrec]' && pip install --no-deps torchrec==1.8.0"
+)
 
 
 def missing_dependency(e: ImportError) -> str | None:
