@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 FORMAT = "genrec-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-HISTORY_LIMIT = 1000  # tokens kept per user: >= any model's window, so leave-one-out and serving see the same inputs
+# tokens kept per user: ML-1M's longest user (2,314) fits whole, so seen-item exclusion and history-length features
+# match training; a longer history keeps its most recent tokens (>= any model's window)
+HISTORY_LIMIT = 10_000
 ROLES = ("retrieval", "ranking")
 SEQUENTIAL_KINDS = ("sasrec", "hstu", "hstu-large")
 KINDS = (*SEQUENTIAL_KINDS, "two-tower", "dlrm", "wide-deep", "lr", "hstu-ranker")

@@ -1,18 +1,116 @@
-"""`genrec` command line: train, evaluate, recommend, quickstart."""
+"""`genrec` command line: train, evaluate, recommend, quickstart (+ serve, scaling, pipeline, genrank).
+
+Startup cost is import cost: only typer and rich load at the top; each command imports what it runs, and the
+upper layers' commands (serve, scaling, pipeline, genrank) load their modules only when invoked.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from genrec.evaluation.metrics import METRIC_NAMES
+import genrec
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="genrec: generative recommendation engine")
-console = Console()
+# name -> (module, attribute, one-line help shown by `genrec --help` without importing the module)
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("genrec.serving.cli", "serve", "Serve recommendations over HTTP (OpenAPI docs at /docs)."),
+    "scaling": (
+        "genrec.distributed.scaling",
+        "scaling",
+        "Scaling-law study: HSTU vs DLRM-style, validation NDCG@10 against counted training FLOPs.",
+    ),
+    "pipeline": ("genrec.pipeline.cli", "pipeline_app", "multi-stage pipeline: retrieval -> ranking -> re-rank"),
+    "genrank": (
+        "genrec.generative_ranking.cli",
+        "app",
+        "Generative ranking: HSTU over (item, action) tokens with a multi-task head.",
+    ),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: lazy commands, and user errors as one line instead of a traceback."""
+
+    _listing = False  # True while `--help` lists the commands: stubs with their help, nothing imported
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attr, short_help = LAZY_COMMANDS[cmd_name]
+        if self._listing:
+            return click.Command(cmd_name, help=short_help)
+        obj = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, typer.Typer):  # a group, even of one command (`genrec genrank train`)
+            cmd: click.Command = typer.main.get_group(obj)
+        else:  # a command function
+            single = typer.Typer(add_completion=False)
+            single.command(cmd_name)(obj)
+            cmd = typer.main.get_command(single)
+        cmd.name = cmd_name
+        self.commands[cmd_name] = cmd
+        return cmd
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:
+            message = user_error(e)
+            if message is None or os.environ.get("GENREC_DEBUG"):
+                raise
+            Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def user_error(e: BaseException) -> str | None:
+    """One line for an error the user can fix (bad input, missing file or package); None for a bug."""
+    if isinstance(e, ImportError):
+        return genrec.missing_dependency(e)
+    if isinstance(e, FileNotFoundError):
+        return f"file not found: {e.filename}" if e.filename else str(e)
+    if isinstance(e, OSError | ValueError | EOFError):  # DataError, ConfigError, CheckpointError, ... are ValueErrors
+        return str(e) or type(e).__name__
+    return None
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"genrec {genrec.__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=LazyGroup, add_completion=False, no_args_is_help=True, help="genrec: generative recommendation engine"
+)
+console = Console(soft_wrap=True)  # messages stay one line in logs; tables still fit the width
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="print the version"
+    ),
+) -> None:
+    pass
 
 
 def fail(message: object) -> typer.Exit:
@@ -24,6 +122,8 @@ def fail(message: object) -> typer.Exit:
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    from genrec.evaluation.metrics import METRIC_NAMES
+
     table = Table(title=title)
     table.add_column("model")
     for m in METRIC_NAMES:
@@ -217,10 +317,25 @@ def evaluate(
 @app.command()
 def recommend(
     run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train`"),
-    user: str = typer.Option(..., "--user", "-u", help="raw user id from the training data"),
+    user: str | None = typer.Option(None, "--user", "-u", help="raw user id from the training data"),
     k: int = typer.Option(10, "-k"),
+    all_users: bool = typer.Option(False, "--all-users", help="every user of the run's data, to --out"),
+    out: Path | None = typer.Option(
+        None, help="with --all-users: recs.parquet or recs.csv (user_id, rank, item_id, score)"
+    ),
+    batch_size: int = typer.Option(1024, help="with --all-users: users per forward pass"),
 ) -> None:
-    """Top-k items for a known user from their whole history."""
+    """Top-k items for a known user from their whole history (or for every user, to a file)."""
+    if all_users == (user is not None) or all_users != (out is not None):
+        raise fail("give --user USER, or --all-users with --out FILE")
+    if all_users:
+        from genrec.export import export_run
+        from genrec.runtime import setup
+
+        setup()
+        n = export_run(run_dir, out, k, batch_size, console=console)
+        console.print(f"top-{k} of {n:,} users -> {out}")
+        return
     from genrec.bundle import Bundle, BundleError
     from genrec.serving.recommender import Recommender
 
@@ -299,15 +414,10 @@ def quickstart(
     console.print(json.dumps({"test": result.test["NDCG@10"], "popularity": result.popularity_test["NDCG@10"]}))
 
 
-from genrec.distributed.scaling import scaling  # noqa: E402
-from genrec.generative_ranking.cli import app as genrank_app  # noqa: E402
-from genrec.pipeline.cli import pipeline_app  # noqa: E402  (the upper layers register last)
-from genrec.serving.cli import serve  # noqa: E402
+def main() -> None:
+    """The `genrec` console script and `python -m genrec`."""
+    app()
 
-app.command()(serve)
-app.command()(scaling)
-app.add_typer(pipeline_app, name="pipeline")
-app.add_typer(genrank_app, name="genrank")
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -12,5 +12,5 @@ if [ -n "$wheel" ]; then
 else
   pip install -q torch==2.13.0  # no local CPU wheel: PyPI's build (large)
 fi
-pip install -q -e ".[dev]"
+pip install -q -e ".[dev,torchrec]"
 pip install -q --no-deps torchrec==1.8.0

@@ -9,6 +9,7 @@ an `InjectedRows` module, and the wrapper looks every item it needs up in one Em
     encoder.item_emb.rows = rows[:N]; states = encoder.encode(items, offsets, timestamps)   (N, D)
     loss = sampled softmax of states vs normalised target / negative rows (same as training/losses.py)
 
+The table is stored sharding.table_width(D) wide (fbgemm needs a multiple of 4) and lookups keep its first D columns.
 forward() returns the training loss, so DMP/DDP see one forward per step. The full table exists only when
 `full_table()` gathers it (evaluation of small catalogs) or a checkpoint is exported for serving.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 
+from genrec.distributed.sharding import table_width
 from genrec.models import SequentialModel, build_model, model_from_config
 from genrec.ops.jagged import lengths_from_offsets, padded_index, to_jagged, to_padded
 
@@ -87,18 +89,20 @@ class ShardableSequential(nn.Module):
         encoder.item_emb = InjectedRows()
         self.encoder = encoder
         self.ec = EmbeddingCollection(
-            tables=[EmbeddingConfig(name=TABLE, embedding_dim=c.dim, num_embeddings=c.num_items + 1,
+            tables=[EmbeddingConfig(name=TABLE, embedding_dim=table_width(c.dim), num_embeddings=c.num_items + 1,
                                     feature_names=[FEATURE])],
             device=torch.device(device),
         )  # fmt: skip
         if torch.device(device).type != "meta" and copy_weights and isinstance(old, nn.Embedding):
             with torch.no_grad():
-                self.ec.embeddings[TABLE].weight.copy_(old.weight)
+                weight = self.ec.embeddings[TABLE].weight
+                weight[:, : c.dim].copy_(old.weight)
+                weight[:, c.dim :].zero_()
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """(M,) ids -> (M, D) rows; duplicates are looked up (and sent between ranks) once."""
         uniq, inv = torch.unique(ids, return_inverse=True)
-        rows = self.ec(item_kjt(uniq))[FEATURE].values()  # (U, D)
+        rows = self.ec(item_kjt(uniq))[FEATURE].values()[:, : self.config.dim]  # (U, D)
         return rows[inv]
 
     def forward(
@@ -134,13 +138,14 @@ class ShardableSequential(nn.Module):
         dev = next(iter(self.encoder.parameters())).device
         parts = [self.ec(item_kjt(torch.arange(s, min(s + chunk, V), device=dev)))[FEATURE].values()
                  for s in range(0, V, chunk)]  # fmt: skip
-        return torch.cat(parts)
+        return torch.cat(parts)[:, : self.config.dim]
 
     def to_sequential(self, table: torch.Tensor) -> SequentialModel:
-        """A plain SequentialModel (for evaluate_model / serving) with `table` as its item_emb."""
+        """A plain SequentialModel (for evaluate_model / serving) with `table` (V + 1, D or its stored width)
+        as its item_emb."""
         model = model_from_config(self.config.to_dict())
         state = {k: v for k, v in self.encoder.state_dict().items() if not k.startswith("item_emb")}
-        model.load_state_dict({**state, "item_emb.weight": table}, strict=True)
+        model.load_state_dict({**state, "item_emb.weight": table[:, : self.config.dim]}, strict=True)
         return model.eval()
 
 

@@ -36,6 +36,14 @@ SHARDINGS = {
     "column-wise": ShardingType.COLUMN_WISE.value,
 }
 EMB_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
+WIDTH_MULTIPLE = 4  # fbgemm's TBE kernels take embedding widths that are multiples of 4 (else an assert in a rank)
+
+
+def table_width(dim: int) -> int:
+    """Stored width of a shardable table of `dim` columns: `dim` rounded up to WIDTH_MULTIPLE. The padding columns
+    get no gradient and are sliced off every lookup (hstu's d=50 is stored 52 wide); with row-wise Adagrad the mean
+    squared gradient of a row then runs over 52 columns, i.e. its steps are sqrt(52/50) = 1.02x larger."""
+    return -(-dim // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
 
 
 class RowWiseCapableEBCSharder(EmbeddingBagCollectionSharder):
@@ -96,6 +104,9 @@ def make_plan(
 ) -> ShardingPlan:
     """TorchRec's planner under an optional per-rank memory cap; `sharding` forces one type for every table.
     With a process group the plan is computed on rank 0 and broadcast (all ranks must call)."""
+    odd = {name: d for name, (_, d) in embedding_tables(model).items() if d % WIDTH_MULTIPLE}
+    if odd:
+        raise ValueError(f"tables {odd}: fbgemm shards widths that are multiples of {WIDTH_MULTIPLE} (see table_width)")
     planner = planner_for(model, world_size, sharding, budget_bytes, device)
     try:
         if pg is not None:

@@ -8,10 +8,13 @@ labels: (R,) float32 in {0, 1}; groups: (R,) int64 list id (a user's candidate l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchrec import KeyedJaggedTensor
+
+if TYPE_CHECKING:  # torchrec is optional (genrec[torchrec]): imported where a KJT is built
+    from torchrec import KeyedJaggedTensor
 
 
 def take_jagged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +55,8 @@ class SparseColumns:
         return SparseColumns(vals, offs)
 
     def to_kjt(self) -> KeyedJaggedTensor:
+        from torchrec import KeyedJaggedTensor
+
         keys = self.keys
         lengths = [np.diff(self.offsets[k]) for k in keys]
         return KeyedJaggedTensor(

@@ -36,16 +36,17 @@ def _batches(n: int = 2, bs: int = 8):
     return split.data.num_items, [next(it) for _ in range(n)]
 
 
-def _encoder(num_items: int):
+def _encoder(num_items: int, dim: int = 16):
     torch.manual_seed(0)
     # dim 16 splits into column shards of 8: the planner's column-wise shards are multiples of 4
-    return build_model("hstu", num_items, max_len=20, dim=16, num_layers=2, dropout=0.0)
+    return build_model("hstu", num_items, max_len=20, dim=dim, num_layers=2, dropout=0.0)
 
 
-def test_wrapper_loss_equals_trainer_loss() -> None:
+@pytest.mark.parametrize("dim", [16, 50])  # 50 (hstu's default) is stored 52 wide: fbgemm needs multiples of 4
+def test_wrapper_loss_equals_trainer_loss(dim: int) -> None:
     """Unsharded wrapper (EC table, rows looked up) == the SequentialModel + training/losses.py path."""
     V, (b, _) = _batches()
-    model = _encoder(V)
+    model = _encoder(V, dim)
     wrapped = ShardableSequential(copy.deepcopy(model), device="cpu")
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     states = model.encode(b.items, b.offsets, b.timestamps)
@@ -55,9 +56,11 @@ def test_wrapper_loss_equals_trainer_loss() -> None:
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=1e-5)
     ref.backward()
     got.backward()
-    torch.testing.assert_close(
-        wrapped.ec.embeddings["t_item"].weight.grad, model.item_emb.weight.grad, atol=ATOL, rtol=1e-4
-    )
+    grad = wrapped.ec.embeddings["t_item"].weight.grad
+    assert grad.shape[1] % 4 == 0 and not grad[:, dim:].any()  # the padding columns never learn
+    torch.testing.assert_close(grad[:, :dim], model.item_emb.weight.grad, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(wrapped.full_table(), model.item_emb.weight)
+    torch.testing.assert_close(wrapped.to_sequential(wrapped.full_table()).item_emb.weight, model.item_emb.weight)
     torch.testing.assert_close(wrapped.encoder.layers[0].uvqk.weight.grad, model.layers[0].uvqk.weight.grad)
 
 
@@ -86,9 +89,9 @@ def _check_tables(dmp, before: dict[str, torch.Tensor], ref_grads: dict[str, tor
             torch.testing.assert_close(t, want, atol=ATOL, rtol=1e-4, msg=f"{where}: table {key} shard {r0},{c0}")
 
 
-def _sequential_case(rank: int, world: int, sharding: str) -> None:
+def _sequential_case(rank: int, world: int, sharding: str, dim: int = 16) -> None:
     V, batches = _batches(world)
-    encoder = _encoder(V)
+    encoder = _encoder(V, dim)
     ref = ShardableSequential(copy.deepcopy(encoder), device="cpu")
     negs = [torch.randint(1, V + 1, (b.num_sequences, 16), generator=torch.Generator().manual_seed(i))
             for i, b in enumerate(batches)]  # fmt: skip
@@ -144,6 +147,7 @@ def _all_cases(rank: int, world: int) -> None:
     for sharding in SHARDINGS:
         _sequential_case(rank, world, sharding)
         _dlrm_case(rank, world, sharding)
+    _sequential_case(rank, world, "row-wise", dim=50)  # the README's scale-out command, at hstu's default width
 
 
 def test_two_process_sharded_equals_single_process() -> None:
