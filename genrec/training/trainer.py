@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,6 @@ from genrec.runtime import flush_denormals, setup
 from genrec.training.averaging import WeightEMA
 from genrec.training.losses import next_item_loss
 
-# Settings that differ from the ML-1M reference per dataset (short histories need shorter windows).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "amazon-beauty": {"max_len": 50, "dropout": 0.5, "dim": 64},
-}
-
-
 LR_FLOOR = 0.02
 SCHEDULES = ("constant", "cosine")
 FITS = ("train", "train+valid")
@@ -63,7 +58,7 @@ class TrainConfig:
     loss: str = "sampled"
     num_negatives: int = 128
     shared_negatives: bool = False  # one negative set for the whole batch (cheaper, learns worse: see losses.md)
-    # model overrides; None = preset / dataset default
+    # model overrides; None = the model preset's value (the same for every dataset; `--model auto` tunes them)
     max_len: int | None = None
     dim: int | None = None
     num_layers: int | None = None
@@ -95,8 +90,8 @@ class TrainConfig:
         if self.fit not in FITS:
             raise ValueError(f"unknown fit {self.fit!r}; choose from {', '.join(FITS)}")
 
-    def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
-        kw = dict(DATASET_DEFAULTS.get(dataset_name, {}))
+    def model_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
         for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
@@ -261,7 +256,7 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
     ds = dataset or load_dataset(cfg.dataset, seed=cfg.seed)
     split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid")
     torch.manual_seed(cfg.seed)
-    kwargs = cfg.model_kwargs(ds.sequences.name)
+    kwargs = cfg.model_kwargs()
     tokens = None
     if cfg.item_attributes:
         from genrec.features.tables import item_attribute_tokens
@@ -275,8 +270,15 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
 
 
 def train(
-    cfg: TrainConfig, dataset: Dataset | None = None, console: Console | None = None, restart: bool = False
+    cfg: TrainConfig,
+    dataset: Dataset | None = None,
+    console: Console | None = None,
+    restart: bool = False,
+    on_epoch: Callable[[int, dict[str, float] | None], bool] | None = None,
+    score_test: bool = True,
 ) -> RunResult:
+    """on_epoch(epoch, valid metrics) runs after each epoch is saved; returning False stops training there.
+    score_test=False (a tuning trial) leaves the test split unscored and metrics.json unwritten."""
     console = console or Console()
     setup(cfg.threads)
     keep_freed_memory()  # each step reuses the last step's blocks without page faults (genrec/memory.py)
@@ -361,6 +363,11 @@ def train(
                 + ("  [green]best" if improved and valid else "")
                 + f"  ({elapsed / 60:.1f} min)"
             )
+            if on_epoch is not None and not on_epoch(epoch, valid):
+                break
+    if not score_test:
+        best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
+        return RunResult(run, history, best_epoch, best_valid, {}, {}, elapsed)
     return finish(run, split, model, history, best_epoch, elapsed, cfg, device, console)
 
 
