@@ -106,6 +106,18 @@ def test_no_dataset_presets_a_beauty_named_dataset_and_a_user_file_get_the_same_
     assert configs[0]["max_len"] == 200 and configs[0]["dropout"] == SequentialConfig.dropout
 
 
+def test_a_user_file_gets_the_same_search_space_as_the_same_data_built_in(tmp_path) -> None:
+    from genrec.data.datasets import load_dataset
+    from genrec.data.synthetic import generate_shop, shop_config
+
+    shop = generate_shop(shop_config("tiny", seed=0))
+    shop.events.write_csv(tmp_path / "events.csv")
+    shop.catalog.write_csv(tmp_path / "catalog.csv")
+    user, built_in = (data_stats(load_dataset(n)) for n in (str(tmp_path / "events.csv"), "synthetic:tiny"))
+    assert user.has_attributes and user.has_timestamps and user.items == built_in.items
+    assert search_space(user) == search_space(built_in)
+
+
 def test_auto_needs_a_time_budget() -> None:
     from typer.testing import CliRunner
 
