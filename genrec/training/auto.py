@@ -288,7 +288,14 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         run_dir = out / "trials" / f"{trial.number:03d}"
         clock = EpochClock(deadline=min(now + slice_s, search_end), origin=t0, trial=trial)
         cfg = trial_config(p, base, run_dir, slice_s)
-        res = train(cfg, dataset=ds, console=quiet, restart=True, on_epoch=clock, score_test=False)
+        try:
+            res = train(cfg, dataset=ds, console=quiet, restart=True, on_epoch=clock, score_test=False)
+        except (ValueError, RuntimeError) as e:  # one setting that cannot train (e.g. out of memory) ends only itself
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            trials.append({"number": trial.number, "params": p, "state": "failed", "stop": str(e).splitlines()[0][:80],
+                           "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
+            console.print(f"  trial {trial.number:2d}  {describe(p):60s} failed: {trials[-1]['stop']}")
+            continue
         stop = _stop_reason(clock, res)
         value = res.best_valid.get("NDCG@10", 0.0)
         if stop == "pruned":
@@ -334,7 +341,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         "space": {k: v for k, v in asdict(space).items() if k not in ("reasons", "default")},
         "reasons": space.reasons, "trials": trials,
         "chosen": {"trial": best["number"], "params": best["params"], "setting": describe(best["params"]),
-                   "why": _why(best, complete, len(trials))},
+                   "why": _why(best, complete, trials)},
         "final": {"resumed": resume, "best_epoch": final.best_epoch, "epochs": len(final.history),
                   "valid": final.best_valid, "test": final.test, "popularity": final.popularity_test,
                   "curve": final_clock.curve},
@@ -347,13 +354,14 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     return final
 
 
-def _why(best: dict[str, Any], complete: list[dict[str, Any]], n_trials: int) -> str:
+def _why(best: dict[str, Any], complete: list[dict[str, Any]], trials: list[dict[str, Any]]) -> str:
     others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])
     runner = (f"; runner-up trial {others[0]['number']} ({describe(others[0]['params'])}) "
               f"{others[0]['best_valid_ndcg10']:.4f}" if others else "")  # fmt: skip
     return (
         f"highest validation NDCG@10 ({best['best_valid_ndcg10']:.4f}) of {len(complete)} complete trials "
-        f"({n_trials - len(complete)} pruned){runner}"
+        f"({sum(t['state'] == 'pruned' for t in trials)} pruned, {sum(t['state'] == 'failed' for t in trials)} failed)"
+        f"{runner}"
     )
 
 

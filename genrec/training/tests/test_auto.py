@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,40 @@ def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="time-budget"):
         tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), threads=1), budget_s=0.0)
+
+
+def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_path, monkeypatch) -> None:
+    """The loop alone, with a stand-in for training: 50 ms epochs whose score depends on the setting."""
+    from genrec.training import auto
+    from genrec.training.trainer import RunResult
+
+    def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):
+        if cfg.model == "sasrec":
+            raise RuntimeError("out of memory\ndetails")
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.json").write_text("{}")
+        history, best = [], (0, -1.0)
+        for epoch in range(1, 1000):
+            time.sleep(0.05)
+            valid = {"NDCG@10": cfg.lr * 10 * (1 - 0.5**epoch)}
+            history.append({"epoch": epoch, "seconds": 0.04, "eval_seconds": 0.01, "valid": valid})
+            best = max(best, (epoch, valid["NDCG@10"]), key=lambda b: b[1])
+            if not on_epoch(epoch, valid):
+                break
+        test = {"NDCG@10": 0.5} if score_test else {}
+        return RunResult(Path(cfg.out), history, best[0], {"NDCG@10": best[1]}, test, test, 0.05 * len(history))
+
+    monkeypatch.setattr(auto, "train", fake_train)
+    shop = load_synthetic("tiny", 0)
+    data_stats(shop)  # imports warm: the budget below is for the loop
+    t0 = time.perf_counter()
+    auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=12.0, dataset=shop)
+    wall = time.perf_counter() - t0
+    assert wall <= 12.0 * 1.1
+    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    states = {t["state"] for t in report["trials"]}
+    assert "failed" in states and "complete" in states
+    assert all(t["stop"] == "out of memory" for t in report["trials"] if t["state"] == "failed")
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    assert report["chosen"]["params"]["lr"] == max(t["params"]["lr"] for t in complete)  # the best score wins
+    assert report["chosen"]["params"]["family"] != "sasrec"
