@@ -10,9 +10,11 @@ run piece by piece (`--datasets ml-1m --models hstu-large`) and then collected:
 Rows ending in "-refit" retrain another row's settings on train + validation events for the epochs that row's
 validation chose (`genrec train --refit-from RUN`), and score the test split once: the validation target is
 then a training event, the test target is still never seen. Both rows are reported side by side.
+Rows named "auto" are `genrec train --model auto --time-budget 60` as a user would run it; their records carry
+the setting the search chose on validation ("chosen", from the run's tuning.json).
 
 Writes benchmarks/results/sequential.json (a list of records {dataset, model, split, metrics, best_epoch,
-epochs, train_seconds, fit, command}) and sequential.md.
+epochs, train_seconds, fit, command}; fit is "train" or "train+valid") and sequential.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # `genrec train` flags per (dataset, model); model presets fill the rest (see genrec/models/__init__.py).
 COMMON = ["--loss", "full", "--precision", "bf16", "--threads", "1", "--epochs", "200", "--patience", "30"]
 EMA = [*COMMON[:-2], "--lr", "2e-3", "--ema", "0.998"]
+# the Beauty rows ran with what used to be a per-dataset preset; `genrec train` no longer has presets
+BEAUTY = ["--max-len", "50", "--dropout", "0.5", "--dim", "64"]
+AUTO = ["--time-budget", "60"]  # the automatic configuration, whole call within the budget
 SETTINGS: dict[str, dict[str, list[str]]] = {
     "ml-1m": {
         "sasrec": COMMON + ["--lr", "2e-3", "--time-budget", "25"],
@@ -64,11 +69,13 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         # wider HSTU-large (2 heads of dim / 2), run side by side at 1 thread each
         "hstu-large-d96-ema": EMA + ["--patience", "15", "--dim", "96", "--time-budget", "75"],
         "hstu-large-d128-ema": EMA + ["--patience", "15", "--dim", "128", "--time-budget", "65"],
+        "auto": AUTO,
     },
     "amazon-beauty": {
-        **{m: COMMON + ["--time-budget", "15"] for m in ("sasrec", "hstu", "hstu-large")},
+        **{m: COMMON + ["--time-budget", "15", *BEAUTY] for m in ("sasrec", "hstu", "hstu-large")},
         # item attributes (brand + categories) added to the id embeddings, in and out
-        "sasrec-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes"],
+        "sasrec-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY],
+        "auto": AUTO,
     },
 }
 # candidates stopped by hand before their budget, to free a core for a more promising one: no test score was taken;
@@ -94,7 +101,9 @@ def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
     if model in REFITS.get(dataset, {}):
         source = run_dir.parent / f"{dataset}-{REFITS[dataset][model]}"
         return ["genrec", "train", "--refit-from", str(source), "--out", str(run_dir), "--threads", "1"]
-    preset = max((p for p in PRESETS if model == p or model.startswith(p + "-")), key=len)  # row = preset-variant
+    preset = (
+        "auto" if model == "auto" else max((p for p in PRESETS if model == p or model.startswith(p + "-")), key=len)
+    )
     return ["genrec", "train", "--model", preset, "--dataset", dataset, "--out", str(run_dir)] + SETTINGS[dataset][
         model
     ]
@@ -113,9 +122,15 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
         get_command(app).main(cmd[1:], standalone_mode=False)
     m = json.loads((run_dir / "metrics.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())
+    chosen = {}
+    if model == "auto":  # the setting its search chose on validation
+        tuning = json.loads((run_dir / "tuning.json").read_text())
+        chosen = {"chosen": {**tuning["chosen"]["params"], "setting": tuning["chosen"]["setting"]},
+                  "wall_seconds": tuning["wall_s"]}  # fmt: skip
     return {
         "dataset": dataset,
         "model": model,
+        **chosen,
         "split": "test",
         "metrics": m["metrics"],
         "best_epoch": m["best_epoch"],
@@ -124,9 +139,24 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
         "seconds_to_best_epoch": round(next(h["elapsed"] for h in history if h["epoch"] == m["best_epoch"]), 1),
         "seq_per_s": round(sum(h["seq_per_s"] for h in history) / len(history), 1),
         "best_valid": m["best_valid"],
-        "fit": m.get("fit", "train"),
+        "fit": m.get("fit") or fit_of(dataset, model),
         "command": shlex.join(cmd),
     }
+
+
+def fit_of(dataset: str, model: str) -> str:
+    """What a row trained on: refit rows (--refit-from) on train + valid, every other row on train only."""
+    return "train+valid" if model in REFITS.get(dataset, {}) else "train"
+
+
+def migrate(record: dict[str, Any], runs: Path) -> dict[str, Any]:
+    """A record written before the `fit` field and before presets were removed: fit derived from the row, and
+    the command that reproduces it now (the Beauty rows' former preset as explicit flags)."""
+    dataset, model = record["dataset"], record["model"]
+    record.setdefault("fit", fit_of(dataset, model))
+    if dataset == "amazon-beauty" and model in SETTINGS[dataset] and "--max-len" not in record["command"]:
+        record["command"] = shlex.join(train_command(dataset, model, runs / f"{dataset}-{model}"))
+    return record
 
 
 def popularity(dataset: str) -> dict[str, Any]:
@@ -134,20 +164,20 @@ def popularity(dataset: str) -> dict[str, Any]:
     metrics = evaluate_scorer(popularity_scorer(split), split, "test", max_len=200)
     cmd = f"python benchmarks/sequential.py --datasets {dataset} --models popularity"
     return {"dataset": dataset, "model": "popularity", "split": "test", "metrics": metrics, "best_epoch": None,
-            "epochs": 0, "train_seconds": 0.0, "command": cmd}  # fmt: skip
+            "epochs": 0, "train_seconds": 0.0, "fit": "train", "command": cmd}  # fmt: skip
 
 
 def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
     """Validation NDCG@10 of the dataset's HSTU-large runs at equal epochs, stopped candidates included."""
-    names = [m for m in SETTINGS[dataset] if m.startswith("hstu-large") and "30min" not in m]
+    names = [m for m in SETTINGS.get(dataset, {}) if m.startswith("hstu-large") and "30min" not in m]
     names += list(STOPPED.get(dataset, {}))
     hist = {}
     for name in names:
         path = runs / f"{dataset}-{name}" / "history.json"
         if path.exists():
             hist[name] = {h["epoch"]: h["valid"]["NDCG@10"] for h in json.loads(path.read_text())}
-    if not hist:
-        return []
+    if not hist:  # run folders elsewhere: the section as last rendered
+        return kept_section(dataset)
     last = max(max(h) for h in hist.values())
     epochs = list(range(every, last + 1, every))
     lines = [f"## {dataset}: validation NDCG@10 of the HSTU-large runs at equal epochs", "",
@@ -162,6 +192,17 @@ def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
     lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model hstu-large --dataset {dataset} "
                      f"--out runs/bench/{dataset}-{m} {shlex.join(flags)}`" for m, flags in stopped.items()]  # fmt: skip
     return lines + [""]
+
+
+def kept_section(dataset: str) -> list[str]:
+    """The equal-epochs section of `dataset` from the current sequential.md (for re-rendering without run folders)."""
+    path = RESULTS / "sequential.md"
+    text = path.read_text() if path.exists() else ""
+    head = f"## {dataset}: validation NDCG@10"
+    if head not in text:
+        return []
+    section = text[text.index(head) :].split("\n## ")[0].rstrip("\n")
+    return section.splitlines() + [""]
 
 
 def write(records: list[dict[str, Any]], extra: list[str] | None = None) -> None:
@@ -184,13 +225,17 @@ def write(records: list[dict[str, Any]], extra: list[str] | None = None) -> None
         to_best = r.get("seconds_to_best_epoch")
         valid = f"{r['best_valid']['NDCG@10']:.4f}" if r.get("best_valid") else "-"  # refits have no validation
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r.get('fit', 'train') if r['best_epoch'] else '-'} | "
+            f"| {r['dataset']} | {r['model']} | {r['fit']} | "
             + " | ".join(f"{r['metrics'][m]:.4f}" for m in METRIC_NAMES)
             + f" | {valid}"
             + f" | {r['best_epoch'] or '-'} | {'-' if to_best is None else f'{to_best / 60:.1f}'}"
             + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s', '-')} |"
         )
-    lines += ["", "Commands:", ""] + [f"- {r['dataset']} {r['model']}: `{r['command']}`" for r in records]
+    lines += ["", "Commands:", ""] + [
+        f"- {r['dataset']} {r['model']}: `{r['command']}`"
+        + (f" (chose {r['chosen']['setting']})" if "chosen" in r else "")
+        for r in records
+    ]
     lines += [""] + (extra or [])
     (RESULTS / "sequential.md").write_text("\n".join(lines) + "\n")
 
@@ -204,7 +249,7 @@ def main() -> None:
     args = ap.parse_args()
     setup()
     old = json.loads((RESULTS / "sequential.json").read_text()) if (RESULTS / "sequential.json").exists() else []
-    records = {(r["dataset"], r["model"]): r for r in old}
+    records = {(r["dataset"], r["model"]): migrate(r, args.runs) for r in old}
     for dataset in args.datasets:
         for model in args.models:
             if model != "popularity" and model not in {**SETTINGS[dataset], **REFITS.get(dataset, {})}:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from pathlib import Path
 
 import click
@@ -135,7 +136,9 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 @app.command()
 def train(
-    model: str = typer.Option("hstu", help="sasrec | hstu | hstu-large | two-tower | wide-deep | dlrm | lr"),
+    model: str = typer.Option(
+        "hstu", help="auto (with --time-budget) | sasrec | hstu | hstu-large | two-tower | wide-deep | dlrm | lr"
+    ),
     dataset: str = typer.Option("synthetic", help="ml-1m | ml-100k | amazon-beauty | synthetic[:SIZE] | PATH"),
     out: Path = typer.Option(Path("runs/run"), help="run folder (resumed if it holds a checkpoint)"),
     epochs: int = typer.Option(100),
@@ -144,7 +147,7 @@ def train(
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(1e-3),
     weight_decay: float = typer.Option(0.0),
-    max_len: int | None = typer.Option(None, help="history window (default: 200, 50 for amazon-beauty)"),
+    max_len: int | None = typer.Option(None, help="history window (default: 200)"),
     dim: int | None = typer.Option(None),
     layers: int | None = typer.Option(None),
     heads: int | None = typer.Option(None),
@@ -160,7 +163,9 @@ def train(
     threads: int | None = typer.Option(None),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast for training; evaluation stays fp32)"),
-    time_budget: float | None = typer.Option(None, help="minutes of training before stopping"),
+    time_budget: float | None = typer.Option(
+        None, help="minutes of training before stopping; --model auto: minutes of the whole call, evaluation included"
+    ),
     schedule: str = typer.Option(
         "constant", help="constant | cosine (lr decays over --time-budget if given, else over --epochs)"
     ),
@@ -225,6 +230,9 @@ def train(
                 heads=heads, dropout=dropout, patience=patience, seed=seed, threads=threads, time_budget=time_budget,
             )
         )  # fmt: skip
+    if model == "auto":
+        train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read)
+        return
     from genrec.pipeline.cli import RANKING_MODELS, run_train
 
     if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
@@ -280,6 +288,50 @@ def read_dataset(dataset: str, seed: int, read: object) -> object:
         for warning in ds.report.warnings():
             console.print(f"[yellow]warning:[/] {warning}")
     return ds
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux /proc), 0.0 where unknown."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def train_auto(
+    dataset: str, out: Path, time_budget: float | None, batch_size: int, seed: int, threads: int | None, device: str,
+    restart: bool, read: object,
+) -> None:  # fmt: skip
+    """`genrec train --model auto`: the setting chosen on validation within the budget (genrec/training/auto.py)."""
+    from genrec.training.auto import tune
+    from genrec.training.trainer import TrainConfig
+
+    if not time_budget:
+        console.print("[red]error:[/] --model auto needs --time-budget MINUTES (the whole call, evaluation included)")
+        raise typer.Exit(2)
+    from genrec.data.io import ReadOptions
+
+    assert isinstance(read, ReadOptions)
+    base = TrainConfig(model="auto", dataset=dataset, out=str(out), batch_size=batch_size, seed=seed, threads=threads,
+                       device=device, read=read.to_dict())  # fmt: skip
+    # the budget holds for the command as a user times it: the seconds the process took to start count too
+    # (unless it is a long-lived process calling the CLI in-process, e.g. a notebook or a test runner)
+    startup = process_seconds()
+    started = time.perf_counter() - (startup if startup < 60 else 0.0)
+    try:
+        ds = read_dataset(dataset, seed, read)  # a user's file is read (and reported) as for any model
+        result = tune(base, time_budget * 60, dataset=ds, console=console, restart=restart, started=started)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    from genrec.bundle import Bundle
+
+    chosen = Bundle.open(out).component(role="retrieval").kind
+    table = {f"auto ({chosen})": result.test, "popularity": result.popularity_test}
+    console.print(metrics_table(f"test split, {dataset} (scored once)", table))
+    console.print(f"best epoch {result.best_epoch}; report in {out}/tuning.md, results in {out}/metrics.json")
 
 
 @app.command()

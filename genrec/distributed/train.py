@@ -56,7 +56,6 @@ from genrec.evaluation.evaluate import evaluation_ranks, model_scorer
 from genrec.evaluation.metrics import metrics_from_ranks
 from genrec.runtime import setup
 from genrec.training.loop import Epoch, LoopConfig, fit
-from genrec.training.trainer import DATASET_DEFAULTS
 
 
 @dataclass
@@ -84,8 +83,8 @@ class DistTrainConfig:
     eval: bool = True
     time_budget_s: float | None = None
 
-    def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
-        kw = dict(DATASET_DEFAULTS.get(dataset_name, {}))
+    def model_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
         for k in ("max_len", "dim", "num_layers", "num_heads", "dropout"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
@@ -151,7 +150,7 @@ def distributed_eval(module: ShardableSequential, split: Split, which: str, d: D
 def build(cfg: DistTrainConfig, num_items: int, dataset_name: str, d: Dist):
     """The shardable model, its plan and DMP; tables initialised N(0, 0.02) shard by shard, row 0 zero."""
     torch.manual_seed(cfg.seed)  # same dense init on every rank (DDP also broadcasts rank 0's)
-    module = build_shardable(cfg.model, num_items, device="meta", **cfg.model_kwargs(dataset_name))
+    module = build_shardable(cfg.model, num_items, device="meta", **cfg.model_kwargs())
     budget = int(cfg.budget_gb * 2**30) if cfg.budget_gb else None
     plan = make_plan(module, d.world, cfg.sharding, budget, d.device.type, d.pg)
     dmp = shard(module, plan, d.pg, d.device, cfg.emb_optimizer, cfg.emb_lr)

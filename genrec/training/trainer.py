@@ -41,12 +41,6 @@ from genrec.runtime import flush_denormals, setup
 from genrec.training.loop import Epoch, LoopConfig, fit
 from genrec.training.losses import next_item_loss
 
-# Settings that differ from the ML-1M reference per dataset (short histories need shorter windows).
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "amazon-beauty": {"max_len": 50, "dropout": 0.5, "dim": 64},
-}
-
-
 LR_FLOOR = 0.02
 SCHEDULES = ("constant", "cosine")
 FITS = ("train", "train+valid")
@@ -65,7 +59,7 @@ class TrainConfig:
     loss: str = "sampled"
     num_negatives: int = 128
     shared_negatives: bool = False  # one negative set for the whole batch (cheaper, learns worse: see losses.md)
-    # model overrides; None = preset / dataset default
+    # model overrides; None = the model preset's value (the same for every dataset; `--model auto` tunes them)
     max_len: int | None = None
     dim: int | None = None
     num_layers: int | None = None
@@ -102,8 +96,8 @@ class TrainConfig:
         if self.fit not in FITS:
             raise ValueError(f"unknown fit {self.fit!r}; choose from {', '.join(FITS)}")
 
-    def model_kwargs(self, dataset_name: str) -> dict[str, Any]:
-        kw = dict(DATASET_DEFAULTS.get(dataset_name, {}))
+    def model_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
         for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
@@ -252,7 +246,7 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
     targets = list(cfg.target_events) if cfg.target_events else None
     split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid", target_events=targets)
     torch.manual_seed(cfg.seed)
-    kwargs = cfg.model_kwargs(ds.sequences.name)
+    kwargs = cfg.model_kwargs()
     if cfg.event_inputs:
         if ds.sequences.event_vocab is None:
             raise ValueError(f"--event-inputs needs an event_type column; {cfg.dataset} has none")
@@ -276,10 +270,12 @@ def train(
     restart: bool = False,
     on_epoch: Callable[[list[dict[str, Any]]], bool | None] | None = None,
     started: float | None = None,
+    score_test: bool = True,
 ) -> RunResult:
     """Train cfg.model on cfg.dataset into the run folder cfg.out (resuming its last.pt unless `restart`).
     on_epoch(history): after each epoch; True stops the run there (a tuner pruning a trial).
-    started: the time.perf_counter() the time budget counts from (a CLI's start); default: this call's."""
+    started: the time.perf_counter() the time budget counts from (a CLI's start); default: this call's.
+    score_test=False (a tuning trial): best.pt stays in the folder, the test split unscored, no bundle written."""
     t_start = time.perf_counter() if started is None else started
     console = console or Console()
     setup(cfg.threads)
@@ -342,6 +338,9 @@ def train(
             console=console,
         )
     history, best_epoch, elapsed = res.history, res.best_epoch, res.elapsed
+    if not score_test:
+        best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
+        return RunResult(run, history, best_epoch, best_valid, {}, {}, elapsed)
     return finish(run, ds, split, model, history, best_epoch, elapsed, cfg, device, console)
 
 

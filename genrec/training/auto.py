@@ -1,0 +1,433 @@
+"""Automatic configuration: `genrec train --model auto --time-budget MIN`.
+
+The data's statistics (catalog size, history lengths, density, timestamps, item attributes) set a search space;
+an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings inside it,
+each trial a `genrec train` run on a slice of the budget; the best trial by validation is then trained on in the
+time left and the test split is scored once. Nothing but the validation split chooses.
+
+Time: the whole call (loading, trials, final training, test scoring, report) holds the budget. Of the time left
+after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials and the rest to the winner:
+    trials   each gets at most 1 / TRIALS_PER_SEARCH of the search time; it stops when its next epoch would not
+             fit (epoch time as measured), when the pruner says its curve is below the median of earlier trials at
+             the same epoch, or when validation has not improved for PATIENCE epochs (converged)
+    final    the winning trial's run folder is copied to the output and resumed (same optimizer, same epoch
+             numbering, its lr schedule stretched to the new end: a warm restart for cosine) while validation still
+             improves and epochs fit; a winner that converged is not resumed. best.pt stays the best validation
+             epoch, so the final model scores at least the winning trial's validation NDCG@10.
+A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
+MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow").
+Reproducible: the same seed samples the same settings in the same order for the same results; with time slices
+the number of epochs a trial gets depends on the machine's speed.
+
+Output folder (besides a normal run folder for the chosen setting: config.json, best.pt, metrics.json, ...):
+    trials/NNN/     each trial's history.json and config.json (weights kept only for the winner, then copied)
+    tuning.json     statistics, search space and why, every trial (params, state, curve), the choice, test scores
+    tuning.md       the trials table and the choice
+    tuning.png      validation NDCG@10 against time since the start, one line per trial and the final run
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+from genrec.data.datasets import Dataset, load_dataset
+from genrec.data.io import ReadOptions
+from genrec.training.trainer import RunResult, TrainConfig, train, write_json
+
+FULL_SOFTMAX_MAX_ITEMS = 50_000  # above this a (N, V) logit matrix per batch costs more than it teaches
+SHORT_HISTORY = 20  # median events per user below which histories count as short (stronger dropout)
+SEARCH_FRACTION = 0.6  # of the time after the reserve: trials; the rest trains the winner further
+TRIALS_PER_SEARCH = 5  # a trial's slice is at most 1/5 of the search time (pruned trials free theirs)
+MIN_EPOCHS = 2  # a trial must fit at least this many epochs
+PATIENCE = 8  # epochs without a better validation NDCG@10: converged
+RESERVE_S = 5.0  # fixed part of the time kept for the end of the call
+MAX_SKIPS = 5  # consecutive too-slow samples before the search ends
+FAMILIES = ("hstu", "hstu-large", "sasrec")  # action tokens join the space once sequence models take them
+
+
+@dataclass
+class DataStats:
+    name: str
+    users: int
+    items: int
+    events: int
+    median_len: float
+    p90_len: float
+    max_len: int
+    density: float  # events / (users x items)
+    has_timestamps: bool
+    has_event_types: bool
+    has_attributes: bool  # categorical / multi-valued item attributes usable as item tokens
+    train_lengths: np.ndarray = field(repr=False)  # (U,) training events per user (leave-one-out)
+
+
+def _has_item_attributes(ds: Dataset) -> bool:
+    from genrec.data.io import DataError
+    from genrec.features.tables import raw_tables
+
+    try:
+        items, _, _ = raw_tables(ds)
+    except (FileNotFoundError, DataError):
+        return False
+    return bool(items.cat or items.multi)
+
+
+def data_stats(ds: Dataset) -> DataStats:
+    s = ds.sequences
+    lengths = s.lengths
+    return DataStats(
+        name=s.name, users=s.num_users, items=s.num_items, events=int(len(s.items)),
+        median_len=float(np.median(lengths)), p90_len=float(np.percentile(lengths, 90)), max_len=int(lengths.max()),
+        density=len(s.items) / max(s.num_users * s.num_items, 1), has_timestamps=s.timestamps is not None,
+        has_event_types=s.event_vocab is not None, has_attributes=_has_item_attributes(ds),
+        train_lengths=np.where(lengths >= 3, lengths - 2, lengths),
+    )  # fmt: skip
+
+
+@dataclass
+class SearchSpace:
+    families: tuple[str, ...]
+    attributes: tuple[bool, ...]
+    dims: tuple[int, ...]
+    layers: tuple[int, int]  # sasrec / hstu; hstu-large keeps its 8 layers
+    dropout: tuple[float, float]
+    max_lens: tuple[int, ...]
+    losses: tuple[str, ...]
+    lr: tuple[float, float]  # log-uniform
+    schedules: tuple[str, ...]
+    default: dict[str, Any]  # the first trial: the middle of the space
+    reasons: list[str]  # why each range is what it is, for the report
+
+
+def search_space(st: DataStats) -> SearchSpace:
+    reasons = []
+    p90 = max(int(math.ceil(st.p90_len / 10) * 10), 20)
+    cap = min(200, max(int(math.ceil(st.max_len / 10) * 10), 20))
+    max_lens = tuple(sorted({min(v, cap) for v in (p90 // 2, p90, 2 * p90) if v >= 10}))
+    reasons.append(f"p90 history length {st.p90_len:.0f} (longest {st.max_len}): max_len in {list(max_lens)}")
+    if st.median_len < SHORT_HISTORY:
+        dropout = (0.3, 0.6)
+        reasons.append(f"median history {st.median_len:.0f} < {SHORT_HISTORY} events: short, dropout 0.3-0.6")
+    else:
+        dropout = (0.1, 0.4)
+        reasons.append(f"median history {st.median_len:.0f} >= {SHORT_HISTORY} events: dropout 0.1-0.4")
+    if st.items <= FULL_SOFTMAX_MAX_ITEMS:
+        losses = ("full",)
+        reasons.append(f"{st.items:,} items <= {FULL_SOFTMAX_MAX_ITEMS:,}: full softmax")
+    else:
+        losses = ("sampled", "in-batch")
+        reasons.append(f"{st.items:,} items > {FULL_SOFTMAX_MAX_ITEMS:,}: sampled or in-batch (log-Q) softmax")
+    dims = (32, 48, 64) if st.events < 100_000 else (48, 64, 96) if st.events < 2_000_000 else (64, 96, 128)
+    reasons.append(f"{st.events:,} events (density {st.density:.2e}): width in {list(dims)}")
+    attributes = (False, True) if st.has_attributes else (False,)
+    reasons.append("item attributes in the catalog: tried" if st.has_attributes else "no item attributes")
+    if st.has_timestamps:
+        reasons.append("timestamps: HSTU's time buckets carry them")
+    default = dict(family="hstu", attributes=False, dim=dims[1], layers=2, dropout=round(sum(dropout) / 2, 2),
+                   max_len=max_lens[len(max_lens) // 2], loss=losses[0], lr=1e-3, schedule="constant")  # fmt: skip
+    return SearchSpace(FAMILIES, attributes, dims, (1, 4), dropout, max_lens, losses, (5e-4, 3e-3),
+                       ("constant", "cosine"), default, reasons)  # fmt: skip
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """One setting from the space (define-by-run: hstu-large has no depth to choose)."""
+    p: dict[str, Any] = {"family": trial.suggest_categorical("family", space.families)}
+    p["attributes"] = trial.suggest_categorical("attributes", space.attributes)
+    p["dim"] = trial.suggest_categorical("dim", space.dims)
+    if p["family"] != "hstu-large":
+        p["layers"] = trial.suggest_int("layers", *space.layers)
+    p["dropout"] = trial.suggest_float("dropout", *space.dropout, step=0.05)
+    p["max_len"] = trial.suggest_categorical("max_len", space.max_lens)
+    p["loss"] = trial.suggest_categorical("loss", space.losses)
+    p["lr"] = trial.suggest_float("lr", *space.lr, log=True)
+    p["schedule"] = trial.suggest_categorical("schedule", space.schedules)
+    return p
+
+
+def make_study(space: SearchSpace, seed: int) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=3),
+    )
+    study.enqueue_trial(space.default)
+    return study
+
+
+def describe(p: dict[str, Any]) -> str:
+    depth = f" x{p['layers']}" if "layers" in p else ""
+    return (
+        f"{p['family']}{' +attr' if p['attributes'] else ''} d{p['dim']}{depth} drop {p['dropout']:.2f} "
+        f"len {p['max_len']} {p['loss']} lr {p['lr']:.1e} {p['schedule']}"
+    )
+
+
+class CostModel:
+    """Seconds per epoch (training + validation + saving) ~ ratio x a FLOP-like count, ratio measured per family."""
+
+    def __init__(self, st: DataStats) -> None:
+        self.st, self.ratios = st, {}
+
+    def proxy(self, p: dict[str, Any]) -> float:
+        tokens = float(np.minimum(self.st.train_lengths, p["max_len"]).sum())
+        layers = p.get("layers", 8)
+        encoder = layers * (12 * p["dim"] ** 2 + 2 * p["max_len"] * p["dim"])
+        outputs = (self.st.items if p["loss"] == "full" else 128) * p["dim"]
+        return tokens * (3 * (encoder + outputs)) + self.st.users * (encoder + self.st.items * p["dim"])
+
+    def add(self, p: dict[str, Any], epoch_seconds: float) -> None:
+        self.ratios.setdefault(p["family"], []).append(epoch_seconds / self.proxy(p))
+
+    def epoch_seconds(self, p: dict[str, Any]) -> float | None:
+        ratios = self.ratios.get(p["family"]) or [r for rs in self.ratios.values() for r in rs]
+        return float(np.median(ratios)) * self.proxy(p) if ratios else None
+
+
+def trial_config(p: dict[str, Any], base: TrainConfig, out: Path, slice_s: float) -> TrainConfig:
+    return TrainConfig(
+        model=p["family"], dataset=base.dataset, out=str(out), epochs=1000, batch_size=base.batch_size, lr=p["lr"],
+        loss=p["loss"], max_len=p["max_len"], dim=p["dim"], num_layers=p.get("layers"), dropout=p["dropout"],
+        patience=PATIENCE, seed=base.seed, threads=base.threads, device=base.device, precision="bf16",
+        schedule=p["schedule"], time_budget_s=slice_s, item_attributes=p["attributes"], read=base.read,
+    )  # fmt: skip
+
+
+@dataclass
+class EpochClock:
+    """The on_epoch callback: stops when the next epoch (as long as the slowest so far) would pass the deadline,
+    and reports the curve to the trial's pruner. Records (seconds since the search started, NDCG@10) per epoch."""
+
+    deadline: float  # perf_counter value
+    origin: float
+    trial: optuna.Trial | None = None
+    last: float = field(default_factory=time.perf_counter)
+    slowest: float = 0.0
+    walls: list[float] = field(default_factory=list)  # wall seconds of each epoch (the first includes setup)
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    stop: str = ""  # why it stopped: "time", "pruned"; "" = the trainer stopped by itself
+
+    def __call__(self, history: list[dict[str, Any]]) -> bool:
+        """The trainer's on_epoch(history): True stops the run after this epoch."""
+        epoch, valid = history[-1]["epoch"], history[-1]["valid"]
+        now = time.perf_counter()
+        self.walls.append(now - self.last)
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+        if valid is not None:
+            self.curve.append((round(now - self.origin, 2), valid["NDCG@10"]))
+            if self.trial is not None:
+                self.trial.report(valid["NDCG@10"], epoch)
+                if self.trial.should_prune():
+                    self.stop = "pruned"
+                    return True
+        if now + self.slowest > self.deadline:
+            self.stop = "time"
+            return True
+        return False
+
+
+def _stop_reason(clock: EpochClock, res: RunResult) -> str:
+    if clock.stop:
+        return clock.stop
+    last = res.history[-1]["epoch"] if res.history else 0
+    return "converged" if last - res.best_epoch >= PATIENCE else "time"
+
+
+def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, console: Console | None = None,
+         restart: bool = False, started: float | None = None) -> RunResult:  # fmt: skip
+    """Choose a setting on validation within budget_s seconds, train it further, score the test split once.
+    started: the perf_counter() value the budget counts from (the CLI: its process start), default now."""
+    t0 = time.perf_counter() if started is None else started
+    console = console or Console()
+    quiet = Console(quiet=True)
+    out = Path(base.out)
+    if (out / "tuning.json").exists() and not restart:
+        raise ValueError(f"{out} holds a finished auto run; use --restart or another --out")
+    if (out / "trials").exists():
+        shutil.rmtree(out / "trials")
+    ds = dataset or load_dataset(base.dataset, seed=base.seed, read=ReadOptions.from_dict(base.read))
+    st = data_stats(ds)
+    space = search_space(st)
+    console.print(f"[bold]auto[/] on {st.name}: {st.users:,} users, {st.items:,} items, {st.events:,} events; "
+                  f"budget {budget_s / 60:.1f} min")  # fmt: skip
+    for r in space.reasons:
+        console.print(f"  {r}")
+    study = make_study(space, base.seed)
+    costs = CostModel(st)
+    deadline = t0 + budget_s
+    # test + popularity scoring, the report, the interpreter's exit (seconds with torch loaded); grows with the
+    # measured validation time
+    reserve = RESERVE_S + 0.02 * budget_s
+    search_end = t0 + SEARCH_FRACTION * (budget_s - reserve)
+    slice_s = (search_end - time.perf_counter()) / TRIALS_PER_SEARCH
+    trials: list[dict[str, Any]] = []
+    runs: dict[int, tuple[RunResult, TrainConfig, EpochClock]] = {}
+    skips = 0
+    while skips < MAX_SKIPS:
+        now = time.perf_counter()
+        left = search_end - now
+        if left <= 0 or (runs and left < 0.5 * slice_s):
+            break
+        trial = study.ask()
+        p = suggest(trial, space)
+        predicted = costs.epoch_seconds(p)
+        if predicted is not None and MIN_EPOCHS * predicted > min(left, slice_s):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            trials.append({"number": trial.number, "params": p, "state": "pruned", "stop": "too slow",
+                           "predicted_epoch_s": round(predicted, 1)})  # fmt: skip
+            skips += 1
+            continue
+        skips = 0
+        run_dir = out / "trials" / f"{trial.number:03d}"
+        clock = EpochClock(deadline=min(now + slice_s, search_end), origin=t0, trial=trial)
+        cfg = trial_config(p, base, run_dir, slice_s)
+        try:
+            res = train(cfg, dataset=ds, console=quiet, restart=True, on_epoch=clock, score_test=False)
+        except (ValueError, RuntimeError) as e:  # one setting that cannot train (e.g. out of memory) ends only itself
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            trials.append({"number": trial.number, "params": p, "state": "failed", "stop": str(e).splitlines()[0][:80],
+                           "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
+            console.print(f"  trial {trial.number:2d}  {describe(p):60s} failed: {trials[-1]['stop']}")
+            continue
+        stop = _stop_reason(clock, res)
+        value = res.best_valid.get("NDCG@10", 0.0)
+        if stop == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+        epoch_s = [h["seconds"] + h["eval_seconds"] for h in res.history]
+        costs.add(p, float(np.median(clock.walls)))
+        reserve = max(reserve, RESERVE_S + 0.02 * budget_s + 2.5 * max(h["eval_seconds"] for h in res.history))
+        runs[trial.number] = (res, cfg, clock)
+        trials.append({
+            "number": trial.number, "params": p, "state": "pruned" if stop == "pruned" else "complete", "stop": stop,
+            "best_valid_ndcg10": round(value, 5), "best_epoch": res.best_epoch, "epochs": len(res.history),
+            "seconds": round(time.perf_counter() - now, 1), "epoch_seconds": round(float(np.mean(epoch_s)), 2),
+            "curve": clock.curve,
+        })  # fmt: skip
+        console.print(f"  trial {trial.number:2d}  {describe(p):60s} valid NDCG@10 {value:.4f}  "
+                      f"{len(res.history):3d} ep  {stop}")  # fmt: skip
+    complete = [t for t in trials if t["state"] == "complete"]
+    if not complete:
+        raise ValueError(f"no trial finished within {budget_s / 60:.1f} min; give a larger --time-budget")
+    best = max(complete, key=lambda t: t["best_valid_ndcg10"])
+    res, cfg, clock = runs[best["number"]]
+    for number in runs:  # only the winner's weights are kept
+        if number != best["number"]:
+            for f in (out / "trials" / f"{number:03d}").glob("*.pt"):
+                f.unlink()
+    # the final run: the winner's folder resumed in --out with the time left
+    for f in Path(cfg.out).iterdir():
+        shutil.copy2(f, out / f.name)
+    now = time.perf_counter()
+    extra = deadline - reserve - now
+    resume = best["stop"] != "converged" and extra > 1.5 * clock.slowest
+    final_cfg = TrainConfig(**{**asdict(cfg), "out": str(out), "betas": tuple(cfg.betas)})
+    final_cfg.time_budget_s = res.train_seconds + (extra if resume else 0.0)
+    final_clock = EpochClock(deadline=deadline - reserve, origin=t0, slowest=clock.slowest)
+    if resume:
+        console.print(f"  final: trial {best['number']} resumed for up to {extra / 60:.1f} min")
+    final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock)
+    report = {
+        "dataset": st.name, "budget_s": budget_s, "wall_s": 0.0, "seed": base.seed,
+        "stats": {k: v for k, v in asdict(st).items() if k != "train_lengths"},
+        "space": {k: v for k, v in asdict(space).items() if k not in ("reasons", "default")},
+        "reasons": space.reasons, "trials": trials,
+        "chosen": {"trial": best["number"], "params": best["params"], "setting": describe(best["params"]),
+                   "why": _why(best, complete, trials)},
+        "final": {"resumed": resume, "best_epoch": final.best_epoch, "epochs": len(final.history),
+                  "valid": final.best_valid, "test": final.test, "popularity": final.popularity_test,
+                  "curve": final_clock.curve},
+    }  # fmt: skip
+    plot_tuning(report, out / "tuning.png")
+    report["wall_s"] = round(time.perf_counter() - t0, 1)  # the report's own writing included
+    (out / "tuning.md").write_text(render_markdown(report))
+    write_json(report, out / "tuning.json")
+    print_report(report, console)
+    return final
+
+
+def _why(best: dict[str, Any], complete: list[dict[str, Any]], trials: list[dict[str, Any]]) -> str:
+    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])
+    runner = (f"; runner-up trial {others[0]['number']} ({describe(others[0]['params'])}) "
+              f"{others[0]['best_valid_ndcg10']:.4f}" if others else "")  # fmt: skip
+    return (
+        f"highest validation NDCG@10 ({best['best_valid_ndcg10']:.4f}) of {len(complete)} complete trials "
+        f"({sum(t['state'] == 'pruned' for t in trials)} pruned, {sum(t['state'] == 'failed' for t in trials)} failed)"
+        f"{runner}"
+    )
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# Automatic configuration: {r['dataset']}, budget {r['budget_s'] / 60:.1f} min (ran {r['wall_s'] / 60:.1f})",
+        "",
+        "Search space from the data:",
+        "",
+        *[f"- {x}" for x in r["reasons"]],
+        "",
+        "| trial | setting | state | stop | valid NDCG@10 | best epoch | epochs | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in r["trials"]:
+        v = f"{t['best_valid_ndcg10']:.4f}" if "best_valid_ndcg10" in t else "-"
+        lines.append(
+            f"| {t['number']} | {describe(t['params'])} | {t['state']} | {t['stop']} | {v} | "
+            f"{t.get('best_epoch', '-')} | {t.get('epochs', 0)} | {t.get('seconds', 0)} |"
+        )
+    c, f = r["chosen"], r["final"]
+    lines += ["", f"Chosen: trial {c['trial']}, {c['setting']}: {c['why']}.", ""]
+    lines.append(
+        f"Final run ({'resumed' if f['resumed'] else 'the trial as trained'}): best epoch {f['best_epoch']}, "
+        f"valid NDCG@10 {f['valid'].get('NDCG@10', float('nan')):.4f}; test (scored once) "
+        + ", ".join(f"{k} {v:.4f}" for k, v in f["test"].items())
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot_tuning(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for t in r["trials"]:
+        if t.get("curve"):
+            x, y = zip(*t["curve"], strict=True)
+            ax.plot(x, y, marker="o", ms=2, ls="--" if t["state"] == "pruned" else "-", lw=1,
+                    label=f"{t['number']}: {describe(t['params'])}")  # fmt: skip
+    if r["final"]["curve"]:
+        x, y = zip(*r["final"]["curve"], strict=True)
+        ax.plot(x, y, color="black", lw=2, marker="o", ms=3, label=f"final (trial {r['chosen']['trial']})")
+    ax.axvline(r["budget_s"], color="grey", ls=":", label="budget")
+    ax.set(xlabel="seconds since start", ylabel="validation NDCG@10", title=f"auto on {r['dataset']}")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_report(r: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"auto: trials on {r['dataset']} (validation only)")
+    for col in ("trial", "setting", "state", "valid NDCG@10", "epochs", "s"):
+        table.add_column(col, justify="left" if col in ("setting", "state") else "right")
+    for t in r["trials"]:
+        v = f"{t['best_valid_ndcg10']:.4f}" if "best_valid_ndcg10" in t else "-"
+        state = t["state"] + (f" ({t['stop']})" if t["stop"] != t["state"] else "")
+        table.add_row(str(t["number"]), describe(t["params"]), state, v,
+                      str(t.get("epochs", 0)), str(t.get("seconds", 0)))  # fmt: skip
+    console.print(table)
+    c = r["chosen"]
+    console.print(f"[bold]chosen[/]: trial {c['trial']}, {c['setting']}: {c['why']}")
+    console.print(f"whole call {r['wall_s'] / 60:.2f} min of a {r['budget_s'] / 60:.2f} min budget")

@@ -1,0 +1,172 @@
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genrec.data.datasets import Dataset, load_synthetic
+from genrec.models.sequential import SequentialConfig
+from genrec.training import trainer
+from genrec.training.auto import (
+    FAMILIES,
+    FULL_SOFTMAX_MAX_ITEMS,
+    DataStats,
+    data_stats,
+    make_study,
+    search_space,
+    suggest,
+)
+from genrec.training.trainer import TrainConfig, load_run, prepare
+
+
+def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_path) -> None:
+    budget_min = 0.6
+    out = tmp_path / "auto"
+    cmd = [sys.executable, "-m", "genrec.cli", "train", "--model", "auto", "--dataset", "synthetic:tiny",
+           "--time-budget", str(budget_min), "--threads", "1", "--out", str(out)]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    wall = time.perf_counter() - t0  # the whole command: interpreter start, search, final run, test, report
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert wall <= 1.1 * budget_min * 60, f"{wall:.1f}s for a {budget_min * 60:.0f}s budget"
+
+    report = json.loads((out / "tuning.json").read_text())
+    space = search_space(data_stats(load_synthetic("tiny", 42)))
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    assert len(report["trials"]) >= 2 and complete
+    chosen = report["chosen"]["params"]
+    assert chosen["family"] in FAMILIES and chosen["dim"] in space.dims and chosen["max_len"] in space.max_lens
+    assert space.dropout[0] - 1e-9 <= chosen["dropout"] <= space.dropout[1] + 1e-9
+    assert chosen["loss"] == "full"  # 200 items: a full softmax
+    best = max(complete, key=lambda t: t["best_valid_ndcg10"])
+    assert report["chosen"]["trial"] == best["number"]  # chosen on validation
+    # the final run continues the winner: its validation can only be as good or better
+    assert report["final"]["valid"]["NDCG@10"] >= best["best_valid_ndcg10"] - 1e-6
+    for t in complete:
+        assert t["curve"] and len(t["curve"]) == t["epochs"]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["metrics"]["NDCG@10"]) and metrics["metrics"] == report["final"]["test"]
+    model, meta = load_run(out)  # a normal run folder: evaluate / recommend / serve work on it
+    assert meta["train"]["model"] == chosen["family"] and model.config.max_len == chosen["max_len"]
+    assert model.config.dim == chosen["dim"] and meta["train"]["item_attributes"] == chosen["attributes"]
+    assert "Chosen: trial" in (out / "tuning.md").read_text()
+    assert (out / "tuning.png").stat().st_size > 1000
+    assert "chosen" in proc.stdout and "test split" in proc.stdout
+    for trial_dir in (out / "trials").iterdir():  # only the winner's weights are kept
+        assert bool(list(trial_dir.glob("*.pt"))) == (trial_dir.name == f"{best['number']:03d}")
+
+
+def _stats(**kw) -> DataStats:
+    base = dict(name="x", users=1000, items=500, events=20_000, median_len=30.0, p90_len=80.0, max_len=400,
+                density=0.04, has_timestamps=False, has_event_types=False, has_attributes=False,
+                train_lengths=np.full(1000, 18))  # fmt: skip
+    return DataStats(**{**base, **kw})
+
+
+def test_search_space_follows_the_data() -> None:
+    small = search_space(_stats())
+    assert small.losses == ("full",) and small.attributes == (False,)
+    assert 80 in small.max_lens and max(small.max_lens) <= 200 and small.dropout == (0.1, 0.4)
+    big = search_space(_stats(items=FULL_SOFTMAX_MAX_ITEMS + 1, median_len=6.0, p90_len=14.0, has_attributes=True))
+    assert set(big.losses) == {"sampled", "in-batch"} and big.attributes == (False, True)
+    assert big.dropout[0] >= 0.3 and max(big.max_lens) <= 40  # short histories: short windows, more dropout
+
+
+def test_the_same_seed_samples_the_same_settings() -> None:
+    space = search_space(_stats(has_attributes=True))
+
+    def sample(seed: int) -> list[dict]:
+        study, out = make_study(space, seed), []
+        for k in range(6):
+            trial = study.ask()
+            out.append(suggest(trial, space))
+            study.tell(trial, 0.1 + 0.01 * k)
+        return out
+
+    first = sample(7)
+    assert first == sample(7) and first != sample(8)
+    assert first[0] == {k: v for k, v in space.default.items()}  # the middle of the space goes first
+
+
+def test_no_dataset_presets_a_beauty_named_dataset_and_a_user_file_get_the_same_defaults() -> None:
+    assert not hasattr(trainer, "DATASET_DEFAULTS")
+    shop = load_synthetic("tiny", 0)
+    configs = []
+    for name in ("amazon-beauty", "events"):
+        ds = Dataset(dataclasses.replace(shop.sequences, name=name), catalog=shop.catalog)
+        _, _, model = prepare(TrainConfig(model="hstu", dataset=name), ds)
+        configs.append(model.config.to_dict())
+    assert configs[0] == configs[1]
+    assert configs[0]["max_len"] == 200 and configs[0]["dropout"] == SequentialConfig.dropout
+
+
+def test_a_user_file_gets_the_same_search_space_as_the_same_data_built_in(tmp_path) -> None:
+    from genrec.data.datasets import load_dataset
+    from genrec.data.synthetic import generate_shop, shop_config
+
+    shop = generate_shop(shop_config("tiny", seed=0))
+    shop.events.write_csv(tmp_path / "events.csv")
+    shop.catalog.write_csv(tmp_path / "catalog.csv")
+    user, built_in = (data_stats(load_dataset(n)) for n in (str(tmp_path / "events.csv"), "synthetic:tiny"))
+    assert user.has_attributes and user.has_timestamps and user.items == built_in.items
+    assert search_space(user) == search_space(built_in)
+
+
+def test_auto_needs_a_time_budget() -> None:
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--model", "auto", "--dataset", "synthetic:tiny"])
+    assert res.exit_code == 2 and "--time-budget" in res.output
+
+
+def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
+    from genrec.training.auto import tune
+
+    with pytest.raises(ValueError, match="time-budget"):
+        tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), threads=1), budget_s=0.0)
+
+
+def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_path, monkeypatch) -> None:
+    """The loop alone, with a stand-in for training: 50 ms epochs whose score depends on the setting."""
+    from genrec.training import auto
+    from genrec.training.trainer import RunResult
+
+    def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):
+        if cfg.model == "sasrec":
+            raise RuntimeError("out of memory\ndetails")
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.json").write_text("{}")
+        history, best = [], (0, -1.0)
+        for epoch in range(1, 1000):
+            time.sleep(0.05)
+            valid = {"NDCG@10": cfg.lr * 10 * (1 - 0.5**epoch)}
+            history.append({"epoch": epoch, "seconds": 0.04, "eval_seconds": 0.01, "valid": valid})
+            best = max(best, (epoch, valid["NDCG@10"]), key=lambda b: b[1])
+            if not on_epoch(epoch, valid):
+                break
+        test = {"NDCG@10": 0.5} if score_test else {}
+        return RunResult(Path(cfg.out), history, best[0], {"NDCG@10": best[1]}, test, test, 0.05 * len(history))
+
+    monkeypatch.setattr(auto, "train", fake_train)
+    shop = load_synthetic("tiny", 0)
+    data_stats(shop)  # imports warm: the budget below is for the loop
+    t0 = time.perf_counter()
+    auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=12.0, dataset=shop)
+    wall = time.perf_counter() - t0
+    assert wall <= 12.0 * 1.1
+    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    states = {t["state"] for t in report["trials"]}
+    assert "failed" in states and "complete" in states
+    assert all(t["stop"] == "out of memory" for t in report["trials"] if t["state"] == "failed")
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    assert report["chosen"]["params"]["lr"] == max(t["params"]["lr"] for t in complete)  # the best score wins
+    assert report["chosen"]["params"]["family"] != "sasrec"

@@ -1,0 +1,56 @@
+import json
+from pathlib import Path
+
+from benchmarks import sequential
+from genrec.training.trainer import FITS
+
+
+def test_every_sequential_record_says_what_it_was_fitted_on() -> None:
+    records = json.loads((sequential.RESULTS / "sequential.json").read_text())
+    assert records
+    for r in records:
+        assert r["fit"] in FITS, r["model"]
+        refit = "--refit-from" in r["command"]
+        assert r["fit"] == ("train+valid" if refit else "train"), r["model"]
+        assert r["model"] != "auto" or "chosen" in r
+    # the Beauty rows ran with what used to be a dataset preset: their commands carry it now
+    beauty = [r for r in records if r["dataset"] == "amazon-beauty" and r["command"].startswith("genrec train --model")]
+    assert beauty and all("--max-len 50 --dropout 0.5 --dim 64" in r["command"] for r in beauty)
+
+
+def _run(folder: Path, fit: str | None, tuning: dict | None = None) -> None:
+    folder.mkdir(parents=True)
+    metrics = {"metrics": {"NDCG@10": 0.1}, "best_epoch": 2, "epochs": 3, "train_seconds": 9.0, "best_valid": {}}
+    if fit:
+        metrics["fit"] = fit
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    hist = [{"epoch": e, "elapsed": 3.0 * e, "seq_per_s": 100.0, "valid": {"NDCG@10": 0.1}} for e in (1, 2, 3)]
+    (folder / "history.json").write_text(json.dumps(hist))
+    if tuning:
+        (folder / "tuning.json").write_text(json.dumps(tuning))
+
+
+def test_new_records_carry_fit_and_auto_records_their_chosen_setting(tmp_path) -> None:
+    _run(tmp_path / "ml-1m-hstu", "train")
+    _run(tmp_path / "ml-1m-hstu-large-refit", None)  # a folder from before metrics.json had `fit`
+    params = {"family": "hstu", "dim": 64, "max_len": 200}
+    _run(tmp_path / "ml-1m-auto", "train", {"chosen": {"params": params, "setting": "hstu d64"}, "wall_s": 3590.0})
+    rec = sequential.run_model("ml-1m", "hstu", tmp_path, collect_only=True)
+    assert rec["fit"] == "train" and rec["model"] == "hstu"
+    refit = sequential.run_model("ml-1m", "hstu-large-refit", tmp_path, collect_only=True)
+    assert refit["fit"] == "train+valid" and "--refit-from" in refit["command"]
+    auto = sequential.run_model("ml-1m", "auto", tmp_path, collect_only=True)
+    assert auto["model"] == "auto" and auto["fit"] == "train" and auto["chosen"]["dim"] == 64
+    assert (
+        auto["command"].startswith("genrec train --model auto --dataset ml-1m")
+        and "--time-budget 60" in auto["command"]
+    )
+
+
+def test_old_records_are_migrated() -> None:
+    old = {"dataset": "amazon-beauty", "model": "sasrec", "command": "genrec train --model sasrec --dataset "
+           "amazon-beauty --out runs/bench/amazon-beauty-sasrec --loss full"}  # fmt: skip
+    new = sequential.migrate(dict(old), Path("runs/bench"))
+    assert new["fit"] == "train" and "--max-len 50 --dropout 0.5 --dim 64" in new["command"]
+    refit = sequential.migrate({"dataset": "ml-1m", "model": "hstu-large-refit", "command": "x"}, Path("runs/bench"))
+    assert refit["fit"] == "train+valid" and refit["command"] == "x"
