@@ -58,7 +58,9 @@ def main() -> None:
     write_recommendations(df, out)
     write_s = time.perf_counter() - t
     score_s = statistics.median(times)
-    cfg = json.loads((run / "config.json").read_text())
+    from genrec.bundle import Bundle
+
+    cfg = Bundle.open(run).component(role="retrieval").config
     result = {
         "benchmark": "export",
         "command": "python benchmarks/export.py " + shlex.join(sys.argv[1:]),

@@ -19,8 +19,8 @@ MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason
 Reproducible: the same seed samples the same settings in the same order for the same results; with time slices
 the number of epochs a trial gets depends on the machine's speed.
 
-Output folder (besides a normal run folder for the chosen setting: config.json, best.pt, metrics.json, ...):
-    trials/NNN/     each trial's history.json and config.json (weights kept only for the winner, then copied)
+Output folder (besides the chosen setting's bundle: manifest.json, components/, metrics.json, ...):
+    trials/NNN/     each trial's history.json, last.pt and best.pt (weights kept only for the winner, then copied)
     tuning.json     statistics, search space and why, every trial (params, state, curve), the choice, test scores
     tuning.md       the trials table and the choice
     tuning.png      validation NDCG@10 against time since the start, one line per trial and the final run

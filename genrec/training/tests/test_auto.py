@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genrec.bundle import Bundle, load_sequential
 from genrec.data.datasets import Dataset, load_synthetic
 from genrec.models.sequential import SequentialConfig
 from genrec.training import trainer
@@ -22,7 +23,7 @@ from genrec.training.auto import (
     search_space,
     suggest,
 )
-from genrec.training.trainer import TrainConfig, load_run, prepare
+from genrec.training.trainer import TrainConfig, prepare
 
 
 def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_path) -> None:
@@ -53,7 +54,8 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["metrics"]["NDCG@10"]) and metrics["metrics"] == report["final"]["test"]
-    model, meta = load_run(out)  # a normal run folder: evaluate / recommend / serve work on it
+    model = load_sequential(out)  # a normal bundle: evaluate / recommend / serve work on it
+    meta = Bundle.open(out).component(role="retrieval").config
     assert meta["train"]["model"] == chosen["family"] and model.config.max_len == chosen["max_len"]
     assert model.config.dim == chosen["dim"] and meta["train"]["item_attributes"] == chosen["attributes"]
     assert "Chosen: trial" in (out / "tuning.md").read_text()
@@ -140,7 +142,7 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
     from genrec.training import auto
     from genrec.training.trainer import RunResult
 
-    def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):
+    def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):  # noqa: ARG001
         if cfg.model == "sasrec":
             raise RuntimeError("out of memory\ndetails")
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,7 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
             valid = {"NDCG@10": cfg.lr * 10 * (1 - 0.5**epoch)}
             history.append({"epoch": epoch, "seconds": 0.04, "eval_seconds": 0.01, "valid": valid})
             best = max(best, (epoch, valid["NDCG@10"]), key=lambda b: b[1])
-            if not on_epoch(epoch, valid):
+            if on_epoch(history):
                 break
         test = {"NDCG@10": 0.5} if score_test else {}
         return RunResult(Path(cfg.out), history, best[0], {"NDCG@10": best[1]}, test, test, 0.05 * len(history))
