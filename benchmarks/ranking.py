@@ -9,14 +9,18 @@ Per dataset (ML-1M, Amazon Beauty by default):
      retrieval candidates + random items (retrieval scores as features).
   4. pipeline evaluation on the test split, full catalog, seen items excluded: records for the stages
      hstu-only, two-tower-only, retrieval (fused top-K, recall@K), ranking and rerank (one pair per ranker).
-Criteo sample: logistic regression, Wide & Deep and DLRM trained on train.tsv, epoch picked on dev.tsv,
-AUC / logloss on test.tsv, mean and std over --criteo-seeds seeds.
+CTR check (--ctr-data frappe, the default; criteo for the 8,000-row Criteo sample): logistic regression, Wide &
+Deep and DLRM. Per model a small grid of settings (CTR_GRIDS) is trained at seed 0 with early stopping on the
+dev split; the setting with the best dev AUC is kept, trained at --ctr-seeds seeds (seed 0 = its selection run)
+and each run is scored once on test: mean and std of test AUC / logloss. Test never picks anything.
 
     python benchmarks/ranking.py --quick                    # minutes: ml-100k, few epochs, 300 test users
     python benchmarks/ranking.py --hstu-run ml-1m=runs/bench/ml-1m-hstu --hstu-run amazon-beauty=runs/bench/amazon-beauty-hstu
+    python benchmarks/ranking.py --ctr-only                 # the Frappe CTR check alone (~7 min at 1 thread)
 
-Writes benchmarks/results/ranking.json (records {"dataset", "stage", "model", "metrics", "command"} and
-{"dataset": "criteo-sample", "model", "metrics": {"AUC", "logloss", ...}}), ranking.md and ranking.png.
+Writes benchmarks/results/ranking.json (records {"dataset", "stage", "model", "metrics", "command"}), ranking.md
+and ranking.png; the CTR check writes ctr_<data>.json (records {"dataset", "model", "split", "protocol",
+"metrics": {"AUC", "logloss", ...}, "settings", "grid", "command"}) and ctr_<data>.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from rich.console import Console
 
 from genrec.data.datasets import data_dir
 from genrec.features.criteo import load_criteo
+from genrec.features.ctr import CTRData
+from genrec.features.frappe import load_frappe
 from genrec.pipeline.runs import Context, pipeline_evaluate
 from genrec.pipeline.train import train_ranking_model
 from genrec.ranking.inference import build_ranker, ctr_metrics, predict
@@ -45,14 +51,32 @@ from genrec.training.trainer import TrainConfig, train
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
 
-# Criteo sample (7,200 training rows): settings picked on dev.tsv from a small grid (lr, weight decay,
-# embedding width, dropout); the small data favour small embeddings and dropout.
-CRITEO: dict[str, dict[str, Any]] = {
-    "logistic-regression": {"kind": "lr", "model": {}, "train": {"lr": 3e-3}},
-    "wide-deep": {"kind": "wide-deep", "model": {"dim": 8, "deep_layers": [64, 32], "dropout": 0.3},
-                  "train": {"lr": 1e-3, "weight_decay": 1e-5}},
-    "dlrm": {"kind": "dlrm", "model": {"dim": 8, "dropout": 0.3}, "train": {"lr": 1e-3, "weight_decay": 1e-5}},
+# Settings per CTR dataset and model: the grid model selection runs over (dev AUC, seed 0); 20 epochs at most,
+# early stopping on dev AUC. Criteo (7,200 training rows): one setting each, picked earlier on dev.tsv from a
+# small grid (lr, weight decay, embedding width, dropout). Frappe (46k training rows): LR needs a large step
+# (zero-initialised weights); the deep models overfit the repeated (user, app) pairs within a few epochs without
+# dropout / weight decay, and Wide & Deep's MLP needs width to learn the user x app interaction DLRM's dot
+# products give directly (the grid rows were narrowed from a wider search on dev only).
+CTR_GRIDS: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "frappe": {
+        "logistic-regression": [{"kind": "lr", "model": {}, "train": {"lr": 1e-2}},
+                                {"kind": "lr", "model": {}, "train": {"lr": 3e-3}}],
+        "wide-deep": [{"kind": "wide-deep", "model": {"dim": 32, "deep_layers": [128, 64], "dropout": 0.3},
+                       "train": {"lr": 1e-3, "weight_decay": 1e-4}},
+                      {"kind": "wide-deep", "model": {"dim": 64, "deep_layers": [256, 128], "dropout": 0.5},
+                       "train": {"lr": 2e-3}}],
+        "dlrm": [{"kind": "dlrm", "model": {"dim": 32, "dropout": 0.3}, "train": {"lr": 2e-3}},
+                 {"kind": "dlrm", "model": {"dim": 32}, "train": {"lr": 1e-3, "weight_decay": 1e-4}}],
+    },
+    "criteo": {
+        "logistic-regression": [{"kind": "lr", "model": {}, "train": {"lr": 3e-3}}],
+        "wide-deep": [{"kind": "wide-deep", "model": {"dim": 8, "deep_layers": [64, 32], "dropout": 0.3},
+                       "train": {"lr": 1e-3, "weight_decay": 1e-5}}],
+        "dlrm": [{"kind": "dlrm", "model": {"dim": 8, "dropout": 0.3}, "train": {"lr": 1e-3, "weight_decay": 1e-5}}],
+    },
 }  # fmt: skip
+CTR_LOADERS = {"frappe": load_frappe, "criteo": load_criteo}
+CTR_EPOCHS = {"frappe": (20, 512), "criteo": (40, 256)}  # (max epochs, batch size)
 
 FULL = {
     "hstu": {"epochs": 200, "patience": 20, "time_budget_s": 40 * 60, "loss": "full"},
@@ -68,26 +92,66 @@ QUICK = {
 }
 
 
-def criteo_records(seeds: int) -> list[dict[str, Any]]:
-    data = load_criteo(data_dir())
-    quiet = Console(quiet=True)
+def ctr_fit(data: CTRData, spec: dict[str, Any], seed: int, epochs: int, batch: int) -> tuple[Any, Any]:
+    torch.manual_seed(seed)
+    model = build_ranker(spec["kind"], data.schema, **spec["model"])
+    cfg = CTRConfig(epochs=epochs, batch_size=batch, patience=3, seed=seed, **spec["train"])
+    return model, fit_ctr(model, data.train, data.dev, cfg, Console(quiet=True))
+
+
+def ctr_records(name: str, seeds: int, command: str) -> list[dict[str, Any]]:
+    """Model selection on dev at seed 0, then the chosen setting at `seeds` seeds, each scored once on test."""
+    data = CTR_LOADERS[name](data_dir())
+    epochs, batch = CTR_EPOCHS[name]
+    sizes = {s: len(getattr(data, s)) for s in ("train", "dev", "test")}
+    protocol = {**data.protocol, "rows": sizes, "selection": "best dev AUC over the grid at seed 0, epochs by early "
+                "stopping on dev AUC (patience 3); test scored once per seed of the chosen setting"}  # fmt: skip
     records = []
-    for name, spec in CRITEO.items():
-        aucs, losses, epochs = [], [], []
-        for seed in range(seeds):
-            torch.manual_seed(seed)
-            model = build_ranker(spec["kind"], data.schema, **spec["model"])
-            cfg = CTRConfig(epochs=40, batch_size=256, patience=3, seed=seed, **spec["train"])
-            res = fit_ctr(model, data.train, data.dev, cfg, quiet)
-            m = ctr_metrics(data.test, predict(model, data.test))
-            aucs.append(m["AUC"]), losses.append(m["logloss"]), epochs.append(res.best_epoch)
+    for model_name, grid in CTR_GRIDS[name].items():
+        t0 = time.perf_counter()
+        tried = []
+        for spec in grid:
+            model, res = ctr_fit(data, spec, 0, epochs, batch)
+            tried.append((spec, model, res))
+            console.print(f"{name} {model_name} {spec}: dev AUC {res.best_valid['AUC']:.4f} (epoch {res.best_epoch})")
+        spec, model, res = max(tried, key=lambda t: t[2].best_valid["AUC"])
+        runs = [(model, res)] + [ctr_fit(data, spec, seed, epochs, batch) for seed in range(1, seeds)]
+        tests = [ctr_metrics(data.test, predict(m, data.test)) for m, _ in runs]
+        aucs, losses = [t["AUC"] for t in tests], [t["logloss"] for t in tests]
         metrics = {"AUC": float(np.mean(aucs)), "logloss": float(np.mean(losses)), "AUC_std": float(np.std(aucs)),
-                   "logloss_std": float(np.std(losses)), "seeds": seeds, "best_epochs": epochs}  # fmt: skip
-        console.print(f"criteo {name}: test AUC {metrics['AUC']:.4f} ± {metrics['AUC_std']:.4f}, "
+                   "logloss_std": float(np.std(losses)), "seeds": seeds, "best_epochs": [r.best_epoch for _, r in runs],
+                   "dev_AUC": float(np.mean([r.best_valid["AUC"] for _, r in runs])),
+                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        console.print(f"{name} {model_name}: test AUC {metrics['AUC']:.4f} ± {metrics['AUC_std']:.4f}, "
                       f"logloss {metrics['logloss']:.4f}")  # fmt: skip
-        records.append({"dataset": "criteo-sample", "model": name, "metrics": metrics, "split": "test",
-                        "settings": spec, "command": "python benchmarks/ranking.py --criteo-only"})  # fmt: skip
+        grid_rows = [{"settings": s_, "dev_AUC": r.best_valid["AUC"], "dev_logloss": r.best_valid["logloss"],
+                      "best_epoch": r.best_epoch} for s_, _, r in tried]  # fmt: skip
+        records.append({"dataset": name, "model": model_name, "split": "test", "protocol": protocol,
+                        "metrics": metrics, "settings": spec, "grid": grid_rows, "command": command})  # fmt: skip
     return records
+
+
+def write_ctr(records: list[dict[str, Any]], name: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"ctr_{name}.json").write_text(json.dumps(records, indent=2))
+    p = records[0]["protocol"]
+    rows = p["rows"]
+    lines = [f"# CTR check: {name}", "", f"Command: `{records[0]['command']}`", "",
+             f"- train ({rows['train']:,} rows): {p['train']}", f"- dev ({rows['dev']:,} rows): {p['dev']}",
+             f"- test ({rows['test']:,} rows): {p['test']}", f"- selection: {p['selection']}", "",
+             f"Test split, mean ± std over {records[0]['metrics']['seeds']} seeds of the setting chosen on dev:", "",
+             "| model | test AUC | test logloss | dev AUC | setting |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        m = r["metrics"]
+        lines.append(f"| {r['model']} | {m['AUC']:.4f} ± {m['AUC_std']:.4f} | {m['logloss']:.4f} ± "
+                     f"{m['logloss_std']:.4f} | {m['dev_AUC']:.4f} | `{json.dumps(r['settings'])}` |")  # fmt: skip
+    lines += ["", "Every setting tried (seed 0, dev split):", "", "| model | dev AUC | dev logloss | epoch | setting |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in records:
+        for g in r["grid"]:
+            lines.append(f"| {r['model']} | {g['dev_AUC']:.4f} | {g['dev_logloss']:.4f} | {g['best_epoch']} | "
+                         f"`{json.dumps(g['settings'])}` |")  # fmt: skip
+    (RESULTS / f"ctr_{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def hstu_run(dataset: str, given: dict[str, str], runs: Path, mode: dict, ctx: Context) -> tuple[Path, str]:
@@ -153,7 +217,7 @@ def write(records: list[dict[str, Any]], quick: bool, name: str | None = None) -
         records = [r for r in json.loads(old_path.read_text()) if r["dataset"] not in fresh] + records
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=2))
     lines = [f"# Multi-stage pipeline{' (quick mode: small runs, subset of test users)' if quick else ''}", ""]
-    pipe = [r for r in records if r["dataset"] != "criteo-sample" and r["stage"] != "two-tower-ann"]
+    pipe = [r for r in records if r["stage"] != "two-tower-ann"]
     if pipe:
         lines += ["Test split, full catalog, seen items excluded; the same users for every stage.", "",
                   "| dataset | stage | model | HR@10 | NDCG@10 | recall@K | users |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -171,15 +235,6 @@ def write(records: list[dict[str, Any]], quick: bool, name: str | None = None) -
             m = r["metrics"]
             lines.append(f"| {r['dataset']} | {m['recall@100']:.4f} | {m['ann_latency_ms_p50']:.3f} | "
                          f"{m['exact_latency_ms_p50']:.3f} |")  # fmt: skip
-    crit = [r for r in records if r["dataset"] == "criteo-sample"]
-    if crit:
-        lines += ["", "Criteo sample (7,200 train / 409 dev / 391 test rows), test split, mean ± std over seeds:", "",
-                  "| model | AUC | logloss |", "|---|---|---|"]  # fmt: skip
-        for r in crit:
-            m = r["metrics"]
-            lines.append(
-                f"| {r['model']} | {m['AUC']:.4f} ± {m['AUC_std']:.4f} | {m['logloss']:.4f} ± {m['logloss_std']:.4f} |"
-            )
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     if pipe:
         plot(pipe, RESULTS / f"{name}.png")
@@ -236,9 +291,10 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/ranking"))
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--cap", type=int, default=3)
-    ap.add_argument("--criteo-seeds", type=int, default=5)
-    ap.add_argument("--criteo-only", action="store_true")
-    ap.add_argument("--skip-criteo", action="store_true")
+    ap.add_argument("--ctr-data", choices=sorted(CTR_GRIDS), default="frappe", help="the CTR check's data")
+    ap.add_argument("--ctr-seeds", type=int, default=3)
+    ap.add_argument("--ctr-only", action="store_true", help="only the CTR check (ctr_<data>.json / .md)")
+    ap.add_argument("--skip-ctr", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small runs and 300 test users: a check, not a result")
     ap.add_argument("--render", action="store_true", help="only rewrite the .md/.png from the stored .json")
     ap.add_argument("--name", help="results file stem (default ranking / ranking_quick), e.g. for another HSTU run")
@@ -252,13 +308,16 @@ def main() -> None:
     datasets = args.datasets or (["ml-100k"] if args.quick else ["ml-1m", "amazon-beauty"])
     if args.quick:
         args.runs = args.runs.with_name(args.runs.name + "-quick")
+    if not args.skip_ctr:
+        command = "python benchmarks/ranking.py " + shlex.join(sys.argv[1:])
+        write_ctr(ctr_records(args.ctr_data, args.ctr_seeds, command.strip()), args.ctr_data)
+        console.print((RESULTS / f"ctr_{args.ctr_data}.md").read_text())
+    if args.ctr_only:
+        return
     records: list[dict[str, Any]] = []
-    if not args.criteo_only:
-        for d in datasets:
-            records += dataset_records(d, args, mode)
-            write(records, args.quick, args.name)
-    if not args.skip_criteo:
-        records += criteo_records(args.criteo_seeds)
+    for d in datasets:
+        records += dataset_records(d, args, mode)
+        write(records, args.quick, args.name)
     write(records, args.quick, args.name)
     console.print((RESULTS / f"{args.name or ('ranking_quick' if args.quick else 'ranking')}.md").read_text())
 

@@ -2,21 +2,21 @@
 
 Each line: label, I1..I13 (integer counts, empty = missing), C1..C26 (hashed categorical strings, empty =
 missing), tab-separated, no header. Dense: log1p(max(x, 0)) standardised with train statistics (missing ->
-the train mean). Categorical: vocabulary of train values seen at least `min_count` times; everything else
-(rare, unseen in train, missing) shares the reserved bucket 0. Crossed features (wide part only): every pair
+the train mean). Categorical: genrec.features.ctr.encode_categoricals (train values seen at least `min_count`
+times; everything else shares the reserved bucket 0). Crossed features (wide part only): every pair
 among the `cross_from` lowest-cardinality categorical features, hashed.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from genrec.data.io import DataError
-from genrec.features.encoders import CategoryEncoder, NumericScaler, hash_cross
+from genrec.features.ctr import CTRData, encode_categoricals
+from genrec.features.encoders import NumericScaler, hash_cross
 from genrec.features.jagged import Rows, SparseColumns
 from genrec.features.schema import FeatureSchema, TableSpec
 
@@ -51,35 +51,23 @@ def read_criteo(path: Path) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
     return np.array(labels, np.float32), np.array(dense, np.float64), cats
 
 
-@dataclass
-class CriteoData:
-    train: Rows
-    dev: Rows
-    test: Rows
-    schema: FeatureSchema
-
-
-def load_criteo(root: Path, min_count: int = 2, cross_from: int = 5, cross_buckets: int = 1 << 16) -> CriteoData:
+def load_criteo(root: Path, min_count: int = 2, cross_from: int = 5, cross_buckets: int = 1 << 16) -> CTRData:
     folder = root / "criteo-sample"
     raw = {s: read_criteo(folder / f"{s}.tsv") for s in ("train", "dev", "test")}
-    _, tr_dense, tr_cats = raw["train"]
-    scalers = [NumericScaler(log=True).fit(tr_dense[:, j]) for j in range(13)]
-    encs = [CategoryEncoder(min_count).fit(col) for col in tr_cats]
+    ids, tables = encode_categoricals(SPARSE, {s: cats for s, (_, _, cats) in raw.items()}, min_count)
+    scalers = [NumericScaler(log=True).fit(raw["train"][1][:, j]) for j in range(13)]
     # crosses between the lowest-cardinality features (few values: the crosses stay dense enough to learn)
-    small = sorted(range(len(SPARSE)), key=lambda j: (encs[j].size, j))
-    small = [j for j in small if encs[j].size > 2][:cross_from]
-    crosses = list(itertools.combinations(sorted(small), 2))
+    sizes = {t.features[0]: t.num_embeddings for t in tables}
+    small = sorted(range(len(SPARSE)), key=lambda j: (sizes[SPARSE[j]], j))
+    small = [j for j in small if sizes[SPARSE[j]] > 2][:cross_from]
+    crosses = [(SPARSE[a], SPARSE[b]) for a, b in itertools.combinations(sorted(small), 2)]
     out = {}
-    for split, (labels, dense, cats) in raw.items():
+    for split, (labels, dense, _) in raw.items():
         x = np.stack([sc.transform(dense[:, j]) for j, sc in enumerate(scalers)], 1)
-        ids = {name: enc.transform(col) for name, enc, col in zip(SPARSE, encs, cats, strict=True)}
-        sp = SparseColumns.single(ids)
+        sp = SparseColumns.single(ids[split])
         for a, b in crosses:
-            sp.add(f"x_{SPARSE[a]}_{SPARSE[b]}", hash_cross(ids[SPARSE[a]], ids[SPARSE[b]], cross_buckets))
+            sp.add(f"x_{a}_{b}", hash_cross(ids[split][a], ids[split][b], cross_buckets))
         out[split] = Rows(x, sp, labels)
-    tables = [TableSpec(f"t_{n}", enc.size, [n]) for n, enc in zip(SPARSE, encs, strict=True)]
-    tables += [
-        TableSpec(f"t_x_{SPARSE[a]}_{SPARSE[b]}", cross_buckets + 1, [f"x_{SPARSE[a]}_{SPARSE[b]}"], wide_only=True)
-        for a, b in crosses
-    ]
-    return CriteoData(out["train"], out["dev"], out["test"], FeatureSchema(dense=DENSE, tables=tables))
+    tables += [TableSpec(f"t_x_{a}_{b}", cross_buckets + 1, [f"x_{a}_{b}"], wide_only=True) for a, b in crosses]
+    protocol = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+    return CTRData(out["train"], out["dev"], out["test"], FeatureSchema(dense=DENSE, tables=tables), protocol)

@@ -561,8 +561,6 @@ def hstu_cached_attention(
         self_logit = self_logit + pos_bias[0]
     if use_time:
         self_logit = self_logit + time_bias[0]  # gap 0 -> bucket 0
-    n_len = lengths_from_offsets(cached_offsets)
-    N = int(n_len.max()) if B else 0
     if B == 1 and positions is None and (not use_time or timestamps.dim() == 0):
         n = int(cached_k.shape[0])
         bias = torch.zeros(n, dtype=q.dtype, device=q.device)
@@ -574,6 +572,8 @@ def hstu_cached_attention(
         attn = torch.bmm(a_cached, (cached_v / scale).transpose(0, 1)).transpose(0, 1)  # (M, H, Dv)
         return attn + F.silu(self_logit)[..., None] * (v / scale)
     out = F.silu(self_logit)[..., None] * v / scale
+    n_len = lengths_from_offsets(cached_offsets)
+    N = int(n_len.max()) if B else 0
     if N == 0:
         return out
     m_len = lengths_from_offsets(offsets)
