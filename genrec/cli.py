@@ -375,7 +375,7 @@ def recommend(
     out: Path | None = typer.Option(
         None, help="with --all-users: recs.parquet or recs.csv (user_id, rank, item_id, score)"
     ),
-    batch_size: int = typer.Option(1024, help="with --all-users: users per forward pass"),
+    batch_size: int = typer.Option(64, help="with --all-users: users per forward pass"),
 ) -> None:
     """Top-k items for a known user from their whole history (or for every user, to a file)."""
     if all_users == (user is not None) or all_users != (out is not None):
