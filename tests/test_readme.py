@@ -113,24 +113,37 @@ class Workspace:
             self.user = load_synthetic("tiny", 0).sequences.user_vocab.ids[0]
         return self.user
 
-    def dataset(self, value: str) -> str:
+    def dataset(self, value: str, args: list[str]) -> str:
         if value.split(":")[0] in DATASETS:
             return TINY
-        path = self.folder / value  # your own event log: the tiny shop, written where the README points
+        path = self.folder / value  # your own event log: the tiny shop, written the way the command reads it
         if not path.exists():
-            from genrec.data.synthetic import generate_shop, shop_config
+            write_own_log(path, args, self.folder)
+        return value
 
-            shop = generate_shop(shop_config("tiny", seed=0))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shop.events.write_csv(path)
-            shop.catalog.write_csv(path.parent / "catalog.csv")
+    def config(self, value: str) -> str:
+        """A pipeline config of the README, from the checkout, at the tiny scale (same tables, same keys)."""
+        source = ROOT / value
+        target = self.folder / value
+        if source.exists() and not target.exists():
+            import tomllib
+
+            cfg = tomllib.loads(source.read_text())
+            cfg.setdefault("data", {})["dataset"] = TINY
+            cfg["data"]["threads"] = 1
+            for table in [*cfg.get("retrieval", []), cfg.get("ranking", {})]:
+                for key in ("epochs", "time_budget"):
+                    if key in table:
+                        table[key] = 1 if key == "epochs" else 0.2
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(dump_toml(cfg))
         return value
 
     def rewrite(self, args: list[str]) -> list[str]:
         """The command at a tiny scale: same subcommand and options, small data and few epochs."""
         sub = args[:2] if args[:1] in (["pipeline"], ["genrank"]) else args[:1]
         if "--dataset" in args:
-            args = set_option(args, "--dataset", self.dataset(args[args.index("--dataset") + 1]))
+            args = set_option(args, "--dataset", self.dataset(args[args.index("--dataset") + 1], args))
         elif sub in (["scaling"], ["genrank", "train"], ["train"]):
             args = set_option(args, "--dataset", TINY)  # their defaults are full datasets
         if sub in (["train"], ["genrank", "train"], ["scaling"]):
@@ -139,7 +152,61 @@ class Workspace:
             args = set_option(set_option(args, "--size", "tiny"), "--minutes", "0.05")
         if "--user" in args:
             args = set_option(args, "--user", self.tiny_user())
+        if "--config" in args and sub == ["pipeline", "train"]:
+            args = set_option(args, "--config", self.config(args[args.index("--config") + 1]))
         return args
+
+
+def option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def write_own_log(path: Path, args: list[str], folder: Path) -> None:
+    """The tiny synthetic shop as a user's files: --columns names, --timestamp-format times, --catalog path."""
+    import datetime
+
+    import polars as pl
+
+    from genrec.data.synthetic import generate_shop, shop_config
+
+    shop = generate_shop(shop_config("tiny", seed=0))
+    events, catalog = shop.events, shop.catalog
+    fmt = option(args, "--timestamp-format")
+    if fmt:
+        stamp = [datetime.datetime.fromtimestamp(t, datetime.UTC).strftime(fmt) for t in events["timestamp"].to_list()]
+        events = events.with_columns(pl.Series("timestamp", stamp))
+    mapping = dict(pair.split("=", 1) for pair in (option(args, "--columns") or "").split(",") if "=" in pair)
+    events = events.rename({k: v for k, v in mapping.items() if k in events.columns})
+    if "item_id" in mapping:
+        catalog = catalog.rename({"item_id": mapping["item_id"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    events.write_csv(path)
+    target = folder / option(args, "--catalog") if option(args, "--catalog") else path.parent / "catalog.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_parquet(target) if target.suffix == ".parquet" else catalog.write_csv(target)
+
+
+def dump_toml(cfg: dict) -> str:
+    """A TOML writer for the pipeline configs' shapes: tables and arrays of tables of scalars and lists."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return repr(v)
+
+    lines: list[str] = []
+    for name, table in cfg.items():
+        for t in table if isinstance(table, list) else [table]:
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines += [f"{k} = {value(v)}" for k, v in t.items()]
+            lines.append("")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +289,9 @@ def curl(ws: Workspace, cmd: Command) -> None:
         pytest.skip("no server of this block is running (its `genrec serve` line was skipped or failed)")
     argv = [re.sub(r"localhost:8000", f"127.0.0.1:{ws.port}", a) for a in cmd.argv]
     for a in argv:  # a run folder to reload that the README has not made: a copy of the served one
-        if a.startswith("{") and '"run_dir"' in a:
-            target = ws.folder / json.loads(a)["run_dir"]
+        if a.startswith("{") and ('"run_dir"' in a or '"bundle"' in a):
+            body = json.loads(a)
+            target = ws.folder / body.get("bundle", body.get("run_dir", ""))
             if not target.exists() and ws.served is not None:
                 shutil.copytree(ws.served, target, ignore=shutil.ignore_patterns("events.db*"))
     p = subprocess.run([argv[0], "-f", "--max-time", "60", *argv[1:]], capture_output=True, text=True, timeout=90)

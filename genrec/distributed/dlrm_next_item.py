@@ -104,9 +104,12 @@ class DLRMNextItem(nn.Module):
         items: torch.Tensor,
         offsets: torch.Tensor,
         timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
+        *,
         stride: int | None = None,
     ) -> torch.Tensor:
         """(sum N,) items, (B + 1,) offsets -> (sum N, D) L2-normalised user vectors (one per position).
+        Timestamps and event types are not features of this model (the SequentialModel signature takes them).
         stride >= sum N: the per-rank batch size all ranks agreed on (sharded use)."""
         pooled = self.user(self.features(items, offsets, stride))  # KeyedTensor, (stride, D) per key
         N = len(items)
@@ -133,7 +136,11 @@ class DLRMNextItem(nn.Module):
         return F.normalize(self.cand.embedding_bags["t_cand"].weight, dim=-1)
 
     def user_states(
-        self, items: torch.Tensor, offsets: torch.Tensor, timestamps: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.encode(items, offsets)[offsets[1:] - 1]
 

@@ -299,6 +299,12 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
                            "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
             console.print(f"  trial {trial.number:2d}  {describe(p):60s} failed: {trials[-1]['stop']}")
             continue
+        if not res.history:  # loading used the slice up (a loaded machine): no epoch fitted, nothing to compare
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            trials.append({"number": trial.number, "params": p, "state": "failed", "stop": "no epoch fitted",
+                           "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
+            console.print(f"  trial {trial.number:2d}  {describe(p):60s} no epoch fitted in its slice")
+            continue
         stop = _stop_reason(clock, res)
         value = res.best_valid.get("NDCG@10", 0.0)
         if stop == "pruned":

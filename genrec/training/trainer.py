@@ -320,7 +320,7 @@ def train(
         patience=cfg.patience,
         time_budget_s=budget,  # what is left of it after loading: the budget holds for the whole command
         ema=cfg.ema,
-        reserve_evals=1,  # the test split is scored after the loop, about one validation's time
+        reserve_evals=1 if score_test else 0,  # the test split is scored after the loop (about one validation)
     )
     with flush_denormals():
         res = fit(
