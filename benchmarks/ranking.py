@@ -16,7 +16,7 @@ and each run is scored once on test: mean and std of test AUC / logloss. Test ne
 
     python benchmarks/ranking.py --quick                    # minutes: ml-100k, few epochs, 300 test users
     python benchmarks/ranking.py --hstu-run ml-1m=runs/bench/ml-1m-hstu --hstu-run amazon-beauty=runs/bench/amazon-beauty-hstu
-    python benchmarks/ranking.py --ctr-only                 # the Frappe CTR check alone (~7 min at 1 thread)
+    python benchmarks/ranking.py --ctr-only                 # the Frappe CTR check alone (< 10 min at 1 thread)
 
 Writes benchmarks/results/ranking.json (records {"dataset", "stage", "model", "metrics", "command"}), ranking.md
 and ranking.png; the CTR check writes ctr_<data>.json (records {"dataset", "model", "split", "protocol",

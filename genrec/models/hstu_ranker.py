@@ -163,19 +163,20 @@ class HSTURanker(nn.Module):
         hist_times: torch.Tensor,
         hist_offsets: torch.Tensor,
         cand_items: torch.Tensor,
-        cand_cuts: torch.Tensor,
+        cand_cuts: torch.Tensor | None,
         cand_times: torch.Tensor,
         cand_offsets: torch.Tensor,
     ) -> torch.Tensor:
         """History events (sum N,) x3 with (B + 1,) offsets; candidates (sum M,) items, cuts (events visible,
-        0..N_b), times, with (B + 1,) offsets. Returns (sum M, num_tasks) logits."""
+        0..N_b; None: all N_b), times ((sum M,), or () for one shared time), with (B + 1,) offsets.
+        Returns (sum M, num_tasks) logits."""
         c = self.config
         r = c.tokens_per_event
         use_time = c.use_time
         xh, h_off, h_t = self.history_tokens(hist_items, hist_actions, hist_times, hist_offsets)
         xh = self.input_dropout(xh)
         xc = self.input_dropout(self.candidate_tokens(cand_items))
-        cand_pos = cand_cuts * r
+        cand_pos = cand_cuts * r if cand_cuts is not None else None  # None: each sees its whole history
         geometry: dict = {}  # the histories' attention geometry, built by the first layer
         for layer in self.layers:
             xh, kv = layer(xh, h_off, h_t if use_time else None, geometry, return_kv=True)
@@ -211,8 +212,8 @@ class HSTURanker(nn.Module):
             hist_times,
             torch.tensor([0, n]),
             candidates,
-            torch.full((m,), n, dtype=torch.long),
-            torch.full((m,), t, dtype=torch.long),
+            None,  # every candidate at cut n, one time: one bias row for all of them (hstu_cached_attention)
+            torch.tensor(t, dtype=torch.long),
             torch.tensor([0, m]),
         )
         return torch.sigmoid(logits)
