@@ -1,0 +1,92 @@
+"""Catalog items without events: in the vocabulary, vectors from their attributes alone, tokenizer in the bundle."""
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from genrec.bundle import ATTRIBUTES_FILE, Bundle, load_attribute_tokenizer, load_sequential
+from genrec.data.datasets import load_dataset
+from genrec.data.sequences import leave_one_out
+from genrec.features.tables import AttributeTokenizer, item_attribute_tokens
+from genrec.training.trainer import TrainConfig, train
+
+CATEGORIES, PER_CATEGORY = 4, 8
+
+
+def write_shop(folder: Path, cold: int = 2, users: int = 160, seed: int = 0) -> Path:
+    """Each user browses one category; the last `cold` items of every category are in the catalog only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        c = u % CATEGORIES
+        for t, i in enumerate(rng.integers(0, PER_CATEGORY - cold, 8)):
+            rows.append((f"u{u}", f"c{c}-i{i}", t))
+    events = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    events.write_csv(folder / "events.csv")
+    catalog = pl.DataFrame(
+        {
+            "item_id": [f"c{c}-i{i}" for c in range(CATEGORIES) for i in range(PER_CATEGORY)],
+            "category": [f"cat{c}" for c in range(CATEGORIES) for _ in range(PER_CATEGORY)],
+            "brand": [f"brand{c}" for c in range(CATEGORIES) for _ in range(PER_CATEGORY)],
+            "price": [float(1 + i) for _ in range(CATEGORIES) for i in range(PER_CATEGORY)],
+        }
+    )
+    catalog.write_csv(folder / "catalog.csv")
+    return folder / "events.csv"
+
+
+def test_catalog_items_without_events_join_the_vocabulary(tmp_path: Path) -> None:
+    ds = load_dataset(str(write_shop(tmp_path)))
+    v = ds.sequences.item_vocab
+    assert len(v) == CATEGORIES * PER_CATEGORY and ds.report.items == CATEGORIES * (PER_CATEGORY - 2)
+    assert v.ids[-2:] == [f"c{CATEGORIES - 1}-i{PER_CATEGORY - 2}", f"c{CATEGORIES - 1}-i{PER_CATEGORY - 1}"]
+    assert "c0-i7" in v and v.index("c0-i7") not in set(ds.sequences.items.tolist())
+
+
+def test_tokenizer_encodes_catalog_rows_as_training_did(tmp_path: Path) -> None:
+    ds = load_dataset(str(write_shop(tmp_path)))
+    tokens, tok = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    again = AttributeTokenizer.from_dict(tok.to_dict())
+    rows = again.encode(ds.catalog)
+    idx = [ds.sequences.item_vocab.index(i) for i in ds.catalog["item_id"].to_list()]
+    for r, i in enumerate(idx):
+        assert set(rows[r].tolist()) - {0} == set(tokens[i].tolist()) - {0}
+    cold = ds.sequences.item_vocab.index("c1-i7")
+    assert (tokens[cold] > 0).sum() == 3  # category + brand + price bucket, all from values seen in training
+    new = again.encode(pl.DataFrame({"item_id": ["x"], "category": ["cat1"], "brand": ["never-seen"]}))
+    assert set(new[0].tolist()) - {0} == set(tokens[cold].tolist()) & set(new[0].tolist()) - {0}
+    assert (new > 0).sum() == 1  # the unseen brand and the missing price give no token
+
+
+@pytest.fixture(scope="module")
+def cold_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("shop")
+    events = write_shop(folder)
+    cfg = TrainConfig(
+        model="sasrec", dataset=str(events), out=str(folder / "run"), epochs=6, batch_size=32, dim=16, max_len=16,
+        threads=1, item_attributes=True, lr=3e-3, num_negatives=16,
+    )  # fmt: skip
+    train(cfg)
+    return folder, folder / "run"
+
+
+def test_untrained_items_are_their_attributes_and_recommendable(cold_run: tuple[Path, Path]) -> None:
+    _, run = cold_run
+    b = Bundle.open(run)
+    assert ATTRIBUTES_FILE in b.component().files
+    tok = load_attribute_tokenizer(b)
+    model = load_sequential(b)
+    v = b.item_vocab
+    cold = [v.index(f"c{c}-i{i}") for c in range(CATEGORIES) for i in (PER_CATEGORY - 2, PER_CATEGORY - 1)]
+    w = model.item_emb.weight.detach()
+    assert torch.all(w[cold] == 0) and torch.all(w[v.index("c0-i0")] != 0)  # id rows never trained stay zero
+    assert tok.size == model.config.num_attribute_tokens
+    # a cat0 user's state scores cat0's cold items above every other category's cold items
+    hist = torch.tensor([v.index(f"c0-i{i}") for i in (0, 1, 2, 3)])
+    with torch.no_grad():
+        scores = model.score_all(model.user_states(hist, torch.tensor([0, 4])))[0]
+    own, others = scores[cold[:2]], scores[cold[2:]]
+    assert own.min() > others.max()
