@@ -16,8 +16,9 @@ from genrec.training.trainer import TrainConfig, train
 CATEGORIES, PER_CATEGORY = 4, 8
 
 
-def write_shop(folder: Path, cold: int = 2, users: int = 160, seed: int = 0) -> Path:
-    """Each user browses one category; the last `cold` items of every category are in the catalog only."""
+def write_shop(folder: Path, cold: int = 2, users: int = 160, seed: int = 0, cold_in_catalog: bool = True) -> Path:
+    """Each user browses one category; the last `cold` items of every category have no events and are in the
+    catalog only (or nowhere: items a shop adds after training)."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(users):
@@ -34,6 +35,8 @@ def write_shop(folder: Path, cold: int = 2, users: int = 160, seed: int = 0) -> 
             "price": [float(1 + i) for _ in range(CATEGORIES) for i in range(PER_CATEGORY)],
         }
     )
+    if not cold_in_catalog:
+        catalog = catalog.filter(pl.col("item_id").str.extract(r"-i(\d+)$").cast(pl.Int64) < PER_CATEGORY - cold)
     catalog.write_csv(folder / "catalog.csv")
     return folder / "events.csv"
 
