@@ -75,6 +75,7 @@ class TrainConfig:
     num_heads: int | None = None
     dropout: float | None = None
     temperature: float | None = None
+    id_dropout: float | None = None  # with item_attributes: share of items trained on their attributes alone
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     crop: str = "last"
     seed: int = 42
@@ -104,10 +105,12 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.fit not in FITS:
             raise ValueError(f"unknown fit {self.fit!r}; choose from {', '.join(FITS)}")
+        if self.id_dropout is not None and not (0 <= self.id_dropout < 1 and self.item_attributes):
+            raise ValueError(f"--id-dropout {self.id_dropout}: needs --item-attributes and a value in [0, 1)")
 
     def model_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
-        for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature"):
+        for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature", "id_dropout"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
         kw.setdefault("max_len", 200)
