@@ -93,3 +93,29 @@ def test_untrained_items_are_their_attributes_and_recommendable(cold_run: tuple[
         scores = model.score_all(model.user_states(hist, torch.tensor([0, 4])))[0]
     own, others = scores[cold[:2]], scores[cold[2:]]
     assert own.min() > others.max()
+
+
+def test_id_dropout_and_growing_the_item_table() -> None:
+    from genrec.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("sasrec", 6, dim=8, max_len=4, num_attribute_tokens=3, attributes_per_item=2, id_dropout=0.5)
+    model.set_item_attributes(torch.tensor([[0, 0], [1, 0], [1, 2], [2, 0], [3, 0], [3, 1], [2, 3]]))
+    trained = torch.tensor([False, True, True, True, True, False, False])
+    model.freeze_untrained_ids(trained)
+    attrs_only = model.attr_emb(model.item_attrs).sum(1) / (model.item_attrs > 0).sum(1, keepdim=True).clamp(min=1)
+    model.eval()
+    torch.testing.assert_close(model.item_vectors()[~trained], attrs_only[~trained])  # untrained: attributes alone
+    assert not torch.allclose(model.item_vectors()[trained], attrs_only[trained])
+    model.train()  # some trained items lose their id part in a training forward, never all, and it varies
+    dropped = torch.stack([(model.item_vectors() == attrs_only).all(1) for _ in range(20)])  # (20, 7)
+    assert dropped[:, ~trained].all() and 0 < dropped[:, trained].float().mean() < 1
+    model.item_vectors().sum().backward()
+    assert torch.all(model.item_emb.weight.grad[~trained] == 0)  # untrained rows stay zero under the optimizer
+    grown = model.with_item_attributes(torch.cat([model.item_attrs, torch.tensor([[2, 1]])]))
+    assert grown.config.num_items == 7 and not grown.training
+    model.eval()
+    torch.testing.assert_close(grown.item_table()[:7], model.item_table())
+    assert torch.all(grown.item_emb.weight[7] == 0) and grown.item_table()[7].norm() > 0.99
+    with pytest.raises(ValueError, match="item rows"):
+        model.with_item_attributes(model.item_attrs[:3])
