@@ -635,7 +635,7 @@ def create_app(
         denied = admin_denied(authorization, "a catalog update", "update the catalog the bundle is trained on")
         if denied is not None:
             return denied
-        current = ready_bundle()
+        ready_bundle()
         try:
             rows = pl.from_dicts(req.items, infer_schema_length=None)
         except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
@@ -644,6 +644,7 @@ def create_app(
             return _error(409, "a reload or catalog update is already in progress")
         try:
             t0 = time.perf_counter()
+            current = ready_bundle()  # under the lock: the model no other reload or update is replacing
             try:
                 updates = merge_rows(current.catalog_updates, rows)
                 new = ServingModel.load(current.run_dir, config, catalog_updates=updates)

@@ -84,6 +84,9 @@ def test_catalog_update_errors_name_the_field(client: TestClient, tiny_run: Path
     assert r.status_code == 422 and "item_id" in r.json()["error"]
     r = client.post("/v1/admin/catalog", json={"items": []}, headers=AUTH)
     assert r.status_code == 422 and "items" in r.json()["error"]
+    mixed = [{"item_id": "a", "tags": ["x"]}, {"item_id": "b", "tags": "y"}]
+    r = client.post("/v1/admin/catalog", json={"items": mixed}, headers=AUTH)
+    assert r.status_code == 422 and "mix types" in r.json()["error"]
     # a bundle trained without item attributes cannot give a new item a vector: 422, the old model keeps serving
     assert client.post("/v1/admin/reload", json={"bundle": str(tiny_run)}, headers=AUTH).status_code == 200
     r = client.post("/v1/admin/catalog", json={"items": [NEW]}, headers=AUTH)
