@@ -9,7 +9,9 @@ BUNDLE/
     catalog.parquet        the catalog snapshot trained with (optional)
     users.parquet          the user attribute snapshot (optional)
     components/<name>/     one trained thing: model.pt (torch.save of a state dict, loaded weights_only=True)
-                           and its own extra files (feature tables as .npz + .json, a faiss index, ...)
+                           and its own extra files (feature tables as .npz + .json, a faiss index, ...);
+                           a sequence model with item attributes has attributes.json, the attribute
+                           vocabularies that give an item added after training its vector
 
 Nothing here reads the training data: a bundle loads from any working directory, after `cp -r` or `tar` to
 another host, with the dataset gone. Anything wrong with a bundle is a BundleError naming the file and key.
@@ -52,6 +54,8 @@ HISTORY_LIMIT = 10_000
 ROLES = ("retrieval", "ranking")
 SEQUENTIAL_KINDS = ("sasrec", "hstu", "hstu-large")
 KINDS = (*SEQUENTIAL_KINDS, "two-tower", "dlrm", "wide-deep", "lr", "hstu-ranker")
+# a sequence model's attribute tokenizer (genrec.features.tables.AttributeTokenizer.to_dict), in its component
+ATTRIBUTES_FILE = "attributes.json"
 DATA_FILES = ("vocab.json", "histories.parquet", "catalog.parquet", "users.parquet")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -359,6 +363,23 @@ def load_sequential(bundle: Bundle | str | Path, name: str | None = None) -> Seq
     return model.eval()
 
 
+def load_attribute_tokenizer(bundle: Bundle | str | Path, name: str | None = None) -> Any:
+    """The AttributeTokenizer of a sequence-model component trained with item attributes, else None."""
+    from genrec.features.tables import AttributeTokenizer
+
+    b = open_bundle(bundle)
+    comp = b.component(name, kinds=None if name else SEQUENTIAL_KINDS)
+    if ATTRIBUTES_FILE not in comp.files:
+        return None
+    payload = b.json(comp, ATTRIBUTES_FILE)
+    try:
+        return AttributeTokenizer.from_dict(payload)
+    except (KeyError, TypeError) as e:
+        raise BundleError(
+            f"{comp.path / ATTRIBUTES_FILE}: not an attribute tokenizer ({type(e).__name__}: {e})"
+        ) from None
+
+
 def load_hstu_ranker(bundle: Bundle | str | Path, name: str | None = None) -> tuple[HSTURanker, dict[str, Any]]:
     """The HSTU ranker of a bundle (path or Bundle) in eval mode, and its component config (+ "test" metrics)."""
     from genrec.models.hstu_ranker import HSTURanker, HSTURankerConfig
@@ -558,6 +579,7 @@ class BundleWriter:
 
 
 __all__ = [
+    "ATTRIBUTES_FILE",
     "FORMAT",
     "FORMAT_VERSION",
     "Bundle",
@@ -567,6 +589,7 @@ __all__ = [
     "atomic_save",
     "fingerprint",
     "load_checkpoint",
+    "load_attribute_tokenizer",
     "load_hstu_ranker",
     "load_sequential",
     "write_json",

@@ -158,6 +158,9 @@ def train(
     item_attributes: bool = typer.Option(
         False, help="sequence models: add the catalog's attributes (brand, categories, genres...) to item vectors"
     ),
+    id_dropout: float | None = typer.Option(
+        None, help="with --item-attributes: share of items trained on their attributes alone (new items' regime)"
+    ),
     ema: float = typer.Option(0.0, help="> 0: validate and keep a moving average of the weights (decay per step)"),
     seed: int = typer.Option(42),
     threads: int | None = typer.Option(None),
@@ -256,7 +259,7 @@ def train(
                 model=model, dataset=dataset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, loss=loss, num_negatives=num_negatives, max_len=max_len, dim=dim,
                 num_layers=layers, num_heads=heads, dropout=dropout, temperature=temperature, patience=patience,
-                crop=crop, item_attributes=item_attributes, ema=ema, seed=seed, threads=threads, device=device,
+                crop=crop, item_attributes=item_attributes, id_dropout=id_dropout, ema=ema, seed=seed, threads=threads, device=device,
                 precision=precision, schedule=schedule, time_budget_s=time_budget * 60 if time_budget else None,
                 read=read.to_dict(), event_inputs=event_inputs,
                 target_events=[t.strip() for t in target_events.split(",") if t.strip()] if target_events else None,

@@ -7,13 +7,14 @@ synthetic      genrec's simulated shop (offline default); `synthetic:SIZE` picks
 PATH           the user's own event log (CSV/TSV/Parquet/JSONL), read with ReadOptions (column names, separator,
                time format); its catalog is ReadOptions.catalog or catalog.* beside it. The load's ReadReport
                says what became of every row.
+The item vocabulary is every item with events, then every catalog item without (in catalog order).
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,13 +312,26 @@ def load_dataset(name: str, seed: int = 0, read: ReadOptions | None = None) -> D
         found = [p for p in sorted(Path(name).glob("events.*")) if not p.name.endswith(".tmp")]
         if not found:
             raise DataError(name, f"file not found: {Path(name) / 'events.*'} (pass the event file itself)")
-        return load_path(found[0], read)
+        ds = load_path(found[0], read)
     elif Path(name).exists():
-        return load_path(Path(name), read)
+        ds = load_path(Path(name), read)
     elif _looks_like_path(name):
         raise DataError(name, f"file not found: {name}")
     else:
         raise ValueError(
             f"unknown dataset {name!r}: use ml-1m, ml-100k, amazon-beauty, synthetic[:SIZE] or a path to an event file"
         )
+    return with_catalog_items(ds)
+
+
+def with_catalog_items(ds: Dataset) -> Dataset:
+    """The item vocabulary grown by the catalog's items that have no events, appended (existing indices stay):
+    new products are part of the full catalog, scored in evaluation and recommendable by their attributes."""
+    if ds.catalog is None:
+        return ds
+    seq = ds.sequences
+    vocab = seq.item_vocab.extend(ds.catalog["item_id"].cast(pl.Utf8).to_list())
+    if len(vocab) == len(seq.item_vocab):
+        return ds
+    ds.sequences = replace(seq, item_vocab=vocab)
     return ds

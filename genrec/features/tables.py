@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -331,36 +331,125 @@ def build_feature_tables(ds: Dataset, split: Split, root: Path | None = None) ->
     )
 
 
-def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -> tuple[np.ndarray, int]:
+@dataclass
+class AttributeField:
+    """One attribute as tokens: its values (token base + 1 + position), read from the catalog column `column`."""
+
+    name: str
+    kind: str  # "cat" | "multi" | "bucket" (a number as quantile tokens)
+    column: str
+    values: list[str]
+    base: int
+    edges: list[float] = field(default_factory=list)  # bucket: quantile edges of the training items' values
+
+
+@dataclass
+class AttributeTokenizer:
+    """Item attributes -> sequence-model tokens, with the vocabularies of the training items. Saved in a bundle
+    (to_dict), it tokenizes a catalog row of an item added after training exactly as training did. An attribute
+    that a dataset derives instead of reading a column (Beauty's broad attribute, ML-1M's decade) is left out
+    for such rows."""
+
+    fields: list[AttributeField]
+    size: int  # token vocabulary (token 0 = none)
+
+    @classmethod
+    def fit(cls, raw: RawTable, fit_rows: np.ndarray) -> AttributeTokenizer:
+        fields, base = [], 0
+        for name in raw.cat:
+            enc = CategoryEncoder().fit(raw.cat[name][i] for i in fit_rows)
+            fields.append(AttributeField(name, "cat", name, list(enc.vocab), base))
+            base += enc.size
+        for name in sorted(raw.bucketed):  # numbers as quantile buckets, edges from training items
+            x = raw.num[name][fit_rows]
+            seen = x[~np.isnan(x)]
+            if len(seen) == 0:
+                continue
+            edges = np.unique(np.quantile(seen, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1]))
+            enc = CategoryEncoder().fit(_buckets(raw.num[name], edges.tolist())[i] for i in fit_rows)
+            fields.append(AttributeField(f"{name}_bucket", "bucket", name, list(enc.vocab), base, edges.tolist()))
+            base += enc.size
+        for name in raw.multi:
+            enc = CategoryEncoder().fit(v for i in fit_rows for v in raw.multi[name][i])
+            fields.append(AttributeField(name, "multi", name, list(enc.vocab), base))
+            base += enc.size
+        return cls(fields, base)
+
+    def tokens(self, raw: RawTable) -> np.ndarray:
+        """(raw.n, A) int64 tokens per row, 0-padded; values never seen in training get no token."""
+        rows, toks = [], []  # (row, token) pairs, attribute by attribute
+        for f in self.fields:
+            code = {v: f.base + 1 + i for i, v in enumerate(f.values)}
+            if f.kind == "multi":
+                lists = raw.multi.get(f.column)
+                if lists is None:
+                    continue
+                rows.append(np.repeat(np.arange(raw.n), [len(x) for x in lists]))
+                toks.append(np.array([code.get(v, 0) for x in lists for v in x], np.int64))
+                continue
+            if f.kind == "bucket":
+                if f.column not in raw.num:
+                    continue
+                values = _buckets(raw.num[f.column], f.edges)
+            elif f.column in raw.cat:
+                values = raw.cat[f.column]
+            else:
+                continue
+            rows.append(np.arange(raw.n))
+            toks.append(np.array([code.get(v, 0) if v is not None else 0 for v in values], np.int64))
+        row, tok = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, toks))
+        row, tok = row[tok > 0], tok[tok > 0]
+        order = np.argsort(row, kind="stable")
+        row, tok = row[order], tok[order]
+        counts = np.bincount(row, minlength=raw.n)
+        col = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)  # slot within the item's row
+        out = np.zeros((raw.n, max(int(counts.max(initial=0)), 1)), np.int64)
+        out[row, col] = tok
+        return out
+
+    def encode(self, catalog: pl.DataFrame) -> np.ndarray:
+        """(len(catalog), A) tokens of catalog rows (e.g. items added after training), read as training read
+        its catalog's columns; a column the rows lack gives no token."""
+        raw = RawTable(catalog.height)
+        for f in self.fields:
+            if f.column not in catalog.columns:
+                continue
+            s = catalog[f.column]
+            try:
+                if f.kind == "multi":
+                    raw.multi[f.column] = _as_lists(s)
+                elif f.kind == "bucket":
+                    raw.num[f.column] = s.cast(pl.Float64, strict=False).fill_nan(None).fill_null(np.nan).to_numpy()
+                else:
+                    raw.cat[f.column] = s.cast(pl.Utf8).to_list()
+            except (json.JSONDecodeError, TypeError, pl.exceptions.PolarsError) as e:
+                raise ValueError(f"catalog column {f.column!r}: cannot read it as {f.kind} ({e})") from None
+        return self.tokens(raw)
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "fields": [asdict(f) for f in self.fields]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AttributeTokenizer:
+        return cls([AttributeField(**f) for f in d["fields"]], int(d["size"]))
+
+
+def _buckets(x: np.ndarray, edges: list[float]) -> list[str | None]:
+    bucket = np.searchsorted(np.asarray(edges, np.float64), x, side="right")
+    return [None if np.isnan(v) else f"q{b}" for v, b in zip(x, bucket, strict=True)]
+
+
+def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -> tuple[np.ndarray, AttributeTokenizer]:
     """Every categorical and multi-valued item attribute as one token vocabulary, for sequence models.
 
-    Returns ((num_items + 1, A) int64 tokens per item, 0-padded; vocabulary size). Each attribute gets its own
-    id range; encoders are fitted on items seen in training events, so unseen values map to no token.
+    Returns ((num_items + 1, A) int64 tokens per item, 0-padded; the tokenizer, whose .size is the vocabulary).
+    Each attribute gets its own id range; vocabularies are fitted on items seen in training events, so unseen
+    values map to no token, and an item without events (catalog only) gets the tokens of its seen values.
     """
     items_raw, _, _ = raw_tables(ds, root)
     counts = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1)
-    fit = np.flatnonzero(counts > 0)
-    for name in sorted(items_raw.bucketed):  # numbers as quantile buckets, edges from training items
-        x = items_raw.num[name]
-        seen = x[fit][~np.isnan(x[fit])]
-        if len(seen) == 0:
-            continue
-        edges = np.unique(np.quantile(seen, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1]))
-        bucket = np.searchsorted(edges, x, side="right")
-        items_raw.cat[f"{name}_bucket"] = [None if np.isnan(v) else f"q{b}" for v, b in zip(x, bucket, strict=True)]
-    items_raw.num.clear()
-    table = encode_table(items_raw, fit)
-    n = ds.sequences.num_items + 1
-    rows, toks, base = [], [], 0  # (item, token) pairs, attribute by attribute, each in its own id range
-    for name, codes in table.cat.items():
-        rows.append(np.arange(n))
-        toks.append(np.where(codes > 0, codes + base, 0))
-        base += table.sizes[name]
-    for name, (values, offsets) in table.multi.items():
-        rows.append(np.repeat(np.arange(n), np.diff(offsets)))
-        toks.append(np.where(values > 0, values + base, 0))
-        base += table.sizes[name]
-    if base == 0:
+    tokenizer = AttributeTokenizer.fit(items_raw, np.flatnonzero(counts > 0))
+    if tokenizer.size == 0:
         if ds.catalog is None:
             raise ValueError(
                 "--item-attributes needs a catalog: pass --catalog PATH (or put catalog.* beside the events)"
@@ -369,12 +458,4 @@ def item_attribute_tokens(ds: Dataset, split: Split, root: Path | None = None) -
             "--item-attributes: the catalog has no attribute columns to use "
             f"(its columns: {', '.join(ds.catalog.columns)}); name some with --attributes"
         )
-    row, tok = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (rows, toks))
-    row, tok = row[tok > 0], tok[tok > 0]
-    order = np.argsort(row, kind="stable")
-    row, tok = row[order], tok[order]
-    counts = np.bincount(row, minlength=n)
-    col = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)  # slot within the item's row
-    tokens = np.zeros((n, max(int(counts.max(initial=0)), 1)), np.int64)
-    tokens[row, col] = tok
-    return tokens, base
+    return tokenizer.tokens(items_raw), tokenizer

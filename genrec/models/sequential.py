@@ -9,7 +9,10 @@ item's vector plus the action's embedding (a viewed item and a bought one are di
 table stays the items' alone: what is predicted is the next item.
 With item attributes (brand, categories, ...: num_attribute_tokens > 0) an item's vector is its own embedding
 plus the mean of its attribute-token embeddings, in the input and in the output table alike, so rare items
-borrow strength from the attributes they share with frequent ones.
+borrow strength from the attributes they share with frequent ones. An item without training events (a new
+product in the catalog) has its id row held at zero (`freeze_untrained_ids`): its vector is its attributes'
+alone, so it is recommendable without ever being seen. With id_dropout > 0, training also drops the id part
+of that fraction of (trained) items at every forward, so attribute-only vectors are in-distribution.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class SequentialConfig:
     num_attribute_tokens: int = 0  # attribute vocabulary (token 0 = none); 0 = ids only
     attributes_per_item: int = 0  # width of the (num_items + 1, A) attribute-token buffer
     num_event_types: int = 0  # action vocabulary (view, cart, ...; 0 = none); 0 = the input is the item alone
+    id_dropout: float = 0.0  # training: fraction of items whose vector is their attributes' alone, per forward
 
     def to_dict(self) -> dict:
         return {"kind": type(self).__name__, **asdict(self)}
@@ -65,6 +69,8 @@ class SequentialModel(nn.Module):
             self.register_buffer(
                 "item_attrs", torch.zeros(config.num_items + 1, config.attributes_per_item, dtype=torch.long)
             )
+        # (num_items + 1, 1) 1 = the item's id embedding is used; not saved: untrained rows are saved as zeros
+        self.register_buffer("id_mask", torch.ones(config.num_items + 1, 1), persistent=False)
         self.event_emb: nn.Embedding | None = None
         if config.num_event_types:
             self.event_emb = nn.Embedding(config.num_event_types + 1, config.dim, padding_idx=0)
@@ -78,11 +84,44 @@ class SequentialModel(nn.Module):
             raise ValueError(f"model expects attribute tokens of shape {getattr(self, 'item_attrs', None)!r}")
         self.item_attrs.copy_(tokens)
 
+    def freeze_untrained_ids(self, trained: torch.Tensor) -> None:
+        """trained: (num_items + 1,) bool, the items with training events. The others' id rows are zeroed and
+        get no gradient (a zero row stays zero under AdamW), so even as negatives they are their attributes."""
+        if self.attr_emb is None:
+            return  # without attributes an unseen item has nothing to be recommended by
+        with torch.no_grad():
+            self.item_emb.weight[~trained] = 0.0
+        self.id_mask.copy_(trained.float()[:, None])
+
+    def with_item_attributes(self, tokens: torch.Tensor) -> SequentialModel:
+        """A copy (eval mode) over a grown catalog: tokens (M + 1, A') attribute tokens of every item, M >=
+        num_items. Items past num_items are new: zero id rows, so their vectors are their attributes' alone."""
+        from genrec.models import model_from_config
+
+        if self.attr_emb is None:
+            raise ValueError("this model has no item attributes (train it with --item-attributes)")
+        n_old, n_new = self.config.num_items + 1, tokens.shape[0]
+        if n_new < n_old:
+            raise ValueError(f"tokens: {n_new} item rows, the model has {n_old}")
+        cfg = {**self.config.to_dict(), "num_items": n_new - 1, "attributes_per_item": tokens.shape[1]}
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        emb = torch.zeros(n_new, self.config.dim, dtype=state["item_emb.weight"].dtype)
+        emb[:n_old] = state["item_emb.weight"]
+        state["item_emb.weight"], state["item_attrs"] = emb, tokens.to(torch.long)
+        model = model_from_config(cfg)
+        model.load_state_dict(state)
+        return model.eval()
+
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """(..., D) unnormalised vectors of `items` (all rows when None): id embedding + mean attribute embedding."""
         ids = self.item_emb.weight if items is None else self.item_emb(items)
         if self.attr_emb is None:
             return ids
+        mask = self.id_mask
+        if self.training and self.config.id_dropout > 0:
+            mask = mask * (torch.rand_like(mask) >= self.config.id_dropout)
+        if self.training or not bool(mask.all()):
+            ids = ids * (mask if items is None else mask[items])
         tok = self.item_attrs if items is None else self.item_attrs[items]  # (..., A)
         count = (tok > 0).sum(-1, keepdim=True).clamp(min=1)
         return ids + self.attr_emb(tok).sum(-2) / count

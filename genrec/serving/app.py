@@ -4,14 +4,16 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)          # OpenAPI UI at /docs
 
 Endpoints: POST /v1/recommend, GET /v1/users/{id}/history, GET /v1/items/{id}, POST /v1/events,
-POST /v1/admin/reload, GET /healthz, /readyz, /metrics. Every error is {"error": "..."}: bad input is a 422 that
-names the field (413 for an oversize body or event batch, 409 for an event_id reused with another payload,
-404 / 405 naming the path and method); a request never sees a stack trace.
+POST /v1/admin/reload, POST /v1/admin/catalog, GET /healthz, /readyz, /metrics. Every error is {"error": "..."}:
+bad input is a 422 that names the field (413 for an oversize body or event batch, 409 for an event_id reused
+with another payload, 404 / 405 naming the path and method); a request never sees a stack trace.
 
 /v1/recommend runs the bundle's pipeline (the stage objects `genrec pipeline evaluate` scores) and answers
 each item's score and the stage that last scored it (a retriever, popular, the ranker); per-stage latency is
 in /metrics. POST /v1/admin/reload {"bundle": PATH} ("run_dir" is an alias) loads another bundle and swaps it
-in atomically. Several worker processes and replicas: see genrec/serving/cli.py.
+in atomically. POST /v1/admin/catalog {"items": [{"item_id": ..., "category": ..., ...}]} adds or updates
+catalog items without retraining (a new item's vector is built from its attributes) and swaps the same way.
+Several worker processes and replicas: see genrec/serving/cli.py.
 
 Concurrency: endpoints are sync functions run in the server's thread pool (torch and SQLite release the
 GIL). Each request reads `state.bundle` once, so a reload that swaps the reference lets requests in flight
@@ -30,6 +32,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
@@ -39,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genrec.data.io import parse_timestamps
+from genrec.pipeline.catalog import merge_rows
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import HTTP_METHODS, OTHER, ServingMetrics, bounded, status_class
 from genrec.serving.pipeline import Filters, RequestError, ServingModel
@@ -217,6 +221,35 @@ class ReloadRequest(_Strict):
         return "bundle" if self.bundle is not None else "run_dir"
 
 
+CatalogValue = Scalar | list[Scalar] | None
+
+
+class CatalogRequest(_Strict):
+    items: list[dict[Annotated[str, Field(min_length=1, max_length=128)], CatalogValue]] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="catalog rows: item_id plus catalog columns (category, brand, ...); a known item_id replaces "
+        "its row, a new one adds the item, recommendable through its attributes",
+        examples=[[{"item_id": "sku-123", "category": "c3", "brand": "b7", "price": 19.9}]],
+    )
+
+    @model_validator(mode="after")
+    def _ids(self) -> CatalogRequest:
+        for i, row in enumerate(self.items):
+            v = row.get("item_id")
+            if not isinstance(v, str | int) or isinstance(v, bool) or not str(v).strip():
+                raise ValueError(f"items[{i}]: needs an item_id (a non-empty string)")
+            row["item_id"] = str(v)
+        return self
+
+
+class CatalogResponse(BaseModel):
+    added: list[str] = Field(description="item ids new to the served catalog")
+    updated: int = Field(description="rows that replaced a known item's row")
+    num_items: int
+    seconds: float
+
+
 class ReloadResponse(BaseModel):
     bundle: str
     previous_bundle: str | None
@@ -391,6 +424,18 @@ def create_app(
         loc = ["body", *exc.field.split(".")]
         return _unprocessable([{"loc": loc, "msg": exc.message, "type": "value_error"}])
 
+    def admin_denied(authorization: str | None, what: str, instead: str) -> JSONResponse | None:
+        """The error response of an admin request that may not run (token, workers), else None."""
+        token = config.admin_token
+        if not token:
+            return _error(403, "admin endpoints are disabled: set admin_token in the config or GENREC_ADMIN_TOKEN")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given.encode(), token.encode()):  # fmt: skip
+            return JSONResponse(status_code=401, content={"error": "missing or wrong bearer token"}, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if workers > 1:
+            return _error(409, f"{what} reaches one of {workers} worker processes: {instead}")
+        return None
+
     def ready_bundle() -> ServingModel:
         b = state.bundle
         if b is None:
@@ -542,17 +587,11 @@ def create_app(
     def reload(
         req: ReloadRequest, authorization: Annotated[str | None, Header()] = None
     ) -> ReloadResponse | JSONResponse:
-        """Load another bundle and swap it in atomically; requests in flight finish on the old one."""
-        token = config.admin_token
-        if not token:
-            return _error(403, "admin endpoints are disabled: set admin_token in the config or GENREC_ADMIN_TOKEN")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not authorization or not authorization.startswith("Bearer ") or not secrets.compare_digest(given.encode(), token.encode()):  # fmt: skip
-            return JSONResponse(status_code=401, content={"error": "missing or wrong bearer token"}, headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if workers > 1:
-            return _error(
-                409, f"reload reaches one of {workers} worker processes: restart the server on the new bundle"
-            )
+        """Load another bundle and swap it in atomically; requests in flight finish on the old one. Catalog
+        updates made with /v1/admin/catalog belong to the old bundle and are not carried over."""
+        denied = admin_denied(authorization, "reload", "restart the server on the new bundle")
+        if denied is not None:
+            return denied
         path = Path(req.path)
         if not (path / "manifest.json").is_file():
             raise RequestError(req.field, f"{req.path!r} is not a bundle (no manifest.json)")
@@ -577,6 +616,45 @@ def create_app(
                 stages=[st.name for st in new.stages],
                 num_items=new.num_items,
                 seconds=time.perf_counter() - t0,
+            )
+        finally:
+            state.reload_lock.release()
+
+    @app.post(
+        "/v1/admin/catalog",
+        response_model=CatalogResponse,
+        tags=["admin"],
+        responses={401: {"description": "missing or wrong bearer token"}, 403: {"description": "no token configured"}},
+    )
+    def catalog(
+        req: CatalogRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> CatalogResponse | JSONResponse:
+        """Add or update catalog items without retraining: a new item's vector comes from its attributes (the
+        sequence models' attribute vocabularies in the bundle). The bundle is loaded again with every update so
+        far applied and swapped in atomically, as a reload is."""
+        denied = admin_denied(authorization, "a catalog update", "update the catalog the bundle is trained on")
+        if denied is not None:
+            return denied
+        ready_bundle()
+        try:
+            rows = pl.from_dicts(req.items, infer_schema_length=None)
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
+            raise RequestError("items", f"rows whose columns mix types: {e}") from None
+        if not state.reload_lock.acquire(blocking=False):
+            return _error(409, "a reload or catalog update is already in progress")
+        try:
+            t0 = time.perf_counter()
+            current = ready_bundle()  # under the lock: the model no other reload or update is replacing
+            try:
+                updates = merge_rows(current.catalog_updates, rows)
+                new = ServingModel.load(current.run_dir, config, catalog_updates=updates)
+            except ValueError as e:  # the rows do not fit the bundle: the old model keeps serving
+                raise RequestError("items", str(e)) from None
+            state.bundle = new  # the atomic swap: one reference assignment
+            ids = rows["item_id"].unique(maintain_order=True).to_list()
+            added = [i for i in ids if i not in current.vocab]
+            return CatalogResponse(
+                added=added, updated=len(ids) - len(added), num_items=new.num_items, seconds=time.perf_counter() - t0
             )
         finally:
             state.reload_lock.release()

@@ -29,7 +29,16 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleWriter, atomic_save, load_checkpoint, write_json
+from genrec.bundle import (
+    ATTRIBUTES_FILE,
+    SEQUENTIAL_KINDS,
+    Bundle,
+    BundleWriter,
+    atomic_save,
+    json_bytes,
+    load_checkpoint,
+    write_json,
+)
 from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.io import ReadOptions
@@ -66,6 +75,7 @@ class TrainConfig:
     num_heads: int | None = None
     dropout: float | None = None
     temperature: float | None = None
+    id_dropout: float | None = None  # with item_attributes: share of items trained on their attributes alone
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     crop: str = "last"
     seed: int = 42
@@ -95,10 +105,12 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.fit not in FITS:
             raise ValueError(f"unknown fit {self.fit!r}; choose from {', '.join(FITS)}")
+        if self.id_dropout is not None and not (0 <= self.id_dropout < 1 and self.item_attributes):
+            raise ValueError(f"--id-dropout {self.id_dropout}: needs --item-attributes and a value in [0, 1)")
 
     def model_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {}
-        for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature"):
+        for k in ("max_len", "dim", "num_layers", "num_heads", "dropout", "temperature", "id_dropout"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
         kw.setdefault("max_len", 200)
@@ -255,11 +267,14 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
     if cfg.item_attributes:
         from genrec.features.tables import item_attribute_tokens
 
-        tokens, vocab_size = item_attribute_tokens(ds, split)
-        kwargs.update(num_attribute_tokens=vocab_size, attributes_per_item=tokens.shape[1])
+        tokens, tokenizer = item_attribute_tokens(ds, split)
+        kwargs.update(num_attribute_tokens=tokenizer.size, attributes_per_item=tokens.shape[1])
     model = build_model(cfg.model, ds.sequences.num_items, **kwargs)
     if tokens is not None:
         model.set_item_attributes(torch.from_numpy(tokens))
+        # catalog items without training events: vectors from their attributes alone
+        trained = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1) > 0
+        model.freeze_untrained_ids(torch.from_numpy(trained))
     return ds, split, model
 
 
@@ -381,9 +396,13 @@ def finish(
     write_json(metrics, run / "metrics.json")
     writer = BundleWriter(run, ds, command=sys.argv, data_name=cfg.dataset)
     config = {"model": model.config.to_dict(), "train": asdict(cfg)}
-    writer.add_component(
-        cfg.model, cfg.model, "retrieval", config, {k: v.cpu() for k, v in model.state_dict().items()}, metrics
-    )
+    extra = {}
+    if cfg.item_attributes:  # what tokenizes the catalog row of an item added after training
+        from genrec.features.tables import item_attribute_tokens
+
+        extra[ATTRIBUTES_FILE] = json_bytes(item_attribute_tokens(ds, split)[1].to_dict())
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    writer.add_component(cfg.model, cfg.model, "retrieval", config, state, metrics, extra_files=extra)
     writer.set_metrics(metrics)
     writer.commit()
     best.unlink(missing_ok=True)

@@ -101,7 +101,8 @@ def test_item_attribute_tokens_share_ids_across_items():
 
     ds = _hand_dataset()
     ds.attributes = ("category", "brand")
-    tokens, size = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    tokens, tok = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    size = tok.size
     v = ds.sequences.item_vocab
     a, c, e, f = (set(tokens[v.index(x)].tolist()) - {0} for x in "acef")
     assert tokens.shape[0] == ds.sequences.num_items + 1 and not tokens[0].any()
@@ -161,7 +162,8 @@ def test_any_catalog_column_is_an_attribute_lists_numbers_and_default_choice(tmp
         "Comedy",
     ]
     assert set(items.num) == {"weight_kg"} and items.num["weight_kg"][v.index("i7")] == 7.0
-    tokens, size = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    tokens, tok = item_attribute_tokens(ds, leave_one_out(ds.sequences))
+    size = tok.size
     # material + tags (1 or 2) + genres (1 or 2) + a weight bucket; ten quantile buckets of 30 weights
     per_item = (tokens > 0).sum(1)
     assert per_item[v.index("i3")] == 1 + 2 + 2 + 1 and per_item[v.index("i0")] == 1 + 2 + 1 + 1
