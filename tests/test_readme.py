@@ -149,7 +149,7 @@ class Workspace:
         if sub in (["train"], ["genrank", "train"], ["scaling"]):
             args = set_option(set_option(args, "--epochs", "1"), "--threads", "1")
         if "--time-budget" in args:  # --model auto searches for as long as it is given
-            args = set_option(args, "--time-budget", "0.5")
+            args = set_option(args, "--time-budget", "1")
         if sub == ["quickstart"]:
             args = set_option(set_option(args, "--size", "tiny"), "--minutes", "0.05")
         if "--user" in args:
