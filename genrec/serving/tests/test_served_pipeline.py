@@ -139,7 +139,13 @@ def test_workers_share_the_redis_store(stack: Path, redis_url: str, tmp_path: Pa
         assert len(workers) == 2
         model = Bundle.open(stack)
         item = model.item_vocab.raw(7)
-        ev = {"event_id": "w1", "user_id": "walk-in", "item_id": item, "event_type": "view", "timestamp": int(time.time()) - 60}
+        ev = {
+            "event_id": "w1",
+            "user_id": "walk-in",
+            "item_id": item,
+            "event_type": "view",
+            "timestamp": int(time.time()) - 60,
+        }
         assert httpx.post(f"{url}/v1/events", json={"events": [ev]}).json()["stored"] == 1
         for _ in range(12):  # whichever worker answers reads the stored event: a known history, the item seen
             body = httpx.post(f"{url}/v1/recommend", json={"user_id": "walk-in", "k": 50}).json()
