@@ -68,7 +68,7 @@ class ServingModel(Pipeline):
         )
         model.run_dir = run_dir
         seq_models = [c for c in components.values() if isinstance(c, SequentialModel)]
-        model.rec = Recommender(seq_models[0], b.item_vocab, b.user_vocab) if seq_models else None
+        model.rec = Recommender(seq_models[0], b.item_vocab, b.user_vocab, b.event_vocab) if seq_models else None
         model.warmup()
         return model
 

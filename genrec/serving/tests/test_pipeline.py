@@ -107,9 +107,12 @@ def test_history_joins_dataset_and_live_and_collapses_repeats(bundle: ServingMod
     h = bundle.history(user, live)
     assert len(h.items) == len(base.items) + 3 and h.num_dataset == len(base.items)
     assert np.all(np.diff(h.timestamps) >= 0)  # live clocks older than the dataset are clamped
-    tokens, _ = h.model_tokens(10_000)
-    base_tokens, _ = base.model_tokens(10_000)
+    tokens, _, codes = h.model_tokens(10_000)
+    base_tokens, _, base_codes = base.model_tokens(10_000)
     assert tokens.tolist() == base_tokens.tolist() + [1]
+    ev = bundle.event_vocab
+    assert ev is not None  # the run's collapsed token takes its last event's type, as training's tokens do
+    assert codes.tolist() == base_codes[:-1].tolist() + [ev.index("view"), ev.index("cart")]
     assert len(h.model_tokens(5)[0]) == 5
 
 
