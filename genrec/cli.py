@@ -197,8 +197,11 @@ def train(
         help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
     ),
     name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
-    event_inputs: bool = typer.Option(
-        False, help="sequence models: each input event's type (view, cart, ...) is an input token next to its item"
+    event_inputs: bool | None = typer.Option(
+        None,
+        "--event-inputs/--no-event-inputs",
+        help="sequence models: each input event's type (view, cart, ...) is an input token next to its item "
+        "(default: on when the data has event types)",
     ),
     target_events: str | None = typer.Option(
         None, help="sequence models: the event types to predict, comma-separated, e.g. purchase (default: all)"

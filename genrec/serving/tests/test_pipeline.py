@@ -166,7 +166,8 @@ def test_offline_recommender_agrees_with_the_served_retrieval(bundle: ServingMod
     b = bundle
     user = b.users.ids[4]
     h = b.history(user, [], details=True)
-    offline = b.rec.recommend(h.raw_items, k=10, timestamps=h.timestamps.tolist(), exclude_seen=True)
+    offline = b.rec.recommend(h.raw_items, k=10, timestamps=h.timestamps.tolist(), exclude_seen=True,
+                              events=h.event_types)  # fmt: skip
     assert len(offline) == 10 and not {r.item_id for r in offline} & set(h.raw_items)
     served = recommend(b, user, k=b.num_items)
     in_stock_offline = [r.item_id for r in offline if b.catalog.in_stock[b.vocab.index(r.item_id)]]
