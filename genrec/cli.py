@@ -200,8 +200,11 @@ def train(
         help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
     ),
     name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
-    event_inputs: bool = typer.Option(
-        False, help="sequence models: each input event's type (view, cart, ...) is an input token next to its item"
+    event_inputs: bool | None = typer.Option(
+        None,
+        "--event-inputs/--no-event-inputs",
+        help="sequence models: each input event's type (view, cart, ...) is an input token next to its item "
+        "(default: on when the data has event types)",
     ),
     target_events: str | None = typer.Option(
         None, help="sequence models: the event types to predict, comma-separated, e.g. purchase (default: all)"
@@ -424,12 +427,16 @@ def show_recommendations(rec: object, seq: object, catalog: object, users: list[
     for user in users:
         u = seq.user_vocab.index(user) - 1
         history = [seq.item_vocab.raw(int(i)) for i in seq.user_items(u)]
-        ts = seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() if seq.timestamps is not None else None
+        a, e = int(seq.offsets[u]), int(seq.offsets[u + 1])
+        ts = seq.timestamps[a:e].tolist() if seq.timestamps is not None else None
+        events = None
+        if seq.event_types is not None and seq.event_vocab is not None:
+            events = [seq.event_vocab.raw(int(c)) if c else "" for c in seq.event_types[a:e]]
         table = Table(title=f"user {user}: last items {', '.join(titles.get(h, h) for h in history[-3:])}")
         table.add_column("#", justify="right")
         table.add_column("item")
         table.add_column("score", justify="right")
-        for r, item in enumerate(rec.recommend(history, k, ts), 1):
+        for r, item in enumerate(rec.recommend(history, k, ts, events=events), 1):
             table.add_row(str(r), f"{item.item_id} {titles.get(item.item_id, '')}", f"{item.score:.2f}")
         console.print(table)
 

@@ -61,6 +61,7 @@ def top_k_batches(
             torch.from_numpy(data.items[idx]),
             torch.from_numpy(offsets),
             None if ts is None else torch.from_numpy(ts[idx]),
+            None if data.event_types is None else torch.from_numpy(data.event_types[idx]),  # read by event-input models
         )  # (B, D)
         scores = model.score_all(states)  # (B, num_items + 1)
         scores[:, PAD] = float("-inf")

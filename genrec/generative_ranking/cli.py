@@ -8,6 +8,7 @@ Register in genrec/cli.py with:
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -32,17 +33,31 @@ def train(
     max_users: int | None = typer.Option(None, help="random user subset (quick runs)"),
     threads: int = typer.Option(1),
     seed: int = typer.Option(0),
+    columns: str | None = typer.Option(
+        None, help="your file's column names, GENREC_NAME=FILE_COLUMN comma-separated, e.g. event_type=action"
+    ),
+    sep: str | None = typer.Option(None, help="separator of a text file: , tab ; | (default: sniffed from the file)"),
+    timestamp_format: str | None = typer.Option(
+        None, help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' (default: epoch s or ms, ISO 8601)"
+    ),
+    catalog: Path | None = typer.Option(None, help="item catalog file (default: catalog.* beside the events)"),
 ) -> None:
     """Train on all events but each user's last 5, report per-task AUC / logloss and NDCG@10 on those."""
     import torch
 
+    from genrec.data.io import ReadOptions
     from genrec.runtime import setup
 
+    try:  # the reading options of `genrec train` (genrec.data.io.ReadOptions)
+        read = ReadOptions(columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
+                           catalog=str(catalog) if catalog else None)  # fmt: skip
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     setup(threads)
     torch.manual_seed(seed)
     known = {f.name for f in fields(RankerRunConfig)}
     kw = dict(dataset=dataset, token_mode=token_mode, attributes=attributes, epochs=epochs, max_len=max_len,
-              dim=dim, max_users=max_users, seed=seed)  # fmt: skip
+              dim=dim, max_users=max_users, seed=seed, read=read.to_dict())  # fmt: skip
     cfg = RankerRunConfig(**{k: v for k, v in kw.items() if k in known})
     try:
         metrics = train_ranker(cfg, out)

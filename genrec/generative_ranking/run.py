@@ -8,7 +8,7 @@ The ranker reads its own action data, so the bundle has no data snapshot (servin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from genrec.bundle import BundleWriter, write_json
+from genrec.data.io import ReadOptions
 from genrec.evaluation.metrics import ranking_report
 from genrec.generative_ranking.data import SHOP_ACTIONS, ActionSequences, load_action_dataset
 from genrec.generative_ranking.examples import eval_examples, item_statistics, popularity, split_train, train_examples
@@ -43,6 +44,7 @@ class RankerRunConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     batch_users: int = 16
+    read: dict[str, Any] = field(default_factory=dict)  # how to read a user's file (genrec.data.io.ReadOptions)
 
 
 def event_actions(data: ActionSequences) -> dict[str, int]:
@@ -78,7 +80,9 @@ def build_ranker(data: ActionSequences, cfg: RankerRunConfig, stats: np.ndarray 
 
 def train_ranker(cfg: RankerRunConfig, out: str | Path, quiet: bool = False) -> dict[str, Any]:
     """Train on the data minus each user's last `window` events, evaluate on those lists, save the run."""
-    data = load_action_dataset(cfg.dataset, seed=cfg.seed, max_users=cfg.max_users)
+    data = load_action_dataset(
+        cfg.dataset, seed=cfg.seed, max_users=cfg.max_users, read=ReadOptions.from_dict(cfg.read)
+    )
     train, evaluated = split_train(data, cfg.window)
     pop = popularity(train)
     trx = train_examples(

@@ -5,14 +5,17 @@
     model = "hstu"              sasrec | hstu | hstu-large: every `genrec train` flag is a key (epochs, lr,
                                 max_len, dim, layers, heads, loss, time_budget (minutes), ...); two-tower:
                                 epochs, batch_size, lr, weight_decay, max_pairs_per_epoch, patience, seed,
-                                dim, emb_dim, hidden, temperature, history_len
+                                dim, emb_dim, hidden, temperature, history_len; auto: time_budget (minutes,
+                                required: the whole tuning, as `genrec train --model auto`), batch_size, seed,
+                                threads, device
     k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" (sequence models)
     [ranking]                   optional; model = "wide-deep" | "dlrm" | "lr", trained on the retrievers'
                                 candidates: k (candidates), epochs, lr, dim, deep_layers, n_hard, ... as keys
     [popular]                   fill_factor = 3
     [rerank]                    exclude_seen, exclude_out_of_stock, max_per_category, boosts = [...]
 
-Each component trains into OUT/work/<name>/ (a bundle of its own, resumable), then OUT becomes one bundle
+Each component trains into OUT/work/<name>/ (a bundle of its own, resumable; a finished auto run is reused), then
+OUT becomes one bundle
 holding every component, with manifest["pipeline"] = retrieve... -> popular -> rank -> rerank. A key that is
 not listed above is a ConfigError naming the file, the table and the key.
 """
@@ -40,6 +43,7 @@ TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len"
 RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
                      "only_retrieved", "lists_per_user")  # fmt: skip
 RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
+AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device")  # what `genrec train --model auto` takes
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
 DATA_KEYS = ("dataset", "seed", "threads")
 POPULAR_KEYS = ("fill_factor",)
@@ -56,6 +60,8 @@ def _known(model: str, table: str) -> tuple[str, ...]:
 
     if table == "retrieval" and model in SEQUENTIAL:
         keys = SEQ_KEYS
+    elif table == "retrieval" and model == "auto":
+        keys = AUTO_KEYS
     elif table == "retrieval" and model == "two-tower":
         keys = tuple(f.name for f in fields(TwoTowerTrainConfig)) + TWO_TOWER_MODEL_KEYS
     elif table == "ranking" and model in RANKERS:
@@ -90,11 +96,14 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: [[retrieval]]: at least one retriever table is needed")
     for i, r in enumerate(retrieval, 1):
         model = r.get("model")
-        if model not in (*SEQUENTIAL, "two-tower"):
+        if model not in (*SEQUENTIAL, "two-tower", "auto"):
             raise ConfigError(
-                f"{path}: [[retrieval]] #{i}: key 'model' is {model!r}; use {', '.join(SEQUENTIAL)} or two-tower"
+                f"{path}: [[retrieval]] #{i}: key 'model' is {model!r}; use {', '.join(SEQUENTIAL)}, two-tower or auto"
             )
         _check_keys(path, f"[[retrieval]] #{i} ({model})", r, _known(model, "retrieval"))
+        budget = r.get("time_budget")
+        if model == "auto" and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
+            raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'time_budget' (minutes, > 0) is required")
         if r.get("index", "exact") not in ("exact", "faiss") or (model == "two-tower" and "index" in r):
             raise ConfigError(
                 f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss (sequence models)"
@@ -118,6 +127,21 @@ def _sequential_config(r: dict[str, Any], dataset: str, out: Path, data: dict[st
             continue
         kw[SEQ_RENAMES.get(key, key)] = value * 60 if key == "time_budget" else value
     return TrainConfig(model=r["model"], dataset=dataset, out=str(out), **kw)
+
+
+def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console: Console) -> None:
+    """A `model = "auto"` retriever: genrec.training.auto.tune within time_budget minutes, as `genrec train
+    --model auto`; a finished tuning in `out` is reused (the pipeline resumes)."""
+    from genrec.training.auto import tune
+    from genrec.training.trainer import TrainConfig
+
+    if (out / "tuning.json").exists() and (out / "manifest.json").exists():
+        console.print(f"  {out}: auto run finished before, reused")
+        return
+    kw = {k: r[k] for k in ("batch_size", "device") if k in r}
+    base = TrainConfig(model="auto", dataset=ctx.name, out=str(out), seed=r.get("seed", data.get("seed", 42)),
+                       threads=r.get("threads", data.get("threads")), **kw)  # fmt: skip
+    tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True)
 
 
 def train_pipeline(config: str | Path, out: str | Path, console: Console | None = None) -> Bundle:
@@ -144,6 +168,8 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
                 opts = {k: v for k, v in r.items() if k not in STAGE_KEYS["retrieval"]}
                 train_ranking_model("two-tower", ctx.name, part, context=ctx, console=console,
                                     threads=data.get("threads"), **opts)  # fmt: skip
+            elif model == "auto":
+                _tune(r, ctx, part, data, console)
             else:
                 train(_sequential_config(r, ctx.name, part, data), dataset=ctx.ds, console=console)
         except TypeError as e:

@@ -63,7 +63,8 @@ class History:
     items: (N,) int64 model indices, PAD for items the model does not know (kept for display only)
     timestamps: (N,) int64 unix seconds, made non-decreasing (live clocks may disagree with the dataset)
     purchased: (N,) bool
-    type_codes: (N,) int64 event type, 1-based into the pipeline's event vocabulary (0 = unknown / none)
+    type_codes: (N,) int64 event type, 1-based into the pipeline's event vocabulary; 0 = none, or a type the
+        vocabulary lacks (a live event's new type): the model's reserved "action unknown" input
     """
 
     items: np.ndarray
@@ -75,15 +76,17 @@ class History:
     event_types: list[str] = field(default_factory=list)
     event_ids: list[str | None] = field(default_factory=list)
 
-    def model_tokens(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """Known items with consecutive repeats collapsed (as in training): (n,), (n,) with n <= max_len."""
+    def model_tokens(self, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Known items with consecutive repeats collapsed as in training (a run of one item becomes one token
+        with the run's first time and its last event type): items, timestamps, type codes, each (n,), n <= max_len."""
         known = self.items != PAD
-        items, ts = self.items[known], self.timestamps[known]
+        items, ts, codes = self.items[known], self.timestamps[known], self.type_codes[known]
         if len(items):
             start = np.ones(len(items), bool)
             start[1:] = items[1:] != items[:-1]
-            items, ts = items[start], ts[start]
-        return items[-max_len:], ts[-max_len:]
+            last = np.append(np.flatnonzero(start)[1:] - 1, len(items) - 1)
+            items, ts, codes = items[start], ts[start], codes[last]
+        return items[-max_len:], ts[-max_len:], codes[-max_len:]
 
     @property
     def known(self) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The pipeline's stages, each written once and run by both `genrec pipeline evaluate` and `genrec serve`.
 
-    SequenceRetrieve  HSTU / SASRec user state after the history, top-k over its L2-normalised item table:
-                      exact (matmul + top-k) or a faiss HNSW index over the same table
+    SequenceRetrieve  HSTU / SASRec user state after the history (with its event types when the model was
+                      trained with event inputs), top-k over its L2-normalised item table: exact (matmul +
+                      top-k) or a faiss HNSW index over the same table
     TwoTowerRetrieve  user tower over the request's history features, top-k from the item tower's faiss
                       index (exact when none); both mask the request's hard constraints first
     Popular           backfill / cold start: context-aware popular items (see Popular)
@@ -141,6 +142,7 @@ class SequenceRetrieve(_Retrieve):
         uses_timestamps: bool = True,
     ) -> None:  # fmt: skip
         self.model, self.k, self.name, self.uses_timestamps = model.eval(), int(k), name, uses_timestamps
+        self.uses_events = model.event_emb is not None  # trained with --event-inputs: (item, action) tokens
         with torch.no_grad():
             self.table = model.item_table().detach()
         if index not in ("exact", "faiss"):
@@ -155,7 +157,8 @@ class SequenceRetrieve(_Retrieve):
         np.cumsum([len(t[0]) for t in toks], out=off[1:])
         items = torch.from_numpy(np.concatenate([t[0] for t in toks]))
         ts = torch.from_numpy(np.concatenate([t[1] for t in toks])) if self.uses_timestamps else None
-        return self.model.user_states(items, torch.from_numpy(off), ts)
+        events = torch.from_numpy(np.concatenate([t[2] for t in toks])) if self.uses_events else None
+        return self.model.user_states(items, torch.from_numpy(off), ts, events)
 
 
 @dataclass

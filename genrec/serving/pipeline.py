@@ -80,7 +80,7 @@ class ServingModel(Pipeline):
         )
         model.run_dir, model.catalog_updates = run_dir, catalog_updates
         seq_models = [c for c in components.values() if isinstance(c, SequentialModel)]
-        model.rec = Recommender(seq_models[0], vocab, b.user_vocab) if seq_models else None
+        model.rec = Recommender(seq_models[0], vocab, b.user_vocab, b.event_vocab) if seq_models else None
         model.warmup()
         return model
 

@@ -35,3 +35,36 @@ def test_own_log_with_any_event_names_matches_the_built_in_shop(tmp_path):
         load_action_dataset(str(tmp_path / "none.csv"))
     with pytest.raises(ValueError, match="unknown action dataset"):
         load_action_dataset("ml-20m")
+
+
+def test_genrank_train_takes_the_reading_options(tmp_path):
+    """`genrec genrank train --dataset events.csv` with --columns --sep --timestamp-format --catalog, like `genrec train`."""
+    from typer.testing import CliRunner
+
+    from genrec.bundle import Bundle
+    from genrec.cli import app
+    from genrec.data.synthetic import generate_shop, shop_config
+
+    shop = generate_shop(shop_config("tiny", seed=4))
+    log = (
+        shop.events.rename({"user_id": "customer", "item_id": "sku", "event_type": "action"})
+        .with_columns(pl.from_epoch("timestamp").dt.strftime("%d/%m/%Y %H:%M:%S").alias("when"))
+        .drop("timestamp")
+    )
+    log.write_csv(tmp_path / "events.csv", separator="|")
+    (tmp_path / "side").mkdir()
+    shop.catalog.rename({"item_id": "sku"}).write_parquet(tmp_path / "side" / "products.parquet")
+    base = ["genrank", "train", "--dataset", str(tmp_path / "events.csv"), "--epochs", "1", "--max-len", "20",
+            "--dim", "16", "--max-users", "60"]  # fmt: skip
+    opts = ["--columns", "user_id=customer,item_id=sku,event_type=action,timestamp=when", "--sep", "|",
+            "--timestamp-format", "%d/%m/%Y %H:%M:%S", "--catalog", str(tmp_path / "side" / "products.parquet")]  # fmt: skip
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "run"), *opts])
+    assert res.exit_code == 0, res.output
+    comp = Bundle.open(tmp_path / "run").component(role="ranking")
+    assert comp.config["run"]["read"]["columns"]["event_type"] == "action"
+    assert comp.config["action_names"] == ["view", "cart", "purchase"]
+    assert comp.config["model"]["attributes"]  # the catalog given by --catalog became item attributes
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), *opts[2:]])  # without --columns
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--columns", "userid=customer"])
+    assert res.exit_code == 2 and "unknown genrec column 'userid'" in " ".join(res.output.split())

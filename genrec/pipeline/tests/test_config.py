@@ -74,6 +74,8 @@ def test_shipped_examples_are_valid() -> None:
     for name in ("pipeline-quick.toml", "pipeline-ml1m.toml", "pipeline-beauty.toml"):
         cfg = load_pipeline_config(EXAMPLES / name)
         assert [r["model"] for r in cfg["retrieval"]] == ["hstu", "two-tower"] and cfg["ranking"]["model"]
+    cfg = load_pipeline_config(EXAMPLES / "pipeline-auto.toml")
+    assert [r["model"] for r in cfg["retrieval"]] == ["auto", "two-tower"] and cfg["retrieval"][0]["time_budget"]
 
 
 def test_cli_trains_the_stack_into_one_bundle(tmp_path) -> None:
@@ -99,3 +101,54 @@ def test_cli_trains_the_stack_into_one_bundle(tmp_path) -> None:
     ]
     assert b.component("sasrec").config["model"]["num_layers"] == 1  # `layers` reached the model
     assert set(b.metrics) == {"sasrec", "two-tower", "lr"}
+
+
+AUTO = """
+[data]
+dataset = "synthetic:tiny"
+threads = 1
+
+[[retrieval]]
+model = "auto"
+time_budget = 0.4
+k = 40
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("time_budget = 0.4\n", ""), r"#1 \(auto\): key 'time_budget' \(minutes, > 0\) is required"),
+        (("time_budget = 0.4", "time_budget = 0"), r"key 'time_budget' \(minutes, > 0\) is required"),
+        (("time_budget = 0.4", "time_budget = 0.4\nepochs = 3"), r"#1 \(auto\): unknown key 'epochs'"),
+    ],
+)
+def test_auto_retriever_errors_name_the_file_and_key(tmp_path, edit, message) -> None:
+    path = write(tmp_path, AUTO.replace(*edit, 1))
+    with pytest.raises(ConfigError, match=message) as e:
+        load_pipeline_config(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+def test_auto_retriever_is_tuned_within_its_budget(tmp_path) -> None:
+    import json
+    import time
+
+    config = write(tmp_path, AUTO)
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["pipeline", "train", "--config", str(config), "--out", str(tmp_path / "b")])
+    wall = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    tuning = json.loads((tmp_path / "b" / "work" / "auto" / "tuning.json").read_text())
+    assert tuning["budget_s"] == pytest.approx(24.0) and tuning["wall_s"] <= 24.0 * 1.2
+    assert any(t["state"] == "complete" for t in tuning["trials"])
+    b = Bundle.open(tmp_path / "b")
+    ((name, comp),) = b.components.items()
+    assert comp.role == "retrieval" and comp.kind == tuning["chosen"]["params"]["family"]
+    assert b.pipeline[0] == {"stage": "retrieve", "component": name, "k": 40, "index": "exact"}
+    assert wall < 24.0 + 30  # the tuning holds its budget; the rest is loading and writing one bundle
+    t0 = time.perf_counter()  # a second call resumes: the finished tuning is reused, not run again
+    res = CliRunner().invoke(app, ["pipeline", "train", "--config", str(config), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "reused" in res.output and time.perf_counter() - t0 < 20
+    assert json.loads((tmp_path / "b" / "work" / "auto" / "tuning.json").read_text()) == tuning

@@ -107,9 +107,12 @@ def test_history_joins_dataset_and_live_and_collapses_repeats(bundle: ServingMod
     h = bundle.history(user, live)
     assert len(h.items) == len(base.items) + 3 and h.num_dataset == len(base.items)
     assert np.all(np.diff(h.timestamps) >= 0)  # live clocks older than the dataset are clamped
-    tokens, _ = h.model_tokens(10_000)
-    base_tokens, _ = base.model_tokens(10_000)
+    tokens, _, codes = h.model_tokens(10_000)
+    base_tokens, _, base_codes = base.model_tokens(10_000)
     assert tokens.tolist() == base_tokens.tolist() + [1]
+    ev = bundle.event_vocab
+    assert ev is not None  # the run's collapsed token takes its last event's type, as training's tokens do
+    assert codes.tolist() == base_codes[:-1].tolist() + [ev.index("view"), ev.index("cart")]
     assert len(h.model_tokens(5)[0]) == 5
 
 
@@ -163,7 +166,8 @@ def test_offline_recommender_agrees_with_the_served_retrieval(bundle: ServingMod
     b = bundle
     user = b.users.ids[4]
     h = b.history(user, [], details=True)
-    offline = b.rec.recommend(h.raw_items, k=10, timestamps=h.timestamps.tolist(), exclude_seen=True)
+    offline = b.rec.recommend(h.raw_items, k=10, timestamps=h.timestamps.tolist(), exclude_seen=True,
+                              events=h.event_types)  # fmt: skip
     assert len(offline) == 10 and not {r.item_id for r in offline} & set(h.raw_items)
     served = recommend(b, user, k=b.num_items)
     in_stock_offline = [r.item_id for r in offline if b.catalog.in_stock[b.vocab.index(r.item_id)]]

@@ -286,3 +286,25 @@ def test_training_with_event_inputs_and_purchase_targets(tmp_path) -> None:
     assert 0.0 < res.test["HR@200"] <= 1.0
     with pytest.raises(ValueError, match="unknown event type 'buy'"):
         train(TrainConfig(**{**saved["train"], "target_events": ["buy"]}), dataset=shop)
+
+
+def test_event_inputs_default_on_when_the_data_has_event_types(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+    from genrec.data.datasets import Dataset
+    from genrec.data.sequences import from_item_lists
+    from genrec.training.trainer import prepare
+
+    shop = load_synthetic("tiny", seed=0)
+    cfg = TrainConfig(model="sasrec", dataset="synthetic:tiny", max_len=8, dim=16)
+    assert prepare(cfg, shop)[2].event_emb is not None  # the default
+    assert prepare(TrainConfig(**{**cfg.__dict__, "event_inputs": False}), shop)[2].event_emb is None
+    plain = Dataset(sequences=from_item_lists([[1, 2, 3, 4]] * 4, "lists"))
+    assert prepare(cfg, plain)[2].event_emb is None  # no event types: items only, no error
+    for flag, types in (([], 3), (["--no-event-inputs"], 0)):
+        out = tmp_path / f"run{len(flag)}"
+        res = CliRunner().invoke(app, ["train", "--model", "sasrec", "--dataset", "synthetic:tiny", "--epochs", "1",
+                                       "--max-len", "8", "--dim", "16", "--threads", "1", "--out", str(out), *flag])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert Bundle.open(out).component(role="retrieval").config["model"]["num_event_types"] == types
