@@ -12,7 +12,7 @@ retrieval, users), bundle, split, eval_seconds, command}.
     python benchmarks/pipeline.py --bundle runs/shop-stack # bundles that exist already
 
 Bundles trained here go to runs/bench/pipeline-<config name> (reused when present). Writes
-benchmarks/results/pipeline.json, pipeline.md and pipeline.png.
+benchmarks/results/pipeline.json, pipeline.md and pipeline.png (the quick default: pipeline_quick.*).
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def main() -> None:
     ap.add_argument("--bundle", action="append", type=Path, default=[], help="an existing bundle to measure")
     ap.add_argument("--max-users", type=int, default=None, help="test users per bundle (default: all; quick 1000)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench", help="where bundles are trained")
-    ap.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default: results/pipeline.json (quick: pipeline_quick.json)"
+    )
     args = ap.parse_args()
     console = Console()
     cmd = " ".join(shlex.quote(a) for a in ["python", "benchmarks/pipeline.py", *sys.argv[1:]])
@@ -143,13 +145,14 @@ def main() -> None:
     if not configs and not args.bundle:  # the quick default
         configs = [quick_config(args.runs / "quick-short.toml")]
         max_users = max_users or 1000
+    out = args.out or RESULTS / ("pipeline.json" if args.config or args.bundle else "pipeline_quick.json")
     bundles = [ensure_bundle(c, args.runs, console) for c in configs] + list(args.bundle)
     records = [r for b in bundles for r in measure(b, max_users, cmd, console)]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=2))
-    write_md(records, args.out.with_suffix(".md"))
-    plot(records, args.out.with_suffix(".png"))
-    console.print(f"wrote {args.out} (+ .md, .png)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records, indent=2))
+    write_md(records, out.with_suffix(".md"))
+    plot(records, out.with_suffix(".png"))
+    console.print(f"wrote {out} (+ .md, .png)")
 
 
 if __name__ == "__main__":

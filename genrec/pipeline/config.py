@@ -14,10 +14,11 @@
     [popular]                   fill_factor = 3
     [rerank]                    exclude_seen, exclude_out_of_stock, max_per_category, boosts = [...]
 
-Each component trains into OUT/work/<name>/ (a bundle of its own, resumable; a finished auto run is reused), then
-OUT becomes one bundle
-holding every component, with manifest["pipeline"] = retrieve... -> popular -> rank -> rerank. A key that is
-not listed above is a ConfigError naming the file, the table and the key.
+Each component trains into OUT/work/<name>/ (a bundle of its own), then OUT becomes one bundle holding every
+component, with manifest["pipeline"] = retrieve... -> popular -> rank -> rerank. A key that is
+not listed above is a ConfigError naming the file, the table and the key. Running the same command again
+resumes: a finished sequential run returns at once (its last.pt), a two-tower whose work folder was trained with
+the same keys is reused, a finished auto run is reused, and the ranker always retrains, so tuning [ranking] keys retrains the ranker only.
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console:
     tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True)
 
 
+def _trained_two_tower(part: Path, opts: dict[str, Any]) -> bool:
+    """Whether part/ holds a two-tower trained with these keys (by an earlier run of the same config)."""
+    if not (part / "manifest.json").exists():
+        return False
+    cfg = Bundle.open(part).component(role="retrieval").config
+    stored = {**cfg["model"], **cfg["features"], **cfg["train"]}
+    return all(k in stored and stored[k] == v for k, v in opts.items())
+
+
 def train_pipeline(config: str | Path, out: str | Path, console: Console | None = None) -> Bundle:
     """Train every component the config declares and write them as ONE bundle at `out`."""
     from genrec.pipeline.runs import Context
@@ -164,8 +174,10 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
         part = work / f"{model}{len([p for p in parts if p.name.startswith(model)]) or ''}"
         console.rule(f"retrieval: {model} -> {part}")
         try:
-            if model == "two-tower":
-                opts = {k: v for k, v in r.items() if k not in STAGE_KEYS["retrieval"]}
+            opts = {k: v for k, v in r.items() if k not in STAGE_KEYS["retrieval"]}
+            if model == "two-tower" and _trained_two_tower(part, opts):
+                console.print(f"{part}: trained with these keys already, reused")
+            elif model == "two-tower":
                 train_ranking_model("two-tower", ctx.name, part, context=ctx, console=console,
                                     threads=data.get("threads"), **opts)  # fmt: skip
             elif model == "auto":

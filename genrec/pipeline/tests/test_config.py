@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from genrec.bundle import Bundle
 from genrec.cli import app
-from genrec.pipeline.config import ConfigError, load_pipeline_config
+from genrec.pipeline.config import ConfigError, _trained_two_tower, load_pipeline_config
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 TINY = """
@@ -101,6 +101,16 @@ def test_cli_trains_the_stack_into_one_bundle(tmp_path) -> None:
     ]
     assert b.component("sasrec").config["model"]["num_layers"] == 1  # `layers` reached the model
     assert set(b.metrics) == {"sasrec", "two-tower", "lr"}
+
+    # the same command again: the retrievers are reused, a changed [ranking] key retrains the ranker only
+    tower = tmp_path / "b" / "work" / "two-tower"
+    before = (tower / "manifest.json").stat().st_mtime_ns
+    again = write(tmp_path, TINY.replace("epochs = 1\ntest_users", "epochs = 2\ntest_users"))
+    res = runner.invoke(app, ["pipeline", "train", "--config", str(again), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "reused" in res.output and (tower / "manifest.json").stat().st_mtime_ns == before
+    assert Bundle.open(tmp_path / "b").component("lr").config["train"]["epochs"] == 2
+    assert not _trained_two_tower(tower, {"epochs": 2})  # another two-tower key: trained again
 
 
 AUTO = """

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,6 +7,7 @@ from rich.console import Console
 
 from genrec.bundle import Bundle
 from genrec.data.datasets import load_synthetic
+from genrec.data.sequences import leave_one_out
 from genrec.pipeline.core import Candidates, RequestContext, RerankRules
 from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline
 from genrec.pipeline.stages import capped_order
@@ -116,6 +118,16 @@ def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
     records = evaluate(pipe, "test", max_users=50)
     assert [r["stage"] for r in records] == ["retrieval", "retrieval", "rerank"]
     assert records[0]["metrics"]["users"] == 50 and 0 <= records[-1]["metrics"]["NDCG@10"] <= 1
+
+    # the retrieve stage of a one-model bundle is `genrec evaluate` of that model (full catalog, seen items
+    # excluded) once the pipeline's own out-of-stock rule, which `genrec evaluate` does not have, is off
+    bundle = Bundle.open(tmp_path / "sasrec")
+    specs = [{**s, "exclude_out_of_stock": False} if s["stage"] == "rerank" else s for s in bundle.pipeline]
+    full = evaluate(Pipeline.from_bundle(bundle, specs), "test")[0]["metrics"]
+    test = bundle.component().metrics["metrics"]
+    assert full["users"] == len(leave_one_out(bundle.sequences()).eval_users)
+    assert full["HR@10"] == pytest.approx(test["HR@10"]) and full["NDCG@10"] == pytest.approx(test["NDCG@10"])
+    assert full["recall@200"] == pytest.approx(test["HR@200"])
 
     # the command: the same records as JSON, the table on stdout
     import json
