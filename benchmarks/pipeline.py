@@ -79,7 +79,7 @@ def quick_config(out: Path) -> Path:
 
 
 def ensure_bundle(config: Path, runs: Path, console: Console) -> Path:
-    from genrec.pipeline.config import train_pipeline
+    from genrec.stack.config import train_pipeline
 
     out = runs / f"pipeline-{config.stem}"
     if not (out / "manifest.json").exists():

@@ -42,10 +42,10 @@ from genrec.features.criteo import load_criteo
 from genrec.features.ctr import CTRData
 from genrec.features.frappe import load_frappe
 from genrec.pipeline.runs import Context, pipeline_evaluate
-from genrec.pipeline.train import train_ranking_model
 from genrec.ranking.inference import build_ranker, ctr_metrics, predict
 from genrec.ranking.train import CTRConfig, fit_ctr
 from genrec.runtime import setup
+from genrec.stack.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"

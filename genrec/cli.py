@@ -28,7 +28,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "scaling",
         "Scaling-law study: HSTU vs DLRM-style, validation NDCG@10 against counted training FLOPs.",
     ),
-    "pipeline": ("genrec.pipeline.cli", "pipeline_app", "multi-stage pipeline: retrieval -> ranking -> re-rank"),
+    "pipeline": ("genrec.stack.cli", "pipeline_app", "multi-stage pipeline: retrieval -> ranking -> re-rank"),
     "genrank": (
         "genrec.generative_ranking.cli",
         "app",
@@ -239,7 +239,7 @@ def train(
     if model == "auto":
         train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read)
         return
-    from genrec.pipeline.cli import RANKING_MODELS, run_train
+    from genrec.stack.cli import RANKING_MODELS, run_train
 
     if model in RANKING_MODELS:  # retrieval / ranking stage models live in genrec.pipeline
         context = None

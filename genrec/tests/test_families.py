@@ -15,7 +15,7 @@ from genrec.data.sequences import leave_one_out
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from genrec.generative_ranking.run import RankerRunConfig, train_ranker
     from genrec.pipeline.runs import Context
-    from genrec.pipeline.train import train_ranking_model
+    from genrec.stack.train import train_ranking_model
     from genrec.training.trainer import TrainConfig, train
 
     root, quiet = tmp_path_factory.mktemp("families"), Console(quiet=True)

@@ -12,8 +12,8 @@ TRAINERS = (
     "genrec.ranking.train",
     "genrec.generative_ranking.train",
     "genrec.distributed.train",
-    "genrec.pipeline.train",
-    "genrec.pipeline.config",
+    "genrec.stack.train",
+    "genrec.stack.config",
 )
 
 # A clean interpreter imports the heavy third-party packages once, then forks one child per module so each

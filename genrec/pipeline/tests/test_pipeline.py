@@ -11,7 +11,7 @@ from genrec.data.sequences import leave_one_out
 from genrec.pipeline.core import Candidates, RequestContext, RerankRules
 from genrec.pipeline.runs import Context, pipeline_evaluate, runs_pipeline
 from genrec.pipeline.stages import capped_order
-from genrec.pipeline.train import train_ranking_model
+from genrec.stack.train import train_ranking_model
 from genrec.training.trainer import TrainConfig, train
 
 
@@ -134,7 +134,7 @@ def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
 
     from typer.testing import CliRunner
 
-    from genrec.pipeline.cli import pipeline_app
+    from genrec.stack.cli import pipeline_app
 
     out = tmp_path / "records.json"
     res = CliRunner().invoke(pipeline_app, ["evaluate", str(tmp_path / "sasrec"), "--split", "test",

@@ -27,7 +27,7 @@ from genrec.serving.pipeline import ServingModel
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """hstu + two-tower retrieval bundles and a DLRM bundle over both (it carries them): the full stack."""
     from genrec.pipeline.runs import Context
-    from genrec.pipeline.train import train_ranking_model
+    from genrec.stack.train import train_ranking_model
     from genrec.training.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("stack")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from genrec.bundle import Bundle
 from genrec.cli import app
-from genrec.pipeline.config import ConfigError, _trained_two_tower, load_pipeline_config
+from genrec.stack.config import ConfigError, _trained_two_tower, load_pipeline_config
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 TINY = """

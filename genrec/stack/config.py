@@ -157,8 +157,8 @@ def _trained_two_tower(part: Path, opts: dict[str, Any]) -> bool:
 def train_pipeline(config: str | Path, out: str | Path, console: Console | None = None) -> Bundle:
     """Train every component the config declares and write them as ONE bundle at `out`."""
     from genrec.pipeline.runs import Context
-    from genrec.pipeline.train import train_ranking_model
     from genrec.runtime import setup
+    from genrec.stack.train import train_ranking_model
     from genrec.training.trainer import train
 
     console = console or Console()

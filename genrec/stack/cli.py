@@ -2,7 +2,7 @@
 for two-tower / wide-deep / dlrm / lr.
 
 Register in genrec/cli.py:
-    from genrec.pipeline.cli import pipeline_app
+    from genrec.stack.cli import pipeline_app
     app.add_typer(pipeline_app, name="pipeline")
 """
 
@@ -95,7 +95,7 @@ def train_cmd(
     """Train the retrievers, then the ranker on their candidates, into ONE bundle (see examples/pipeline-*.toml)."""
     from rich.markup import escape
 
-    from genrec.pipeline.config import train_pipeline
+    from genrec.stack.config import train_pipeline
 
     try:
         bundle = train_pipeline(config, out, console)
@@ -108,7 +108,7 @@ def train_cmd(
 
 def run_train(model: str, dataset: str, out: Path, **opts: object) -> None:
     """What genrec/cli.py's `train` calls for RANKING_MODELS (None options take the defaults)."""
-    from genrec.pipeline.train import train_ranking_model
+    from genrec.stack.train import train_ranking_model
 
     try:
         train_ranking_model(model, dataset, out, console=console, **{k: v for k, v in opts.items() if v is not None})
