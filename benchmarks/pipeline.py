@@ -30,6 +30,7 @@ from rich.console import Console
 
 from genrec.bundle import Bundle
 from genrec.pipeline.pipeline import Pipeline, evaluate
+from genrec.stack.config import dump_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,32 +40,6 @@ QUICK_OVERRIDES = {
     "retrieval": [{"epochs": 4, "time_budget": 0.75}, {"epochs": 1}],
     "ranking": {"epochs": 1, "max_users": 500, "test_users": 200},
 }
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    return repr(v)
-
-
-def dump_toml(cfg: dict[str, Any]) -> str:
-    """Tables and arrays of tables of scalars: what a pipeline config holds."""
-    lines: list[str] = []
-    for key, value in cfg.items():
-        if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
-            for table in value:
-                lines += [f"[[{key}]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
-        elif isinstance(value, dict):
-            lines += [f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items()), ""]
-        else:
-            lines.insert(0, f"{key} = {_toml_value(value)}")
-    return "\n".join(lines)
 
 
 def quick_config(out: Path) -> Path:

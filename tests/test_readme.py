@@ -136,6 +136,8 @@ class Workspace:
                     if key in table:
                         table[key] = 1 if key == "epochs" else 0.2
             target.parent.mkdir(parents=True, exist_ok=True)
+            from genrec.stack.config import dump_toml
+
             target.write_text(dump_toml(cfg))
         return value
 
@@ -186,29 +188,6 @@ def write_own_log(path: Path, args: list[str], folder: Path) -> None:
     target = folder / option(args, "--catalog") if option(args, "--catalog") else path.parent / "catalog.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     catalog.write_parquet(target) if target.suffix == ".parquet" else catalog.write_csv(target)
-
-
-def dump_toml(cfg: dict) -> str:
-    """A TOML writer for the pipeline configs' shapes: tables and arrays of tables of scalars and lists."""
-
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-        return repr(v)
-
-    lines: list[str] = []
-    for name, table in cfg.items():
-        for t in table if isinstance(table, list) else [table]:
-            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
-            lines += [f"{k} = {value(v)}" for k, v in t.items()]
-            lines.append("")
-    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ the same keys is reused, a finished auto run is reused, and the ranker always re
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -214,3 +215,30 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
     writer.set_pipeline(specs)
     writer.set_metrics({n: c["metrics"] for n, c in writer.components.items()})
     return writer.commit()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def dump_toml(cfg: dict[str, Any]) -> str:
+    """A pipeline config (tables and arrays of tables of scalars, lists, inline tables) as TOML text, e.g. a
+    config rewritten by a benchmark or a test; tomllib reads it back unchanged."""
+    lines: list[str] = []
+    for key, value in cfg.items():
+        if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            for table in value:
+                lines += [f"[[{key}]]", *(f"{k} = {_toml_value(v)}" for k, v in table.items()), ""]
+        elif isinstance(value, dict):
+            lines += [f"[{key}]", *(f"{k} = {_toml_value(v)}" for k, v in value.items()), ""]
+        else:
+            lines.insert(0, f"{key} = {_toml_value(value)}")
+    return "\n".join(lines)

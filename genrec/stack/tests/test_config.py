@@ -162,3 +162,15 @@ def test_auto_retriever_is_tuned_within_its_budget(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "reused" in res.output and time.perf_counter() - t0 < 20
     assert json.loads((tmp_path / "b" / "work" / "auto" / "tuning.json").read_text()) == tuning
+
+
+def test_dump_toml_reads_back_every_shipped_example() -> None:
+    import tomllib
+
+    from genrec.stack.config import dump_toml
+
+    examples = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        cfg = tomllib.loads(path.read_text())
+        assert tomllib.loads(dump_toml(cfg)) == cfg, path
