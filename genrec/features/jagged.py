@@ -17,6 +17,14 @@ if TYPE_CHECKING:  # torchrec is optional (genrec[torchrec]): imported where a K
     from torchrec import KeyedJaggedTensor
 
 
+def last_of(values: np.ndarray, offsets: np.ndarray, empty: int = 0) -> np.ndarray:
+    """The last value of each row of a jagged array, `empty` for an empty row (also when all rows are)."""
+    out = np.full(len(offsets) - 1, empty, dtype=values.dtype if len(values) else np.int64)
+    has = offsets[1:] > offsets[:-1]
+    out[has] = values[offsets[1:][has] - 1]
+    return out
+
+
 def take_jagged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows `rows` of a jagged array -> (values, offsets) of the selection, in that order."""
     starts, ends = offsets[rows], offsets[rows + 1]

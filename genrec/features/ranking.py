@@ -21,7 +21,7 @@ import numpy as np
 from genrec.data.batches import gather_windows
 from genrec.data.sequences import SequenceData
 from genrec.features.encoders import hash_cross
-from genrec.features.jagged import Rows, SparseColumns, take_jagged
+from genrec.features.jagged import Rows, SparseColumns, last_of, take_jagged
 from genrec.features.schema import FeatureSchema, TableSpec
 from genrec.features.tables import FeatureTables
 
@@ -186,7 +186,7 @@ class RankingFeaturizer:
         r = len(cands)
         hist, hist_off = take_jagged(req.recent, req.recent_offsets, of)
         hist_len = np.diff(hist_off)
-        last = np.where(hist_len > 0, hist[np.maximum(hist_off[1:] - 1, 0)], 0)
+        last = last_of(hist, hist_off)
         sp = SparseColumns.single({"cand_item": cands, "last_item": last})
         sp.add("hist_items", hist, hist_off)
         ucat, unum = self._user_ids(req.users[of])
@@ -253,8 +253,7 @@ class RankingFeaturizer:
     def request_user_side(self, req: Requests) -> tuple[np.ndarray, SparseColumns]:
         """Two-tower user inputs of B requests: dense (B, F), sparse columns."""
         hist, off = req.recent, req.recent_offsets
-        n = np.diff(off)
-        last = np.where(n > 0, hist[np.maximum(off[1:] - 1, 0)], 0)
+        last = last_of(hist, off)
         sp = SparseColumns.single({"last_item": last})
         sp.add("hist_items", hist, off)
         ucat, unum = self._user_ids(req.users)

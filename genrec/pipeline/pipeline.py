@@ -258,11 +258,18 @@ class Pipeline:
 
     def run(self, ctx: RequestContext) -> Candidates:
         """All stages in order; per-stage seconds land in ctx.timings."""
-        cands = Candidates()
+        return self.run_many([ctx])[0]
+
+    def run_many(self, ctxs: list[RequestContext]) -> list[Candidates]:
+        """All stages over requests served together (batched where a stage allows): the final candidates;
+        each request's ctx.timings gets the seconds each stage took for the whole batch (what it waited)."""
+        cands = [Candidates() for _ in ctxs]
         for stage in self.stages:
             t0 = time.perf_counter()
-            cands = stage(ctx, cands)
-            ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + time.perf_counter() - t0
+            cands = run_batch(stage, ctxs, cands)
+            dt = time.perf_counter() - t0
+            for ctx in ctxs:
+                ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + dt
         return cands
 
     def run_batch(self, ctxs: list[RequestContext]) -> list[list[Candidates]]:

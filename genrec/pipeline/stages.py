@@ -206,15 +206,32 @@ def retrieval_feature_names(names: list[str]) -> list[str]:
     return [f"{n}_{f}" for n in names for f in ("score", "logrank")] + ["rrf"]
 
 
-def retrieval_features(ctx: RequestContext, items: np.ndarray) -> np.ndarray:
-    """(n,) items -> (n, 2 R + 1) ranker features from the request's R retrieval lists, in stage order."""
+def _ranks_in(listed: np.ndarray, items: np.ndarray, missing: int) -> np.ndarray:
+    """(n,) the 1-based position of each item in `listed` (distinct items, best first), `missing` when absent."""
+    if not len(listed):
+        return np.full(len(items), missing, np.float32)
+    order = np.argsort(listed, kind="stable")
+    at = np.minimum(np.searchsorted(listed, items, sorter=order), len(listed) - 1)
+    hit = listed[order[at]] == items
+    return np.where(hit, order[at] + 1, missing).astype(np.float32)
+
+
+def retrieval_features(ctx: RequestContext, items: np.ndarray, names: list[str] | None = None) -> np.ndarray:
+    """(n,) items -> (n, 2 R + 1) ranker features from the request's retrieval lists of retrievers `names`
+    (default: the lists the request has, in stage order). A retriever that did not run for this request
+    (a sequence model skips a user without history) counts as not retrieving any item: score 0, rank k + 1."""
     n = len(items)
     cols, rrf = [], np.zeros(n, np.float32)
     it = torch.from_numpy(np.asarray(items, np.int64))
-    for r in ctx.retrieved.values():
+    lists = ctx.retrieved
+    miss_k = max((r.k for r in lists.values()), default=200)
+    for name in names if names is not None else list(lists):
+        r = lists.get(name)
+        if r is None:
+            cols += [np.zeros(n, np.float32), np.full(n, np.log1p(miss_k + 1), np.float32)]
+            continue
         score = (r.table[it] @ r.query).numpy()
-        pos = {int(x): p for p, x in enumerate(r.items.tolist(), 1)}
-        rank = np.array([pos.get(int(x), r.k + 1) for x in items.tolist()], np.float32)
+        rank = _ranks_in(r.items, np.asarray(items, np.int64), r.k + 1)
         rrf += np.where(rank <= r.k, 1.0 / (RRF_K + rank), 0.0).astype(np.float32)
         cols += [score, np.log1p(rank)]
     return np.stack([*cols, rrf * 100], axis=-1).astype(np.float32)
@@ -295,23 +312,28 @@ def ranking_rows(
 ) -> Rows:
     """CTR ranker rows of request b x items[b]: ranking a request and training the ranker build the same rows."""
     extra_names = feat.cfg.extra_dense
-    n_retrievers = (len(extra_names) - 1) // 2 if extra_names else 0
+    retrievers = [f.removesuffix("_score") for f in extra_names if f.endswith("_score")]
     for c in ctxs:
-        if n_retrievers and len(c.retrieved) != n_retrievers:
+        if retrievers and not set(c.retrieved) <= set(retrievers):
             raise ValueError(
-                f"{name}: trained with retrieval features {extra_names} ({n_retrievers} retrievers); "
-                f"this request went through {list(c.retrieved) or 'no retrieval stage'}"
+                f"{name}: trained with retrieval features {extra_names} ({len(retrievers)} retrievers); "
+                f"this request went through {list(c.retrieved)}"
             )
     of = np.repeat(np.arange(len(ctxs)), [len(x) for x in items])
     flat = np.concatenate(items).astype(np.int64) if items else np.zeros(0, np.int64)
     extra = None
-    if n_retrievers:
-        extra = np.concatenate([retrieval_features(c, np.asarray(x)) for c, x in zip(ctxs, items, strict=True)])
+    if retrievers:
+        extra = np.concatenate(
+            [retrieval_features(c, np.asarray(x), retrievers) for c, x in zip(ctxs, items, strict=True)]
+        )
     return feat.request_rows(requests_of(ctxs, feat.cfg.history_len), of, flat, extra)
 
 
 class CTRRank:
-    """DLRM / Wide & Deep / LR probabilities for every (request, candidate) row; requests batched."""
+    """DLRM / Wide & Deep / LR probabilities for every (request, candidate) row; requests batched.
+
+    fp32 on purpose: bf16 autocast ran the MLP 3x faster on AVX512-BF16, but its sums depend on the batch's
+    shape, so a page would change with the requests it was batched with (served != offline)."""
 
     def __init__(self, ranker: Ranker, name: str = "ranker", batch_size: int = 8192) -> None:
         self.ranker, self.name, self.batch_size = ranker, name, batch_size

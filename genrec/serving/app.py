@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genrec.data.io import parse_timestamps
 from genrec.pipeline.catalog import merge_rows
+from genrec.serving.batching import MicroBatcher
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import HTTP_METHODS, OTHER, ServingMetrics, bounded, status_class
 from genrec.serving.pipeline import Filters, RequestError, ServingModel
@@ -273,6 +274,7 @@ class ServerState:
         self.bundle: ServingModel | None = None
         self.load_error: str | None = None
         self.reload_lock = threading.Lock()
+        self.batcher = MicroBatcher(config.max_batch_requests, on_batch=lambda n: metrics.batch_size.observe(n))
 
 
 def _field(loc: tuple | list) -> str:
@@ -388,7 +390,10 @@ def create_app(
         import torch
 
         torch.set_num_threads(config.threads)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = config.max_concurrency
+        # with batching, request threads mostly wait for the pipeline thread: let a batch's worth of them in
+        batching = config.max_batch_requests > 1
+        tokens = config.max_concurrency + (config.max_batch_requests if batching else 0)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
         if state.bundle is None:
             threading.Thread(target=load_initial, name="genrec-load", daemon=True).start()
         else:
@@ -396,6 +401,7 @@ def create_app(
             gc.collect()
             gc.freeze()
         yield
+        state.batcher.close()
         state.store.close()
 
     app = FastAPI(
@@ -470,7 +476,7 @@ def create_app(
         )
         t2 = time.perf_counter()
         ctx.timings = {"history": t1 - t0, "prepare": t2 - t1}
-        cands = bundle.run(ctx)
+        cands = state.batcher.run(bundle, ctx)
         for name, secs in ctx.timings.items():
             metrics.stage_latency.observe(secs, stage=name)
         metrics.recommendations.inc(path="cold_start" if ctx.cold_start else "model")

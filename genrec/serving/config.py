@@ -57,9 +57,13 @@ class ServeConfig:
     max_future_skew_s: int = 86_400
     live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
     threads: int = 1  # torch intra-op threads: requests already run in parallel threads
-    # requests computed at once (thread pool size): one per core. More only queues work inside the CPU: on
-    # 2 cores, 8 gave p99 55 ms at 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
+    # request threads at once beyond those waiting for a batch (thread pool size = this + max_batch_requests):
+    # one per core. Without batching, more only queued work inside the CPU: on 2 cores, 8 gave p99 55 ms at
+    # 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
     max_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
+    # requests ranked together by the pipeline thread (genrec/serving/batching.py): whatever is queued when
+    # it becomes free, up to this many; 1 runs each request on its own thread
+    max_batch_requests: int = 32
     dataset_history: bool = True  # seed known users' history from the bundle's histories
     rules: RerankRules | None = None  # None: the bundle's rerank rules (its pipeline's rerank spec)
     stages: list[dict[str, Any]] | None = None  # None: the bundle's pipeline (manifest["pipeline"])
@@ -72,7 +76,8 @@ class ServeConfig:
         """Types and ranges of every key: a ConfigError naming `where` (the file) and the key, at start-up
         rather than a 500 on the first request that reads it."""
         _check_types(self, where)
-        for name in ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency"):
+        positive = ("max_k", "max_batch", "max_body_bytes", "live_history", "threads", "max_concurrency")
+        for name in (*positive, "max_batch_requests"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)}")
         if self.max_future_skew_s < 0:

@@ -163,6 +163,7 @@ class ServingMetrics:
         self.events_duplicate = r.counter("genrec_events_duplicate_total", "Events skipped as already stored (same event_id and payload)")  # fmt: skip
         self.events_conflict = r.counter("genrec_events_conflict_total", "Events rejected with 409: an event_id reused with another payload")  # fmt: skip
         self.recommendations = r.counter("genrec_recommendations_total", "Recommendation responses by path", ("path",))  # fmt: skip
+        self.batch_size = r.histogram("genrec_batch_requests", "Recommendation requests ranked together in one pipeline run", buckets=(1, 2, 4, 8, 16, 32, 64, 128))  # fmt: skip
         self.reloads = r.counter("genrec_model_reloads_total", "Admin model reloads by outcome", ("outcome",))
 
     def render(self) -> str:

@@ -80,6 +80,18 @@ def test_served_top_k_equals_the_offline_pipeline(stack: Path, tmp_path: Path) -
             assert f'genrec_stage_latency_seconds_count{{stage="{stage}"}} {len(ctxs)}' in text
 
 
+def test_a_new_user_without_events_gets_a_full_ranked_page(stack: Path, tmp_path: Path) -> None:
+    """A user the bundle never saw and who posted nothing: two-tower (attributes only) + popularity, ranked."""
+    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}")
+    with TestClient(create_app(cfg, bundle=ServingModel.load(stack, cfg))) as client:
+        for user in ("never-seen-1", "never-seen-2"):
+            r = client.post("/v1/recommend", json={"user_id": user, "k": 10})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["history_length"] == 0 and len(body["items"]) == 10
+            assert {it["stage"] for it in body["items"]} == {"dlrm"}
+
+
 def test_served_page_is_back_filled_under_the_category_cap(stack: Path, tmp_path: Path) -> None:
     from genrec.pipeline.core import RerankRules
 

@@ -1,0 +1,102 @@
+"""Micro-batched serving ranks each request exactly as it would alone (the offline pipeline's batched calls)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.bundle import Bundle
+from genrec.data.sequences import leave_one_out
+from genrec.pipeline.core import RequestContext
+from genrec.pipeline.pipeline import Pipeline
+from genrec.serving.batching import MicroBatcher
+from genrec.serving.tests.test_served_pipeline import stack  # noqa: F401 - the full-stack bundle fixture
+
+
+def _contexts(pipe: Pipeline, n: int) -> list[RequestContext]:
+    split = leave_one_out(pipe.sequences)
+    u, e, _ = split.eval_inputs("test")
+    return pipe.offline_contexts(split.data, u[:n], e[:n], k=10)
+
+
+def test_batched_requests_get_their_own_pages(stack: Path) -> None:  # noqa: F811
+    pipe = Pipeline.from_bundle(Bundle.open(stack))
+    alone = [pipe.run(c) for c in _contexts(pipe, 24)]
+    sizes: list[int] = []
+    release = threading.Event()
+
+    def on_batch(n: int) -> None:
+        sizes.append(n)
+        release.wait(10)  # hold the first batch until every request is queued: the rest run as one batch
+
+    batcher = MicroBatcher(max_requests=32, on_batch=on_batch)
+    ctxs = _contexts(pipe, 24)
+    ctxs[5].user_index, ctxs[5].history.items = -1, ctxs[5].history.items[:0]  # a cold request in the batch
+    ctxs[5].history.timestamps = ctxs[5].history.timestamps[:0]
+    ctxs[5].history.type_codes = ctxs[5].history.type_codes[:0]
+    ctxs[5].history.purchased = ctxs[5].history.purchased[:0]
+    out: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        out[i] = batcher.run(pipe, ctxs[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(ctxs))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while sum(sizes) + batcher._queue.qsize() < len(ctxs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert sum(sizes) == len(ctxs) and len(sizes) == 2  # the held batch, then all the others as one
+    for i, page in out.items():
+        if i == 5:
+            assert len(page.items) == 10  # answered from the two-tower and popularity stages
+            continue
+        ref = alone[i]
+        assert page.items.tolist() == ref.items.tolist()
+        np.testing.assert_allclose(page.scores.numpy(), ref.scores.numpy(), rtol=1e-4, atol=1e-6)
+        assert page.stages == ref.stages
+    assert all("dlrm" in c.timings for c in ctxs)
+
+
+def test_a_failing_request_does_not_fail_its_batch(stack: Path) -> None:  # noqa: F811
+    pipe = Pipeline.from_bundle(Bundle.open(stack))
+    ctxs = _contexts(pipe, 6)
+    ctxs[2].allowed = torch.zeros(3, dtype=torch.bool)  # a broken request: its mask has the wrong length
+    release = threading.Event()
+    batcher = MicroBatcher(max_requests=8, on_batch=lambda n: release.wait(10))
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        try:
+            results[i] = batcher.run(pipe, ctxs[i])
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(ctxs))]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    release.set()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert isinstance(results[2], Exception)
+    assert all(len(results[i].items) == 10 for i in range(len(ctxs)) if i != 2)
+
+
+@pytest.mark.parametrize("n", [1])
+def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:  # noqa: F811
+    pipe = Pipeline.from_bundle(Bundle.open(stack))
+    batcher = MicroBatcher(max_requests=n)
+    ctx = _contexts(pipe, 1)[0]
+    assert batcher.run(pipe, ctx).items.tolist() == pipe.run(_contexts(pipe, 1)[0]).items.tolist()
+    assert batcher._thread is None
