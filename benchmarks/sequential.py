@@ -75,6 +75,7 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         **{m: COMMON + ["--time-budget", "15", *BEAUTY] for m in ("sasrec", "hstu", "hstu-large")},
         # item attributes (brand + categories) added to the id embeddings, in and out
         "sasrec-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY],
+        "hstu-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY],
         "auto": AUTO,
     },
 }

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from genrec.models.sparse import FeatureSchema, make_ebc, mlp
+from genrec.models.sparse import FeatureSchema, make_ebc, mlp, pooled_columns
 
 
 @dataclass
@@ -57,6 +57,6 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """dense: (B, num_dense) float, sparse: KJT over B rows -> (B,) logits."""
-        pooled = self.ebc(sparse)  # KeyedTensor; read by key, never by position
-        emb = torch.stack([pooled[k] for k in self.keys], dim=1)  # (B, F, d)
+        pooled = self.ebc(sparse)  # KeyedTensor; read by key (a sharded collection may order them otherwise)
+        emb = pooled_columns(pooled, self.keys).view(len(dense), len(self.keys), -1)  # (B, F, d)
         return self.top(dot_interaction(self.bottom(dense), emb)).squeeze(-1)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedTensor, PoolingType
 
 from genrec.features.schema import FeatureSchema, TableSpec
 
-__all__ = ["FeatureSchema", "TableSpec", "make_ebc", "mlp"]
+__all__ = ["FeatureSchema", "TableSpec", "make_ebc", "mlp", "pooled_columns"]
 
 
 def make_ebc(tables: list[TableSpec], dim: int, init_std: float | None = None) -> EmbeddingBagCollection:
@@ -36,6 +36,15 @@ def make_ebc(tables: list[TableSpec], dim: int, init_std: float | None = None) -
         for p in ebc.parameters():
             nn.init.normal_(p, std=init_std)
     return ebc
+
+
+def pooled_columns(pooled: KeyedTensor, keys: list[str]) -> torch.Tensor:
+    """(B, sum of the keys' widths): the pooled embeddings of `keys`, side by side in that order. When they are
+    all of the collection's keys in its order (the usual case) this is its values() as they are: one tensor,
+    not one dict lookup and copy per key (which cost more than the lookups on a 200-row request)."""
+    if list(pooled.keys()) == list(keys):
+        return pooled.values()
+    return torch.cat([pooled[k] for k in keys], dim=1)
 
 
 def mlp(sizes: list[int], final_activation: bool = True, dropout: float = 0.0) -> nn.Sequential:

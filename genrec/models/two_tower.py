@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from genrec.models.sparse import FeatureSchema, make_ebc, mlp
+from genrec.models.sparse import FeatureSchema, make_ebc, mlp, pooled_columns
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Tower(nn.Module):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """dense: (B, num_dense), sparse: KJT over B rows -> (B, dim) L2-normalised."""
         pooled = self.ebc(sparse)
-        x = torch.cat([dense, *(pooled[k] for k in self.keys)], dim=1)
+        x = torch.cat([dense, pooled_columns(pooled, self.keys)], dim=1)
         return F.normalize(self.mlp(x), dim=-1)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from genrec.models.sparse import FeatureSchema, make_ebc, mlp
+from genrec.models.sparse import FeatureSchema, make_ebc, mlp, pooled_columns
 
 
 class LinearModel(nn.Module):
@@ -29,7 +29,7 @@ class LinearModel(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         pooled = self.ebc(sparse)
-        wide = sum(pooled[k] for k in self.keys) if self.keys else 0.0
+        wide = pooled_columns(pooled, self.keys).sum(1, keepdim=True) if self.keys else 0.0  # 1-d bags
         return (self.dense(dense) + wide).squeeze(-1)
 
 
@@ -62,6 +62,6 @@ class WideDeep(nn.Module):
         logit = self.wide(dense, sparse)
         if self.deep is not None:
             pooled = self.deep_ebc(sparse)
-            x = torch.cat([dense, *(pooled[k] for k in self.deep_keys)], dim=1)
+            x = torch.cat([dense, pooled_columns(pooled, self.deep_keys)], dim=1)
             logit = logit + self.deep(x).squeeze(-1)
         return logit
