@@ -69,7 +69,10 @@ def measure(bundle: Path, max_users: int | None, cmd: str, console: Console) -> 
     records = evaluate(pipe, "test", max_users)
     secs = time.perf_counter() - t0
     console.print(f"{bundle}: {records[0]['metrics']['users']} users through {len(pipe.stages)} stages in {secs:.1f} s")
-    return [{**r, "bundle": str(bundle), "eval_seconds": round(secs, 2), "command": cmd} for r in records]
+    argv = Bundle.open(bundle).manifest.get("command") or []
+    made = " ".join(["genrec", *map(shlex.quote, argv[1:])]) if argv else None
+    return [{**r, "bundle": str(bundle), "eval_seconds": round(secs, 2), "command": cmd, "trained_by": made}
+            for r in records]  # fmt: skip
 
 
 def write_md(records: list[dict[str, Any]], path: Path) -> None:
@@ -81,8 +84,12 @@ def write_md(records: list[dict[str, Any]], path: Path) -> None:
         recall = next((f"{v:.4f} (@{k.split('@')[1]})" for k, v in m.items() if k.startswith("recall@")), "")
         lines.append(f"| {r['dataset']} | {r['stage']} | {r['name']} | {' + '.join(r['components'])} | "
                      f"{m['HR@10']:.4f} | {m['NDCG@10']:.4f} | {recall} | {m['users']} |")  # fmt: skip
-    commands = sorted({r["command"] for r in records})
-    lines += ["", "Command: " + "; ".join(f"`{c}`" for c in commands), ""]
+    lines += ["", "Commands (per dataset: the bundle's training command, then the measurement):", ""]
+    for ds in dict.fromkeys(r["dataset"] for r in records):
+        r = next(x for x in records if x["dataset"] == ds)
+        made = f"`{r['trained_by']}`, then " if r.get("trained_by") else ""
+        lines.append(f"- {ds}: {made}`{r['command']}`")
+    lines.append("")
     path.write_text("\n".join(lines))
 
 
@@ -123,6 +130,9 @@ def main() -> None:
     out = args.out or RESULTS / ("pipeline.json" if args.config or args.bundle else "pipeline_quick.json")
     bundles = [ensure_bundle(c, args.runs, console) for c in configs] + list(args.bundle)
     records = [r for b in bundles for r in measure(b, max_users, cmd, console)]
+    if out.exists():  # other datasets' records stay (each dataset is measured by its own, long, run)
+        done = {r["dataset"] for r in records}
+        records = [r for r in json.loads(out.read_text()) if r["dataset"] not in done] + records
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=2))
     write_md(records, out.with_suffix(".md"))

@@ -50,18 +50,21 @@ def fuse(ctx: RequestContext, cands: Candidates, name: str, scores: torch.Tensor
     if len(lists) == 1:
         new = Candidates(torch.from_numpy(own), scores.float(), [name] * len(own), [tier] * len(own))
     else:
-        fused: dict[int, float] = {}
-        label: dict[int, str] = {}
-        for stage, r in lists:
-            for rank, item in enumerate(r.items.tolist(), 1):
-                fused[item] = fused.get(item, 0.0) + 1.0 / (RRF_K + rank)
-                label.setdefault(item, stage)
-        best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[: max(r.k for _, r in lists)]
-        items = torch.tensor([i for i, _ in best], dtype=torch.long)
-        new = Candidates(items, torch.tensor([s for _, s in best]), [label[i] for i, _ in best], [tier] * len(best))
+        # RRF: sum over lists of 1 / (RRF_K + rank), summed in stage order; ties by item index
+        every = np.concatenate([np.asarray(r.items, np.int64) for _, r in lists])
+        ranks = np.concatenate([np.arange(1, len(r.items) + 1, dtype=np.float64) for _, r in lists])
+        which = np.repeat(np.arange(len(lists)), [len(r.items) for _, r in lists])
+        uniq, first, inv = np.unique(every, return_index=True, return_inverse=True)
+        fused = np.bincount(inv, weights=1.0 / (RRF_K + ranks), minlength=len(uniq))
+        best = np.lexsort((uniq, -fused))[: max(r.k for _, r in lists)]
+        names = [stage for stage, _ in lists]
+        labels = [names[j] for j in which[first[best]].tolist()]  # the first list that has the item
+        scores = torch.from_numpy(fused[best].astype(np.float32))
+        new = Candidates(torch.from_numpy(uniq[best]), scores, labels, [tier] * len(best))
     if rest:
         old = cands.select(rest)
-        keep = [j for j, i in enumerate(old.items.tolist()) if i not in set(new.items.tolist())]
+        taken = set(new.items.tolist())
+        keep = [j for j, i in enumerate(old.items.tolist()) if i not in taken]
         new = new.extend(old.items[keep], old.scores[keep], "", tier)  # placeholder labels, fixed below
         new.stages[len(new) - len(keep) :] = [old.stages[j] for j in keep]
         new.tiers[len(new) - len(keep) :] = [old.tiers[j] for j in keep]

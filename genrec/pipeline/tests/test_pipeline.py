@@ -143,3 +143,28 @@ def test_bundle_pipeline_runs_its_declared_stages(tmp_path):
     assert json.loads(out.read_text()) == records and "NDCG@10" in res.output
     bad = CliRunner().invoke(pipeline_app, ["evaluate", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "error" in bad.output
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 30), min_size=0, max_size=12, unique=True), min_size=2, max_size=3))
+def test_rrf_fusion_matches_its_definition(lists):
+    """fuse(): sum of 1 / (60 + rank) over the lists, best first, ties by item index, labelled by the first
+    list (in stage order) that has the item, cut to the largest k."""
+    from genrec.pipeline.core import History, Retrieved
+    from genrec.pipeline.stages import RRF_K, fuse
+
+    e = np.zeros(0, np.int64)
+    ctx = RequestContext("u", 0, 10, History(e, e, np.zeros(0, bool), e, num_dataset=0), torch.ones(31, dtype=torch.bool), {})
+    for j, items in enumerate(lists):
+        ctx.retrieved[f"r{j}"] = Retrieved(torch.zeros(2), torch.zeros(31, 2), np.array(items, np.int64), 8)
+    out = fuse(ctx, Candidates(), f"r{len(lists) - 1}", torch.zeros(0))
+    ref: dict[int, float] = {}
+    label: dict[int, str] = {}
+    for j, items in enumerate(lists):
+        for rank, item in enumerate(items, 1):
+            ref[item] = ref.get(item, 0.0) + 1.0 / (RRF_K + rank)
+            label.setdefault(item, f"r{j}")
+    want = sorted(ref, key=lambda i: (-ref[i], i))[:8]
+    assert out.items.tolist() == want
+    assert out.stages == [label[i] for i in want]
+    np.testing.assert_allclose(out.scores.numpy(), [ref[i] for i in want], rtol=1e-6)
