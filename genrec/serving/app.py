@@ -26,6 +26,7 @@ import gc
 import logging
 import math
 import secrets
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -390,6 +391,7 @@ def create_app(
         import torch
 
         torch.set_num_threads(config.threads)
+        sys.setswitchinterval(config.switch_interval_ms / 1e3)
         # with batching, request threads mostly wait for the pipeline thread: let a batch's worth of them in
         batching = config.max_batch_requests > 1
         tokens = config.max_concurrency + (config.max_batch_requests if batching else 0)

@@ -179,3 +179,18 @@ def test_any_catalog_column_is_an_attribute_lists_numbers_and_default_choice(tmp
     ds = load_path(tmp_path / "events.csv")
     with pytest.raises(ValueError, match="no attribute columns to use.*--attributes"):
         item_attribute_tokens(ds, leave_one_out(ds.sequences))
+
+
+def test_covisit_dense_table_reads_like_the_sparse_keys():
+    from genrec.features.covisit import CoVisitation
+
+    rng = np.random.default_rng(0)
+    v = 50
+    keys = np.unique(rng.integers(1, v + 1, (400, 2)) @ np.array([v + 1, 1]))
+    counts = rng.integers(1, 9, len(keys)).astype(np.float32)
+    a, b = rng.integers(0, v + 1, 5000), rng.integers(0, v + 1, 5000)
+    dense = CoVisitation(keys, counts, v).lookup(a, b)  # 51^2 entries: the dense path
+    sparse = CoVisitation(keys, counts, v)
+    sparse.DENSE_MAX_ENTRIES = 0  # the binary-search path
+    np.testing.assert_array_equal(dense, sparse.lookup(a, b))
+    assert dense.dtype == np.float32 and (dense > 0).any() and (dense[(a == 0) | (b == 0)] == 0).all()
