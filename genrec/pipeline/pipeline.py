@@ -481,6 +481,7 @@ def evaluate(
     batch: int = 256,
     dataset: str | None = None,
     progress: Any = None,
+    users: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Leave-one-out evaluation of the pipeline's own stage objects: for each evaluation user of the split
     (test: target = last event, input = the events before it; valid: second-to-last) a request from that
@@ -491,7 +492,7 @@ def evaluate(
     if pipe.sequences is None:
         raise ValueError("evaluate: the pipeline has no dataset histories to evaluate on")
     split = leave_one_out(pipe.sequences)
-    users = split.eval_users
+    users = split.eval_users if users is None else np.sort(np.asarray(users, np.int64))  # dataset user indices
     if max_users is not None and max_users < len(users):
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     u_all, e_all, t_all = eval_positions(split, which, users)

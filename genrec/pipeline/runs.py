@@ -218,6 +218,27 @@ def context_pipeline(ctx: Context, components: dict[str, Any], specs: list[dict]
 # ---- rankers -----------------------------------------------------------------------------------------
 
 
+def ranker_holdout_users(bundle: Bundle) -> np.ndarray | None:
+    """Dataset user indices whose validation targets the bundle's CTR ranker never trained on (it learns on
+    the other users' validation targets), or None when the bundle has no such ranker. Older bundles without
+    the stored list get it rebuilt from the ranker's seed and setup, as train_ranker drew it."""
+    try:
+        comp = bundle.component(role="ranking")
+    except (KeyError, ValueError, BundleError):
+        return None
+    cfg = comp.config
+    if "setup" not in cfg or "train" not in cfg:
+        return None
+    if "holdout_users" in cfg:
+        return np.asarray(cfg["holdout_users"], np.int64)
+    from genrec.data.sequences import leave_one_out
+
+    seed = int(cfg["train"].get("seed", 0))
+    users = user_subset(leave_one_out(bundle.sequences()).eval_users, cfg["setup"].get("max_users"), seed)
+    hold = np.random.default_rng(seed).random(len(users)) < cfg["setup"].get("holdout", 0.1)
+    return users[hold]
+
+
 def user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or limit >= len(users):
         return users

@@ -66,9 +66,18 @@ def evaluate(
         if bundle is not None:
             from genrec.bundle import Bundle
 
-            pipe = Pipeline.from_bundle(Bundle.open(bundle))
+            b = Bundle.open(bundle)
+            pipe = Pipeline.from_bundle(b)
             name = pipe.sequences.name if pipe.sequences is not None else str(bundle)
-            records = run_evaluate(pipe, split, max_users, dataset=name)
+            users = None
+            if split == "valid":
+                from genrec.pipeline.runs import ranker_holdout_users
+
+                users = ranker_holdout_users(b)
+                if users is not None:  # the others' validation targets are the ranker's training labels
+                    console.print(f"valid split: the {len(users):,} users whose validation targets the ranker "
+                                  "held out (it trained on the others')")  # fmt: skip
+            records = run_evaluate(pipe, split, max_users, dataset=name, users=users)
             title = f"{split} split, {name}: {' -> '.join(s.name for s in pipe.stages)}"
         else:
             if not retrieval or not dataset:

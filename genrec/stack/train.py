@@ -114,6 +114,7 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     cfg_dict = model.config.to_dict() if hasattr(model, "config") else {"kind": "lr", "schema": feat.schema().to_dict()}
     meta = {"model": cfg_dict, "features": asdict(fcfg), "train": asdict(ccfg), "setup": setup_opts,
             "retrieval": [str(r) for r in retrieval], "retriever_names": names,
+            "holdout_users": users[hold].tolist(),  # valid targets it never trained on: pipeline validation
             "scaler": asdict(scaler)}  # fmt: skip
     metrics = {"dataset": ctx.name, "model": kind, "valid": res.best_valid, "best_epoch": res.best_epoch,
                "test_rows": test, "rows": {"train": len(tr), "valid": len(va), "test": len(te)},

@@ -154,7 +154,9 @@ def test_rrf_fusion_matches_its_definition(lists):
     from genrec.pipeline.stages import RRF_K, fuse
 
     e = np.zeros(0, np.int64)
-    ctx = RequestContext("u", 0, 10, History(e, e, np.zeros(0, bool), e, num_dataset=0), torch.ones(31, dtype=torch.bool), {})
+    ctx = RequestContext(
+        "u", 0, 10, History(e, e, np.zeros(0, bool), e, num_dataset=0), torch.ones(31, dtype=torch.bool), {}
+    )
     for j, items in enumerate(lists):
         ctx.retrieved[f"r{j}"] = Retrieved(torch.zeros(2), torch.zeros(31, 2), np.array(items, np.int64), 8)
     out = fuse(ctx, Candidates(), f"r{len(lists) - 1}", torch.zeros(0))

@@ -100,3 +100,15 @@ def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:  # noqa: F811
     ctx = _contexts(pipe, 1)[0]
     assert batcher.run(pipe, ctx).items.tolist() == pipe.run(_contexts(pipe, 1)[0]).items.tolist()
     assert batcher._thread is None
+
+
+def test_validation_users_are_the_rankers_held_out_ones(stack: Path) -> None:  # noqa: F811
+    """`genrec pipeline evaluate --split valid` scores only users whose validation target the ranker did not
+    train on; bundles from before the list was stored rebuild the same users from the ranker's seed."""
+    from genrec.pipeline.runs import ranker_holdout_users
+
+    b = Bundle.open(stack)
+    stored = ranker_holdout_users(b)
+    assert stored is not None and 0 < len(stored) < len(b.sequences().offsets) - 1
+    b.components["dlrm"].config.pop("holdout_users")
+    np.testing.assert_array_equal(ranker_holdout_users(b), stored)
