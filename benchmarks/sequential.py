@@ -76,6 +76,11 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         # item attributes (brand + categories) added to the id embeddings, in and out
         "sasrec-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY],
         "hstu-attr": [*COMMON[:-2], "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY],
+        # + weight EMA (decay 0.998), the ML-1M winner's regulariser; run side by side at 1 thread each
+        **{
+            m: [*COMMON[:-2], "--ema", "0.998", "--patience", "15", "--time-budget", "15", "--item-attributes", *BEAUTY]
+            for m in ("hstu-attr-ema", "hstu-large-attr-ema")
+        },
         "auto": AUTO,
     },
 }
