@@ -261,23 +261,20 @@ class Pipeline:
         return self.run_many([ctx])[0]
 
     def run_many(self, ctxs: list[RequestContext]) -> list[Candidates]:
-        """All stages over requests served together (batched where a stage allows): the final candidates;
+        """All stages over requests served together: the final candidates (see run_batch)."""
+        return self.run_batch(ctxs)[-1]
+
+    def run_batch(self, ctxs: list[RequestContext]) -> list[list[Candidates]]:
+        """All stages over many requests (batched where a stage allows): the candidates after each stage;
         each request's ctx.timings gets the seconds each stage took for the whole batch (what it waited)."""
         cands = [Candidates() for _ in ctxs]
+        after = []
         for stage in self.stages:
             t0 = time.perf_counter()
             cands = run_batch(stage, ctxs, cands)
             dt = time.perf_counter() - t0
             for ctx in ctxs:
                 ctx.timings[stage.name] = ctx.timings.get(stage.name, 0.0) + dt
-        return cands
-
-    def run_batch(self, ctxs: list[RequestContext]) -> list[list[Candidates]]:
-        """All stages over many requests (batched where a stage allows): the candidates after each stage."""
-        cands = [Candidates() for _ in ctxs]
-        after = []
-        for stage in self.stages:
-            cands = run_batch(stage, ctxs, cands)
             after.append(cands)
         return after
 

@@ -233,10 +233,15 @@ def ranker_holdout_users(bundle: Bundle) -> np.ndarray | None:
         return np.asarray(cfg["holdout_users"], np.int64)
     from genrec.data.sequences import leave_one_out
 
-    seed = int(cfg["train"].get("seed", 0))
-    users = user_subset(leave_one_out(bundle.sequences()).eval_users, cfg["setup"].get("max_users"), seed)
-    hold = np.random.default_rng(seed).random(len(users)) < cfg["setup"].get("holdout", 0.1)
+    users, hold = ranker_users(leave_one_out(bundle.sequences()).eval_users, cfg["setup"], int(cfg["train"].get("seed", 0)))  # fmt: skip
     return users[hold]
+
+
+def ranker_users(eval_users: np.ndarray, setup: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The users whose validation targets a CTR ranker learns on (max_users of them) and the held-out mask
+    (a `holdout` share, default 0.1) over them: the one draw training and ranker_holdout_users share."""
+    users = user_subset(eval_users, setup.get("max_users"), seed)
+    return users, np.random.default_rng(seed).random(len(users)) < setup.get("holdout", 0.1)
 
 
 def user_subset(users: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from genrec.evaluation.evaluate import evaluate_scorer
 from genrec.features.ranking import FeatureConfig
 from genrec.index.ann import ExactIndex, FaissIndex, load_index, recall_vs_exact
 from genrec.models.two_tower import TwoTower, TwoTowerConfig
-from genrec.pipeline.runs import Context, progress_bar, retrieval_stage, table_files, user_subset
+from genrec.pipeline.runs import Context, progress_bar, ranker_users, retrieval_stage, table_files, user_subset
 from genrec.pipeline.stages import retrieval_feature_names, training_rows
 from genrec.ranking.inference import (
     RANKERS,
@@ -86,9 +86,7 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
     mkw = {k_: opts.pop(k_) for k_ in ("dim", "bottom", "top", "deep_layers", "dropout") if k_ in opts}
     opts.setdefault("select", "NDCG@10")  # what the pipeline needs: the order inside each candidate list
     ccfg = CTRConfig(**opts)
-    users = user_subset(ctx.split.eval_users, setup_opts.get("max_users"), ccfg.seed)
-    rng = np.random.default_rng(ccfg.seed)
-    hold = rng.random(len(users)) < setup_opts.get("holdout", 0.1)
+    users, hold = ranker_users(ctx.split.eval_users, setup_opts, ccfg.seed)
     sample = {"n_hard": setup_opts.get("n_hard", 20), "n_random": setup_opts.get("n_random", 10)}
     sample["only_retrieved"] = setup_opts.get("only_retrieved", True)
     lists = setup_opts.get("lists_per_user", 1)

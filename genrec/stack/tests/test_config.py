@@ -48,23 +48,35 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("edit", "message", "base"),
     [
-        (("epochs = 1\nmax_len", "epoch = 1\nmax_len"), r"\[\[retrieval\]\] #1 \(sasrec\): unknown key 'epoch'"),
-        (('model = "two-tower"', 'model = "two-tower"\nmax_len = 5'), r"#2 \(two-tower\): unknown key 'max_len'"),
-        (('model = "lr"', 'model = "lr"\nlayers = 2'), r"\[ranking\] \(lr\): unknown key 'layers'"),
-        (('model = "lr"', 'model = "gbdt"'), r"\[ranking\]: key 'model' must be one of"),
-        (('model = "sasrec"', 'model = "bert4rec"'), r"#1: key 'model' is 'bert4rec'"),
-        (("max_per_category = 2", "max_per_cat = 2"), r"\[rerank\]: unknown key 'max_per_cat'"),
-        (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'"),
-        (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'"),
-        (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing"),
-        (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss"),
-        (("[data]", "[data"), r"not valid TOML"),
+        (
+            ("epochs = 1\nmax_len", "epoch = 1\nmax_len"),
+            r"\[\[retrieval\]\] #1 \(sasrec\): unknown key 'epoch'",
+            "tiny",
+        ),
+        (
+            ('model = "two-tower"', 'model = "two-tower"\nmax_len = 5'),
+            r"#2 \(two-tower\): unknown key 'max_len'",
+            "tiny",
+        ),
+        (('model = "lr"', 'model = "lr"\nlayers = 2'), r"\[ranking\] \(lr\): unknown key 'layers'", "tiny"),
+        (('model = "lr"', 'model = "gbdt"'), r"\[ranking\]: key 'model' must be one of", "tiny"),
+        (('model = "sasrec"', 'model = "bert4rec"'), r"#1: key 'model' is 'bert4rec'", "tiny"),
+        (("max_per_category = 2", "max_per_cat = 2"), r"\[rerank\]: unknown key 'max_per_cat'", "tiny"),
+        (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'", "tiny"),
+        (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'", "tiny"),
+        (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing", "tiny"),
+        (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss", "tiny"),
+        (("[data]", "[data"), r"not valid TOML", "tiny"),
+        # an auto retriever (AUTO below)
+        (("time_budget = 0.4\n", ""), r"#1 \(auto\): key 'time_budget' \(minutes, > 0\) is required", "auto"),
+        (("time_budget = 0.4", "time_budget = 0"), r"key 'time_budget' \(minutes, > 0\) is required", "auto"),
+        (("time_budget = 0.4", "time_budget = 0.4\nepochs = 3"), r"#1 \(auto\): unknown key 'epochs'", "auto"),
     ],
 )
-def test_config_errors_name_the_file_and_key(tmp_path, edit, message) -> None:
-    path = write(tmp_path, TINY.replace(*edit, 1))
+def test_config_errors_name_the_file_and_key(tmp_path, edit, message, base) -> None:
+    path = write(tmp_path, {"tiny": TINY, "auto": AUTO}[base].replace(*edit, 1))
     with pytest.raises(ConfigError, match=message) as e:
         load_pipeline_config(path)
     assert str(e.value).startswith(f"{path}: ")
@@ -123,21 +135,6 @@ model = "auto"
 time_budget = 0.4
 k = 40
 """
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (("time_budget = 0.4\n", ""), r"#1 \(auto\): key 'time_budget' \(minutes, > 0\) is required"),
-        (("time_budget = 0.4", "time_budget = 0"), r"key 'time_budget' \(minutes, > 0\) is required"),
-        (("time_budget = 0.4", "time_budget = 0.4\nepochs = 3"), r"#1 \(auto\): unknown key 'epochs'"),
-    ],
-)
-def test_auto_retriever_errors_name_the_file_and_key(tmp_path, edit, message) -> None:
-    path = write(tmp_path, AUTO.replace(*edit, 1))
-    with pytest.raises(ConfigError, match=message) as e:
-        load_pipeline_config(path)
-    assert str(e.value).startswith(f"{path}: ")
 
 
 def test_auto_retriever_is_tuned_within_its_budget(tmp_path) -> None:
