@@ -139,14 +139,7 @@ class RankingFeaturizer:
         return x
 
     def dense_names(self) -> list[str]:
-        t = self.t
-        return (
-            [f"i_{n}" for n in t.items.num]
-            + [f"u_{n}" for n in t.users.num]
-            + ["hist_len_log", "recent_cat_share"]
-            + (["covisit_last", "covisit_recent"] if self.t.covisit is not None else [])
-            + list(self.cfg.extra_dense)
-        )
+        return [name for _, dense in self.sides().values() for name in dense]
 
     def schema(self) -> FeatureSchema:
         t = self.t
@@ -180,30 +173,79 @@ class RankingFeaturizer:
         labels: np.ndarray | None = None,
         groups: np.ndarray | None = None,
     ) -> Rows:
-        """Row r = request of[r] with candidate cands[r]. of, cands: (R,) int64 -> Rows."""
-        t, cfg = self.t, self.cfg
+        """Row r = request of[r] with candidate cands[r]. of, cands: (R,) int64 -> Rows: the item side of
+        cands[r], the request side of of[r] and the pair's own columns, side by side (dense in dense_names order)."""
         of, cands = np.asarray(of, np.int64), np.asarray(cands, np.int64)
+        i_dense, i_sp = self.item_columns(cands)
+        q_dense, q_sp = self.request_columns(req)
+        p_dense, p_sp = self.pair_columns(req, of, cands, extra)
+        q_sp = q_sp.take(of)
+        sp = SparseColumns(
+            {**i_sp.values, **q_sp.values, **p_sp.values}, {**i_sp.offsets, **q_sp.offsets, **p_sp.offsets}
+        )
+        dense = np.concatenate([i_dense, q_dense[of], p_dense], 1)
+        lab = np.zeros(len(cands), np.float32) if labels is None else np.asarray(labels, np.float32)
+        return Rows(dense, sp, lab, groups)
+
+    # ---- the three sides of a ranking row: what depends on the item, on the request, on both ---------------
+    def sides(self) -> dict[str, tuple[list[str], list[str]]]:
+        """side -> (sparse keys, dense names) of a row's item, request and pair columns (the pair's sparse
+        keys are the wide part's crosses). A scorer that is linear in some inputs precomputes the item side."""
+        t = self.t
+        return {
+            "item": (["cand_item", *(f"i_{n}" for n in [*t.items.cat, *t.items.multi])], [f"i_{n}" for n in t.items.num]),
+            "request": (
+                ["hist_items", "last_item", *(f"u_{n}" for n in t.users.cat), *self._context_sizes()],
+                [*(f"u_{n}" for n in t.users.num), "hist_len_log"],
+            ),
+            "pair": (
+                self._crosses(),
+                ["recent_cat_share"] + (["covisit_last", "covisit_recent"] if t.covisit is not None else [])
+                + list(self.cfg.extra_dense),
+            ),
+        }  # fmt: skip
+
+    def item_columns(self, items: np.ndarray) -> tuple[np.ndarray, SparseColumns]:
+        """Candidate-side columns of `items` (n,): dense (n, item numeric attributes), sparse id columns."""
+        t = self.t
+        items = np.asarray(items, np.int64)
+        sp = SparseColumns.single({"cand_item": items})
+        for n, ids in t.items.cat.items():
+            sp.add(f"i_{n}", ids[items])
+        for n, (vals, offs) in t.items.multi.items():
+            sp.add(f"i_{n}", *take_jagged(vals, offs, items))
+        cols = [t.items.num[n][items] for n in t.items.num]
+        return _stack(cols, len(items)), sp
+
+    def request_columns(self, req: Requests) -> tuple[np.ndarray, SparseColumns]:
+        """Request-side columns of B requests: recent and last item, user attributes, request context."""
+        hist, off = req.recent, req.recent_offsets
+        sp = SparseColumns.single({"last_item": last_of(hist, off)})
+        sp.add("hist_items", hist, off)
+        ucat, unum = self._user_ids(req.users)
+        for n, ids in ucat.items():
+            sp.add(f"u_{n}", ids)
+        for n, ids in self._context_ids(req).items():
+            sp.add(n, ids)
+        cols = list(unum.values()) + [np.log1p(req.hist_len).astype(np.float32)]
+        return _stack(cols, len(req)), sp
+
+    def pair_columns(
+        self, req: Requests, of: np.ndarray, cands: np.ndarray, extra: np.ndarray | None = None
+    ) -> tuple[np.ndarray, SparseColumns]:
+        """Columns of (request of[r], candidate cands[r]) pairs: hashed crosses, recent-category share,
+        co-visitation counts, then the caller's `extra` columns (R, len(extra_dense))."""
+        t, cfg = self.t, self.cfg
         r = len(cands)
         hist, hist_off = take_jagged(req.recent, req.recent_offsets, of)
         hist_len = np.diff(hist_off)
         last = last_of(hist, hist_off)
-        sp = SparseColumns.single({"cand_item": cands, "last_item": last})
-        sp.add("hist_items", hist, hist_off)
-        ucat, unum = self._user_ids(req.users[of])
-        for n, ids in ucat.items():
-            sp.add(f"u_{n}", ids)
-        for n, ids in t.items.cat.items():
-            sp.add(f"i_{n}", ids[cands])
-        for n, (vals, offs) in t.items.multi.items():
-            sp.add(f"i_{n}", *take_jagged(vals, offs, cands))
-        for n, ids in self._context_ids(req).items():
-            sp.add(n, ids[of])
         b = cfg.cross_buckets
         cand_cat = t.category[cands]
-        sp.add("x_last_item_cand", hash_cross(last, cands, b))
+        sp = SparseColumns.single({"x_last_item_cand": hash_cross(last, cands, b)})
         if t.category.max() > 0:
             sp.add("x_last_cat_cand_cat", hash_cross(t.category[last], cand_cat, b))
-            for n, ids in ucat.items():
+            for n, ids in self._user_ids(req.users[of])[0].items():
                 sp.add(f"x_u_{n}_cand_cat", hash_cross(ids, cand_cat, b))
         # share of the recent items in the candidate's category: a cheap, strong ranking signal
         same = (t.category[hist] == np.repeat(cand_cat, hist_len)) & (np.repeat(cand_cat, hist_len) > 0)
@@ -212,23 +254,20 @@ class RankingFeaturizer:
             if len(hist)
             else np.zeros(r)
         )
-        share = np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0)
-        cols = [t.items.num[n][cands] for n in t.items.num] + list(unum.values())
-        cols += [np.log1p(req.hist_len[of]).astype(np.float32), share.astype(np.float32)]
+        cols = [np.where(hist_len > 0, share / np.maximum(hist_len, 1), 0.0).astype(np.float32)]
         if t.covisit is not None:  # how often the candidate followed the last / the recent items in training
             last_c = t.covisit.lookup(last, cands)
             rec = t.covisit.lookup(hist, np.repeat(cands, hist_len))
             rec_sum = np.bincount(np.repeat(np.arange(r), hist_len), weights=rec, minlength=r)
             cols += [np.log1p(last_c), np.log1p(rec_sum).astype(np.float32)]
-        dense = np.stack(cols, 1).astype(np.float32) if cols else np.zeros((r, 0), np.float32)
+        dense = _stack(cols, r)
         if cfg.extra_dense:
             if extra is None or extra.shape != (r, len(cfg.extra_dense)):
                 raise ValueError(
                     f"rows need extra dense columns {cfg.extra_dense} of shape ({r}, {len(cfg.extra_dense)})"
                 )
             dense = np.concatenate([dense, extra.astype(np.float32)], 1)
-        lab = np.zeros(r, np.float32) if labels is None else np.asarray(labels, np.float32)
-        return Rows(dense, sp, lab, groups)
+        return dense, sp
 
     # ---- two-tower inputs -------------------------------------------------------------------------
     def user_schema(self) -> FeatureSchema:
@@ -251,27 +290,19 @@ class RankingFeaturizer:
         return self.request_user_side(self.requests_at(users, ends))
 
     def request_user_side(self, req: Requests) -> tuple[np.ndarray, SparseColumns]:
-        """Two-tower user inputs of B requests: dense (B, F), sparse columns."""
-        hist, off = req.recent, req.recent_offsets
-        last = last_of(hist, off)
-        sp = SparseColumns.single({"last_item": last})
-        sp.add("hist_items", hist, off)
-        ucat, unum = self._user_ids(req.users)
-        for k, ids in ucat.items():
-            sp.add(f"u_{k}", ids)
-        ctx = self._context_ids(req)
-        if "c_last_event" in ctx:
-            sp.add("c_last_event", ctx["c_last_event"])
-        cols = list(unum.values()) + [np.log1p(req.hist_len).astype(np.float32)]
-        return np.stack(cols, 1).astype(np.float32), sp
+        """Two-tower user inputs of B requests: dense (B, F), sparse columns (the ranker's request side less
+        the request time, which the user tower does not read)."""
+        dense, sp = self.request_columns(req)
+        for key in ("c_hour", "c_weekday"):
+            sp.values.pop(key, None), sp.offsets.pop(key, None)
+        return dense, sp
 
     def item_side(self, items: np.ndarray) -> tuple[np.ndarray, SparseColumns]:
-        t = self.t
-        sp = SparseColumns.single({"cand_item": items})
-        for n, ids in t.items.cat.items():
-            sp.add(f"i_{n}", ids[items])
-        for n, (vals, offs) in t.items.multi.items():
-            sp.add(f"i_{n}", *take_jagged(vals, offs, items))
-        cols = [t.items.num[n][items] for n in t.items.num if n != "popularity"]
-        dense = np.stack(cols, 1) if cols else np.zeros((len(items), 1))
-        return dense.astype(np.float32), sp
+        """Two-tower item inputs: the ranker's item side without popularity (log-Q correction handles it)."""
+        dense, sp = self.item_columns(items)
+        keep = [j for j, n in enumerate(self.t.items.num) if n != "popularity"]
+        return (dense[:, keep] if keep else np.zeros((len(dense), 1), np.float32)), sp
+
+
+def _stack(cols: list[np.ndarray], n: int) -> np.ndarray:
+    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
