@@ -245,8 +245,8 @@ class RankingFeaturizer:
         sp = SparseColumns.single({"x_last_item_cand": hash_cross(last, cands, b)})
         if t.category.max() > 0:
             sp.add("x_last_cat_cand_cat", hash_cross(t.category[last], cand_cat, b))
-            for n, ids in self._user_ids(req.users[of])[0].items():
-                sp.add(f"x_u_{n}_cand_cat", hash_cross(ids, cand_cat, b))
+            for n, ids in self._user_ids(req.users)[0].items():  # per request, then per row
+                sp.add(f"x_u_{n}_cand_cat", hash_cross(ids[of], cand_cat, b))
         # share of the recent items in the candidate's category: a cheap, strong ranking signal
         same = (t.category[hist] == np.repeat(cand_cat, hist_len)) & (np.repeat(cand_cat, hist_len) > 0)
         share = (
