@@ -31,6 +31,7 @@ from genrec.features.ranking import RankingFeaturizer, Requests
 from genrec.index.ann import FaissIndex
 from genrec.models import SequentialModel
 from genrec.pipeline.core import Candidates, Catalog, History, RequestContext, RerankRules, Retrieved, run_batch
+from genrec.ranking.inference import FactoredWideDeep
 
 RRF_K = 60.0  # the usual reciprocal-rank-fusion constant
 
@@ -310,10 +311,10 @@ def _ordered(cands: Candidates, scores: torch.Tensor, name: str) -> Candidates:
     return Candidates(out.items, scores[torch.from_numpy(order)].float(), [name] * len(out), out.tiers)
 
 
-def ranking_rows(
+def ranking_inputs(
     feat: RankingFeaturizer, ctxs: list[RequestContext], items: list[np.ndarray], name: str = "ranker"
-) -> Rows:
-    """CTR ranker rows of request b x items[b]: ranking a request and training the ranker build the same rows."""
+) -> tuple[Requests, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(requests, of, candidates, retrieval columns) of request b x items[b]: what a ranking row is built from."""
     extra_names = feat.cfg.extra_dense
     retrievers = [f.removesuffix("_score") for f in extra_names if f.endswith("_score")]
     for c in ctxs:
@@ -329,7 +330,14 @@ def ranking_rows(
         extra = np.concatenate(
             [retrieval_features(c, np.asarray(x), retrievers) for c, x in zip(ctxs, items, strict=True)]
         )
-    return feat.request_rows(requests_of(ctxs, feat.cfg.history_len), of, flat, extra)
+    return requests_of(ctxs, feat.cfg.history_len), of, flat, extra
+
+
+def ranking_rows(
+    feat: RankingFeaturizer, ctxs: list[RequestContext], items: list[np.ndarray], name: str = "ranker"
+) -> Rows:
+    """CTR ranker rows of request b x items[b]: ranking a request and training the ranker build the same rows."""
+    return feat.request_rows(*ranking_inputs(feat, ctxs, items, name))
 
 
 class CTRRank:
@@ -338,9 +346,11 @@ class CTRRank:
     fp32 on purpose: bf16 autocast ran the MLP 3x faster on AVX512-BF16, but its sums depend on the batch's
     shape, so a page would change with the requests it was batched with (served != offline)."""
 
-    def __init__(self, ranker: Ranker, name: str = "ranker", batch_size: int = 8192) -> None:
+    def __init__(self, ranker: Ranker, name: str = "ranker", batch_size: int = 8192, factored: bool = True) -> None:
         self.ranker, self.name, self.batch_size = ranker, name, batch_size
         self.ranker.model.eval()
+        # Wide & Deep: the catalog's side of the first layer once, not per row (same logits, ~3x less work)
+        self.factored = FactoredWideDeep.of(ranker.model, ranker.scaler, ranker.feat) if factored else None
 
     def __call__(self, ctx: RequestContext, cands: Candidates) -> Candidates:
         return self.batch([ctx], [cands])[0]
@@ -363,7 +373,11 @@ class CTRRank:
         if not live:
             return out
         items = [cands[i].items.numpy() for i in live]
-        probs = self.predict(self.rows([ctxs[i] for i in live], items))
+        if self.factored is not None:
+            inputs = ranking_inputs(self.ranker.feat, [ctxs[i] for i in live], items, self.name)
+            probs = torch.sigmoid(self.factored.logits(*inputs)).numpy()
+        else:
+            probs = self.predict(self.rows([ctxs[i] for i in live], items))
         pos = 0
         for i, x in zip(live, items, strict=True):
             out[i] = _ordered(cands[i], torch.from_numpy(probs[pos : pos + len(x)].copy()), self.name)
