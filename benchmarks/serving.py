@@ -225,6 +225,27 @@ def start_server(
     raise SystemExit(f"server not ready after 120 s; see {log}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (uvicorn's workers), from /proc; nan elsewhere."""
+    try:
+        stats = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                stats[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]))  # ppid, utime + stime (ticks)
+    except OSError:
+        return float("nan")
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, (pp, _) in stats.items() if pp == p and c not in tree]
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
+
+
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     """A throwaway redis-server (no persistence) on a free port: the store every worker count shares."""
     exe = shutil.which("redis-server")
@@ -281,14 +302,14 @@ def write_report(rows: list[dict], meta: dict, out: Path, stem: str = "serving")
         f"time (open loop, Poisson arrivals), client pool of {meta['max_in_flight']} connections; the client "
         f"runs on the same machine. Stages: {' -> '.join(meta.get('stages', []))}.",
         "",
-        "| workers | rate (req/s) | achieved | p50 ms | p95 ms | p99 ms | max ms | errors | events p99 ms | client late p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | rate (req/s) | achieved | p50 ms | p95 ms | p99 ms | max ms | errors | events p99 ms | client late p99 ms | server CPU ms/req |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['workers']} | {r['rate']:.0f} | {r['achieved_rps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | {r['events_p99_ms']:.2f} "
-            f"| {r['client_late_p99_ms']:.2f} |"
+            f"| {r['client_late_p99_ms']:.2f} | {r.get('server_cpu_ms_per_request', float('nan')):.2f} |"
         )
     stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))
     lines += ["", "Where the time goes inside the server (per-stage, from each response's timings_ms; a batched stage "
@@ -424,15 +445,19 @@ def main() -> None:
             proc = start_server(run, store, port, log, args.threads, args.config, workers=w)
             try:
 
-                async def go(w: int = w, port: int = port) -> None:
+                async def go(w: int = w, port: int = port, pid: int = proc.pid) -> None:
                     pool = Pool("127.0.0.1", port, args.max_in_flight)
                     await drive(pool, rates[0], args.warmup, users, items, args.event_share, args.k, seed=0, record=False)  # fmt: skip
                     for i, rate in enumerate(rates):
+                        cpu0 = cpu_seconds(pid)
                         row = await drive(pool, rate, args.duration, users, items, args.event_share, args.k, seed=i + 1)  # fmt: skip
+                        # the server's CPU per recommend (its events included): a cost that noise from other
+                        # processes on the machine changes far less than it changes latency
+                        row["server_cpu_ms_per_request"] = 1e3 * (cpu_seconds(pid) - cpu0) / max(row["requests"], 1)
                         rows.append({"workers": w, **row})
                         print(f"workers {w} rate {rate:6.0f}: achieved {row['achieved_rps']:6.1f}/s  p50 {row['p50_ms']:6.2f}  "
                               f"p95 {row['p95_ms']:6.2f}  p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}  "
-                              f"client late p99 {row['client_late_p99_ms']:.2f} ms", flush=True)  # fmt: skip
+                              f"client late p99 {row['client_late_p99_ms']:.2f} ms  server CPU {row['server_cpu_ms_per_request']:.2f} ms/req", flush=True)  # fmt: skip
                     await pool.close()
 
                 asyncio.run(go())

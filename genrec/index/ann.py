@@ -104,6 +104,11 @@ class FaissIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries: (B, d) -> scores (B, k), ids (B, k); slots faiss could not fill get id -1, score -inf."""
+        import faiss
+
+        # faiss's OpenMP team is per calling thread and defaults to every core: searched from a serving
+        # thread, its idle workers spun on the core the HTTP thread needed. Follow torch's thread count.
+        faiss.omp_set_num_threads(torch.get_num_threads())
         scores, idx = self.index.search(np.ascontiguousarray(queries, np.float32), k)
         ids = np.where(idx >= 0, self.ids[np.maximum(idx, 0)], -1)
         return np.where(idx >= 0, scores, -np.inf).astype(np.float32), ids

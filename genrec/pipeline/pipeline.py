@@ -7,8 +7,9 @@
     records = evaluate(pipe, "test", max_users=1000)               # offline: the SAME stage objects
 
 Stage specs (a bundle's manifest["pipeline"], in order; "stage" picks the class, "component" a loaded part):
-    {"stage": "retrieve", "component": "hstu", "k": 200, "index": "exact" | "faiss"}
-    {"stage": "retrieve", "component": "two-tower", "k": 200}       # its faiss index when it has one
+    {"stage": "retrieve", "component": "hstu", "k": 200, "index": "exact" | "faiss" | "auto"}
+    {"stage": "retrieve", "component": "two-tower", "k": 200, "index": "auto"}  # auto: exact up to 65,536
+                                                                    # items, else its faiss index
     {"stage": "popular", "fill_factor": 3}
     {"stage": "rank", "component": "wide-deep"}                      # dlrm | wide-deep | lr | hstu-ranker
     {"stage": "rerank", "exclude_seen": true, "exclude_out_of_stock": true, "max_per_category": 3,
@@ -343,7 +344,7 @@ def _retrieve(pipe: Pipeline, spec: dict[str, Any]) -> Stage:
     cname, comp = _component(pipe, opts, (SequentialModel, TwoTowerParts))
     name, k = opts.get("name", cname), opts.get("k", 200)
     if isinstance(comp, TwoTowerParts):
-        return TwoTowerRetrieve(comp, k, name, opts.get("index", "faiss"))
+        return TwoTowerRetrieve(comp, k, name, opts.get("index", "auto"))
     if isinstance(comp, SequentialModel):
         return SequenceRetrieve(comp, k, name, opts.get("index", "exact"), pipe.uses_timestamps)
     raise ValueError(f"component {cname!r} ({type(comp).__name__}) cannot retrieve")

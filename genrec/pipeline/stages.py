@@ -149,9 +149,7 @@ class SequenceRetrieve(_Retrieve):
         self.uses_events = model.event_emb is not None  # trained with --event-inputs: (item, action) tokens
         with torch.no_grad():
             self.table = model.item_table().detach()
-        if index not in ("exact", "faiss"):
-            raise ValueError(f"index: expected 'exact' or 'faiss', got {index!r}")
-        if index == "faiss":
+        if resolve_index(index, len(self.table) - 1) == "faiss":
             n = len(self.table) - 1
             self.index = FaissIndex.build(self.table[1:].numpy(), np.arange(1, n + 1), kind="hnsw")
 
@@ -186,12 +184,26 @@ def requests_of(ctxs: list[RequestContext], h: int) -> Requests:
     )
 
 
+# "auto" index: exact scoring up to this many items. On ML-1M (3,416 items) exact top-200 took 0.18 ms per
+# query in batches of 32 against HNSW's 0.75 ms (efSearch 256), and it is exact; past ~65k items the
+# (B, N) score matrix costs more than the graph walk.
+EXACT_MAX_ITEMS = 1 << 16
+
+
+def resolve_index(index: str, num_items: int) -> str:
+    if index not in ("exact", "faiss", "auto"):
+        raise ValueError(f"index: expected 'exact', 'faiss' or 'auto', got {index!r}")
+    if index == "auto":
+        return "exact" if num_items <= EXACT_MAX_ITEMS else "faiss"
+    return index
+
+
 class TwoTowerRetrieve(_Retrieve):
     """Two-tower retrieval: query = the user tower over the request's history features."""
 
-    def __init__(self, parts: TwoTowerParts, k: int = 200, name: str = "two-tower", index: str = "faiss") -> None:
+    def __init__(self, parts: TwoTowerParts, k: int = 200, name: str = "two-tower", index: str = "auto") -> None:
         self.model, self.feat, self.k, self.name = parts.model.eval(), parts.feat, int(k), name
-        self.index = parts.index if index == "faiss" else None
+        self.index = parts.index if resolve_index(index, parts.feat.t.num_items) == "faiss" else None
         with torch.no_grad():  # (num_items + 1, d) item tower outputs; row 0 (padding) is zero
             n = self.feat.t.num_items + 1
             dense, sp = self.feat.item_side(np.arange(n))

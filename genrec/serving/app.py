@@ -23,6 +23,7 @@ finish on the model they started with.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import secrets
@@ -38,7 +39,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -460,7 +461,7 @@ def create_app(
 
     # ---- recommendations ----
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"])
-    def recommend(req: RecommendRequest) -> RecommendResponse:
+    def recommend(req: RecommendRequest) -> Response:
         """Top-k items for a user: the sequence model reads the user's dataset history plus every stored event."""
         if not 1 <= req.k <= config.max_k:
             raise RequestError("k", f"must be between 1 and {config.max_k}, got {req.k}")
@@ -484,24 +485,27 @@ def create_app(
         metrics.recommendations.inc(path="cold_start" if ctx.cold_start else "model")
         cat = bundle.catalog
         items = [
-            RecommendedItem(
-                item_id=bundle.vocab.raw(i),
-                score=s if math.isfinite(s) else 0.0,
-                stage=st,
-                category=cat.category_names[c] if (c := int(cat.category[i])) >= 0 else None,
-            )
+            {
+                "item_id": bundle.vocab.raw(i),
+                "score": s if math.isfinite(s) else 0.0,
+                "stage": st,
+                "category": cat.category_names[c] if (c := int(cat.category[i])) >= 0 else None,
+            }
             for i, s, st in zip(cands.items.tolist(), cands.scores.tolist(), cands.stages, strict=True)
         ]
-        return RecommendResponse(
-            user_id=req.user_id,
-            items=items,
-            cold_start=ctx.cold_start,
-            known_user=ctx.known_user,
-            history_length=len(ctx.history.items),
-            context_used=ctx.context_used,
-            model=str(bundle.run_dir),
-            timings_ms={k: round(v * 1e3, 4) for k, v in ctx.timings.items()},
-        )
+        body = {
+            "user_id": req.user_id,
+            "items": items,
+            "cold_start": ctx.cold_start,
+            "known_user": ctx.known_user,
+            "history_length": len(ctx.history.items),
+            "context_used": list(ctx.context_used),
+            "model": str(bundle.run_dir),
+            "timings_ms": {k: round(v * 1e3, 4) for k, v in ctx.timings.items()},
+        }
+        # RecommendResponse's shape, written directly: validating our own output per request cost more CPU
+        # than the re-rank stage (a test checks the body against the model)
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     @app.get("/v1/users/{user_id}/history", response_model=HistoryResponse, tags=["users"])
     def user_history(

@@ -8,7 +8,8 @@
                                 dim, emb_dim, hidden, temperature, history_len; auto: time_budget (minutes,
                                 required: the whole tuning, as `genrec train --model auto`), batch_size, seed,
                                 threads, device
-    k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" (sequence models)
+    k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" | "auto" (exact up to
+                                65,536 items, faiss above; the default of two-tower, sequence models: exact)
     [ranking]                   optional; model = "wide-deep" | "dlrm" | "lr", trained on the retrievers'
                                 candidates: k (candidates), epochs, lr, dim, deep_layers, n_hard, ... as keys
     [popular]                   fill_factor = 3
@@ -106,10 +107,8 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         budget = r.get("time_budget")
         if model == "auto" and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
             raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'time_budget' (minutes, > 0) is required")
-        if r.get("index", "exact") not in ("exact", "faiss") or (model == "two-tower" and "index" in r):
-            raise ConfigError(
-                f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss (sequence models)"
-            )
+        if r.get("index", "auto") not in ("exact", "faiss", "auto"):
+            raise ConfigError(f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss | auto")
     ranking = cfg.get("ranking")
     if ranking is not None:
         if not isinstance(ranking, dict) or ranking.get("model") not in RANKERS:
@@ -205,8 +204,7 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
     specs: list[dict[str, Any]] = []
     for name, r in zip(retrievers, cfg["retrieval"], strict=True):
         spec = {"stage": "retrieve", "component": name, "k": r.get("k", 200)}
-        if r["model"] != "two-tower":
-            spec["index"] = r.get("index", "exact")
+        spec["index"] = r.get("index", "auto" if r["model"] == "two-tower" else "exact")
         specs.append(spec)
     specs.append({"stage": "popular", **{"fill_factor": 3, **cfg.get("popular", {})}})
     if ranking is not None:

@@ -170,3 +170,13 @@ def test_rrf_fusion_matches_its_definition(lists):
     assert out.items.tolist() == want
     assert out.stages == [label[i] for i in want]
     np.testing.assert_allclose(out.scores.numpy(), [ref[i] for i in want], rtol=1e-6)
+
+
+def test_auto_index_is_exact_for_small_catalogs_and_faiss_for_large():
+    from genrec.pipeline.stages import EXACT_MAX_ITEMS, resolve_index
+
+    assert resolve_index("auto", 3416) == "exact"
+    assert resolve_index("auto", EXACT_MAX_ITEMS + 1) == "faiss"
+    assert resolve_index("faiss", 10) == "faiss" and resolve_index("exact", 10**7) == "exact"
+    with pytest.raises(ValueError, match="'exact', 'faiss' or 'auto'"):
+        resolve_index("hnsw", 10)

@@ -11,7 +11,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from genrec.serving.app import create_app
+from genrec.serving.app import RecommendResponse, create_app
 from genrec.serving.config import ServeConfig
 from genrec.serving.pipeline import ServingModel
 from genrec.serving.store import SQLiteStore
@@ -40,6 +40,7 @@ def rec(client: TestClient, user: str, k: int = 10, **kw) -> dict:
 def test_known_user_gets_model_items_without_seen_or_out_of_stock(client: TestClient, bundle: ServingModel) -> None:
     user = bundle.users.ids[5]
     body = rec(client, user, k=20)
+    assert RecommendResponse.model_validate(body).model_dump() == body  # the documented shape, exactly
     assert body["known_user"] and not body["cold_start"] and len(body["items"]) == 20
     assert {it["stage"] for it in body["items"]} == {"hstu"}  # the bundle's retrieval stage: its component
     scores = [it["score"] for it in body["items"]]

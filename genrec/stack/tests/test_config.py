@@ -67,7 +67,7 @@ def write(tmp_path: Path, text: str) -> Path:
         (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'", "tiny"),
         (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'", "tiny"),
         (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing", "tiny"),
-        (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss", "tiny"),
+        (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss \| auto", "tiny"),
         (("[data]", "[data"), r"not valid TOML", "tiny"),
         # an auto retriever (AUTO below)
         (("time_budget = 0.4\n", ""), r"#1 \(auto\): key 'time_budget' \(minutes, > 0\) is required", "auto"),
@@ -106,7 +106,7 @@ def test_cli_trains_the_stack_into_one_bundle(tmp_path) -> None:
     }  # fmt: skip
     assert b.pipeline == [
         {"stage": "retrieve", "component": "sasrec", "k": 50, "index": "exact"},
-        {"stage": "retrieve", "component": "two-tower", "k": 200},
+        {"stage": "retrieve", "component": "two-tower", "k": 200, "index": "auto"},
         {"stage": "popular", "fill_factor": 3},
         {"stage": "rank", "component": "lr"},
         {"stage": "rerank", "exclude_seen": True, "exclude_out_of_stock": True, "max_per_category": 2},
