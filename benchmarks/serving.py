@@ -202,11 +202,11 @@ def free_port() -> int:
 
 
 def start_server(
-    run: Path, store: str, port: int, log: Path, threads: int, config: Path | None = None, workers: int = 1
+    run: Path, store: str, port: int, log: Path, threads: int | None, config: Path | None = None, workers: int = 1
 ) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "genrec.serving.cli", str(run), "--port", str(port), "--store", store,
-           "--threads", str(threads), "--workers", str(workers)]  # fmt: skip
+           "--workers", str(workers)] + (["--threads", str(threads)] if threads else [])  # fmt: skip
     if config is not None:
         cmd += ["--config", str(config)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
@@ -300,7 +300,8 @@ def write_report(rows: list[dict], meta: dict, out: Path, stem: str = "serving")
         f"{meta['machine']}; store {meta['store']}; k={meta['k']}; {meta['duration_s']} s per rate; "
         f"{meta['event_share']:.0%} of recommends follow 1-3 events by the same user; latency from the scheduled "
         f"time (open loop, Poisson arrivals), client pool of {meta['max_in_flight']} connections; the client "
-        f"runs on the same machine. Stages: {' -> '.join(meta.get('stages', []))}.",
+        f"runs on the same machine; torch threads per worker: {meta.get('threads', 1)}. "
+        f"Stages: {' -> '.join(meta.get('stages', []))}.",
         "",
         "| workers | rate (req/s) | achieved | p50 ms | p95 ms | p99 ms | max ms | errors | events p99 ms | client late p99 ms | server CPU ms/req |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -396,7 +397,12 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="redis://HOST:PORT/DB to bench Redis (default: fresh SQLite; "
                     "a throwaway redis-server with --workers)")  # fmt: skip
     ap.add_argument("--workers", default=None, help="worker counts to compare, e.g. 1,2 (server --workers N)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per server worker (default: the server's, cores / workers)",
+    )
     ap.add_argument("--config", type=Path, default=None, help="serving config file (TOML/JSON) for the server")
     ap.add_argument("--target-rate", type=float, default=200.0)
     ap.add_argument("--target-p99", type=float, default=None, help="ms (default 25; 30 with --workers)")
@@ -486,6 +492,7 @@ def main() -> None:
         "duration_s": args.duration,
         "event_share": args.event_share,
         "max_in_flight": args.max_in_flight,
+        "threads": args.threads or "cores / workers (the server's default)",
         "stages": stage_names,
         "target": {"rate": args.target_rate, "p99_ms": target_p99},
         "load_average_at_end": os.getloadavg(),

@@ -709,7 +709,14 @@ def _event_seconds(events: list[EventIn], skew_s: int) -> tuple[list[int], list[
     import polars as pl
 
     raw = [e.timestamp for e in events]
-    parsed = parse_timestamps(pl.Series("timestamp", [str(v) for v in raw], dtype=pl.Utf8)).to_list()
+    if all(type(v) is int and 0 <= v < 1 << 63 for v in raw):
+        # what clients send: integer seconds / ms / us / ns, scaled as parse_timestamps does (tested equal);
+        # polars' per-call setup was ~0.7 ms of every event post
+        parsed = [
+            v // 10**9 if v > 10**17 else v // 10**6 if v > 10**14 else v // 10**3 if v > 10**11 else v for v in raw
+        ]
+    else:
+        parsed = parse_timestamps(pl.Series("timestamp", [str(v) for v in raw], dtype=pl.Utf8)).to_list()
     latest = time.time() + skew_s
     errors = []
     for i, (v, t) in enumerate(zip(raw, parsed, strict=True)):

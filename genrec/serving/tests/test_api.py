@@ -336,3 +336,17 @@ def test_metrics_labels_stay_bounded_under_invented_methods_and_paths(client: Te
     assert 'genrec_requests_total{endpoint="other",method="other",status="404"}' in requests
     assert 'genrec_requests_total{endpoint="/v1/recommend",method="other",status="405"}' in requests
     assert all('method="other"' in s or any(f'method="{m}"' in s for m in ("GET", "POST", "DELETE")) for s in requests)
+
+
+def test_integer_timestamps_take_the_fast_path_with_the_readers_scaling() -> None:
+    import polars as pl
+
+    from genrec.data.io import parse_timestamps
+    from genrec.serving.app import EventIn, _event_seconds
+
+    vals = [0, 1, 1_714_564_800, 10**11, 10**11 + 1, 1_714_564_800_123, 10**14 + 7, 1_714_564_800_123_456,
+            10**17 + 9, 1_714_564_800_123_456_789, (1 << 63) - 1]  # fmt: skip
+    events = [EventIn(event_id=f"e{i}", user_id="u", item_id="i", event_type="view", timestamp=v) for i, v in enumerate(vals)]  # fmt: skip
+    fast, _ = _event_seconds(events, skew_s=10**19)
+    slow = parse_timestamps(pl.Series("t", [str(v) for v in vals], dtype=pl.Utf8)).to_list()
+    assert fast == slow
