@@ -41,7 +41,12 @@ RANKERS = ("dlrm", "wide-deep", "lr")
 SEQ_RENAMES = {"layers": "num_layers", "heads": "num_heads", "time_budget": "time_budget_s"}
 SEQ_KEYS = ("epochs", "loss", "num_negatives", "batch_size", "lr", "weight_decay", "max_len", "dim", "layers",
             "heads", "dropout", "temperature", "patience", "crop", "item_attributes", "ema", "seed", "threads",
-            "device", "precision", "time_budget", "schedule")  # fmt: skip
+            "device", "precision", "time_budget", "schedule", "id_dropout", "event_inputs",
+            "target_events")  # fmt: skip
+# `genrec train` flags that are not training settings of one model: data reading ([data] / the dataset),
+# where the run goes, resuming and refits, scale-out
+NOT_SEQ_KEYS = ("model", "dataset", "out", "restart", "refit_from", "retrieval", "nproc_per_node", "sharding",
+                "columns", "sep", "timestamp_format", "catalog", "attributes", "name")  # fmt: skip
 TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len")
 RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
                      "only_retrieved", "lists_per_user")  # fmt: skip
@@ -126,6 +131,8 @@ def _sequential_config(r: dict[str, Any], dataset: str, out: Path, data: dict[st
     for key, value in r.items():
         if key in STAGE_KEYS["retrieval"]:
             continue
+        if key == "target_events" and isinstance(value, str):  # "purchase,cart" as on the command line
+            value = [t.strip() for t in value.split(",") if t.strip()]
         kw[SEQ_RENAMES.get(key, key)] = value * 60 if key == "time_budget" else value
     return TrainConfig(model=r["model"], dataset=dataset, out=str(out), **kw)
 

@@ -171,3 +171,14 @@ def test_dump_toml_reads_back_every_shipped_example() -> None:
     for path in examples:
         cfg = tomllib.loads(path.read_text())
         assert tomllib.loads(dump_toml(cfg)) == cfg, path
+
+
+def test_every_genrec_train_setting_is_a_config_key():
+    import typer.main
+
+    from genrec.cli import app as cli_app
+    from genrec.stack.config import NOT_SEQ_KEYS, SEQ_KEYS
+
+    train = typer.main.get_command(cli_app).commands["train"]
+    flags = {p.name for p in train.params} - set(NOT_SEQ_KEYS)
+    assert flags <= set(SEQ_KEYS), sorted(flags - set(SEQ_KEYS))
