@@ -39,6 +39,8 @@ COMMON = ["--loss", "full", "--precision", "bf16", "--threads", "1", "--epochs",
 EMA = [*COMMON[:-2], "--lr", "2e-3", "--ema", "0.998"]
 # the Beauty rows ran with what used to be a per-dataset preset; `genrec train` no longer has presets
 BEAUTY = ["--max-len", "50", "--dropout", "0.5", "--dim", "64"]
+SHORT = [*COMMON[:-2], "--time-budget", "15", "--item-attributes", "--dim", "96", "--dropout", "0.35", "--max-len", "10",
+         "--lr", "2.9e-3", "--ema", "0.998"]  # fmt: skip
 AUTO = ["--time-budget", "60"]  # the automatic configuration, whole call within the budget
 AUTO_20 = ["--time-budget", "20"]  # the README's own-data command as written (external checks use 20 min)
 SETTINGS: dict[str, dict[str, list[str]]] = {
@@ -84,6 +86,12 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         },
         "auto": AUTO,
         "auto-20": AUTO_20,
+        # HSTU with the setting `--model auto` chose for SASRec on Beauty (d96, dropout 0.35, window 10, lr 2.9e-3)
+        # + item attributes and EMA; run two at a time at 1 thread each
+        "hstu-attr-d96x4-len10-ema": [*SHORT, "--patience", "15", "--layers", "4"],
+        "hstu-large-attr-d96-len10-ema": [*SHORT, "--patience", "10"],
+        "hstu-attr-d96x4-len10-iddrop-ema": [*SHORT, "--patience", "10", "--layers", "4", "--id-dropout", "0.2"],
+        "hstu-large-attr-d96-len10-iddrop-ema": [*SHORT, "--patience", "10", "--id-dropout", "0.2"],
     },
 }
 # candidates stopped by hand before their budget, to free a core for a more promising one: no test score was taken;
@@ -92,6 +100,17 @@ STOPPED: dict[str, dict[str, list[str]]] = {
     "ml-1m": {
         "hstu-large-attr-ema": EMA + ["--patience", "15", "--item-attributes", "--time-budget", "75"],
         "hstu-large-d64-ema": EMA + ["--patience", "15", "--dim", "64", "--time-budget", "75"],
+    },
+    "amazon-beauty": {
+        # below the iddrop and hstu-large variants on validation at equal epochs; the crop run's folder is gone
+        "hstu-attr-d96x4-len10-drop5-ema": [
+            *(("0.5" if a == "0.35" else a) for a in SHORT),
+            "--patience",
+            "12",
+            "--layers",
+            "4",
+        ],
+        "hstu-attr-d96x4-len10-crop-ema": [*SHORT, "--patience", "15", "--layers", "4", "--crop", "random"],
     },
 }
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
@@ -110,14 +129,18 @@ def is_auto(model: str) -> bool:
     return model == "auto" or model.startswith("auto-")
 
 
+def preset_of(model: str) -> str:
+    """The `genrec train --model` of a row: the longest preset its name starts with (auto rows: auto)."""
+    return "auto" if is_auto(model) else max((p for p in PRESETS if model == p or model.startswith(p + "-")), key=len)
+
+
 def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
     if model in REFITS.get(dataset, {}):
         source = run_dir.parent / f"{dataset}-{REFITS[dataset][model]}"
         return ["genrec", "train", "--refit-from", str(source), "--out", str(run_dir), "--threads", "1"]
-    preset = "auto" if is_auto(model) else max((p for p in PRESETS if model == p or model.startswith(p + "-")), key=len)
-    return ["genrec", "train", "--model", preset, "--dataset", dataset, "--out", str(run_dir)] + SETTINGS[dataset][
-        model
-    ]
+    return ["genrec", "train", "--model", preset_of(model), "--dataset", dataset, "--out", str(run_dir)] + SETTINGS[
+        dataset
+    ][model]
 
 
 def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[str, Any] | None:
@@ -179,8 +202,8 @@ def popularity(dataset: str) -> dict[str, Any]:
 
 
 def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
-    """Validation NDCG@10 of the dataset's HSTU-large runs at equal epochs, stopped candidates included."""
-    names = [m for m in SETTINGS.get(dataset, {}) if m.startswith("hstu-large") and "30min" not in m]
+    """Validation NDCG@10 of the dataset's HSTU runs at equal epochs, stopped candidates included."""
+    names = [m for m in SETTINGS.get(dataset, {}) if m.startswith("hstu") and "30min" not in m]
     names += list(STOPPED.get(dataset, {}))
     hist = {}
     for name in names:
@@ -191,7 +214,7 @@ def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
         return kept_section(dataset)
     last = max(max(h) for h in hist.values())
     epochs = list(range(every, last + 1, every))
-    lines = [f"## {dataset}: validation NDCG@10 of the HSTU-large runs at equal epochs", "",
+    lines = [f"## {dataset}: validation NDCG@10 of the HSTU runs at equal epochs", "",
              "Runs marked *stopped* were ended by hand before their budget to free a core; no test score was taken.",
              "", "| run | " + " | ".join(f"ep {e}" for e in epochs) + " | epochs run | best |",
              "|---" * (len(epochs) + 3) + "|"]  # fmt: skip
@@ -200,7 +223,7 @@ def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
         cells = [f"{h[e]:.4f}" if e in h else "" for e in epochs]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {max(h)} | {max(h.values()):.4f} |")
     stopped = STOPPED.get(dataset, {})
-    lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model hstu-large --dataset {dataset} "
+    lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model {preset_of(m)} --dataset {dataset} "
                      f"--out runs/bench/{dataset}-{m} {shlex.join(flags)}`" for m, flags in stopped.items()]  # fmt: skip
     return lines + [""]
 

@@ -1,4 +1,5 @@
 import json
+import shlex
 from pathlib import Path
 
 from benchmarks import sequential
@@ -13,11 +14,30 @@ def test_every_sequential_record_says_what_it_was_fitted_on() -> None:
         refit = "--refit-from" in r["command"]
         assert r["fit"] == ("train+valid" if refit else "train"), r["model"]
         assert not sequential.is_auto(r["model"]) or "chosen" in r
-    # the hand-set Beauty rows ran with what used to be a dataset preset: their commands carry it now (the
-    # automatic rows choose their own settings)
-    beauty = [r for r in records if r["dataset"] == "amazon-beauty" and r["command"].startswith("genrec train --model")
-              and not sequential.is_auto(r["model"])]  # fmt: skip
-    assert beauty and all("--max-len 50 --dropout 0.5 --dim 64" in r["command"] for r in beauty)
+    # every hand-set row's command is the one its SETTINGS entry gives (the old Beauty rows carry what used to
+    # be a dataset preset as flags; the automatic rows choose their own settings)
+    hand = [
+        r for r in records if r["command"].startswith("genrec train --model") and not sequential.is_auto(r["model"])
+    ]
+    assert hand
+    for r in hand:
+        want = sequential.train_command(r["dataset"], r["model"], Path("runs/bench") / f"{r['dataset']}-{r['model']}")
+        assert _flags(r["command"]) == _flags(shlex.join(want)), r["model"]
+    old_beauty = [r for r in hand if r["dataset"] == "amazon-beauty" and r["model"] in ("sasrec", "hstu", "hstu-large")]
+    assert old_beauty and all("--max-len 50 --dropout 0.5 --dim 64" in r["command"] for r in old_beauty)
+
+
+def _flags(command: str) -> tuple[list[str], dict[str, str | None]]:
+    """(the words before the first flag, {flag: value}): a command's settings whatever their order."""
+    words = shlex.split(command)
+    first = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    flags: dict[str, str | None] = {}
+    i = first
+    while i < len(words):
+        has_value = i + 1 < len(words) and not words[i + 1].startswith("--")
+        flags[words[i]] = words[i + 1] if has_value else None
+        i += 2 if has_value else 1
+    return words[:first], flags
 
 
 def _run(folder: Path, fit: str | None, tuning: dict | None = None) -> None:
