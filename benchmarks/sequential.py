@@ -201,8 +201,12 @@ def popularity(dataset: str) -> dict[str, Any]:
             "epochs": 0, "train_seconds": 0.0, "fit": "train", "command": cmd}  # fmt: skip
 
 
-def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
-    """Validation NDCG@10 of the dataset's HSTU runs at equal epochs, stopped candidates included."""
+def curves(dataset: str, runs: Path, kept: str, every: int = 10) -> list[str]:
+    """Validation NDCG@10 of the dataset's HSTU runs at equal epochs, stopped candidates included, rendered from
+    the run folders present; `kept` (sequential.md as it was) gives the dataset's other such sections as they were
+    (runs whose folders are elsewhere), and this one too when no folder is here."""
+    head = f"## {dataset}: validation NDCG@10 of the HSTU runs at equal epochs"
+    old = kept_sections(dataset, kept)
     names = [m for m in SETTINGS.get(dataset, {}) if m.startswith("hstu") and "30min" not in m]
     names += list(STOPPED.get(dataset, {}))
     hist = {}
@@ -210,11 +214,11 @@ def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
         path = runs / f"{dataset}-{name}" / "history.json"
         if path.exists():
             hist[name] = {h["epoch"]: h["valid"]["NDCG@10"] for h in json.loads(path.read_text())}
-    if not hist:  # run folders elsewhere: the section as last rendered
-        return kept_section(dataset)
+    if not hist:  # run folders elsewhere: the sections as last rendered
+        return [line for lines in old.values() for line in lines]
     last = max(max(h) for h in hist.values())
     epochs = list(range(every, last + 1, every))
-    lines = [f"## {dataset}: validation NDCG@10 of the HSTU runs at equal epochs", "",
+    lines = [head, "",
              "Runs marked *stopped* were ended by hand before their budget to free a core; no test score was taken.",
              "", "| run | " + " | ".join(f"ep {e}" for e in epochs) + " | epochs run | best |",
              "|---" * (len(epochs) + 3) + "|"]  # fmt: skip
@@ -225,18 +229,17 @@ def curves(dataset: str, runs: Path, every: int = 10) -> list[str]:
     stopped = STOPPED.get(dataset, {})
     lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model {preset_of(m)} --dataset {dataset} "
                      f"--out runs/bench/{dataset}-{m} {shlex.join(flags)}`" for m, flags in stopped.items()]  # fmt: skip
-    return lines + [""]
+    return [line for h, ls in old.items() if h != head for line in ls] + lines + [""]
 
 
-def kept_section(dataset: str) -> list[str]:
-    """The equal-epochs section of `dataset` from the current sequential.md (for re-rendering without run folders)."""
-    path = RESULTS / "sequential.md"
-    text = path.read_text() if path.exists() else ""
-    head = f"## {dataset}: validation NDCG@10"
-    if head not in text:
-        return []
-    section = text[text.index(head) :].split("\n## ")[0].rstrip("\n")
-    return section.splitlines() + [""]
+def kept_sections(dataset: str, text: str) -> dict[str, list[str]]:
+    """heading -> lines of each equal-epochs section of `dataset` in a rendered sequential.md."""
+    out = {}
+    for part in text.split("\n## ")[1:]:
+        if part.startswith(f"{dataset}: validation NDCG@10"):
+            lines = ("## " + part).rstrip("\n").splitlines()
+            out[lines[0]] = lines + [""]
+    return out
 
 
 def write(records: list[dict[str, Any]], extra: list[str] | None = None) -> None:
@@ -283,6 +286,7 @@ def main() -> None:
     args = ap.parse_args()
     setup()
     old = json.loads((RESULTS / "sequential.json").read_text()) if (RESULTS / "sequential.json").exists() else []
+    kept = (RESULTS / "sequential.md").read_text() if (RESULTS / "sequential.md").exists() else ""
     records = {(r["dataset"], r["model"]): migrate(r, args.runs) for r in old}
     for dataset in args.datasets:
         for model in args.models:
@@ -295,8 +299,8 @@ def main() -> None:
             )
             if rec is not None:
                 records[(dataset, model)] = rec
-                write(list(records.values()))
-    write(list(records.values()), [line for d in SETTINGS for line in curves(d, args.runs)])
+                write(list(records.values()), [line for d in SETTINGS for line in curves(d, args.runs, kept)])
+    write(list(records.values()), [line for d in SETTINGS for line in curves(d, args.runs, kept)])
     print((RESULTS / "sequential.md").read_text())
 
 

@@ -76,3 +76,11 @@ def test_old_records_are_migrated() -> None:
     assert new["fit"] == "train" and "--max-len 50 --dropout 0.5 --dim 64" in new["command"]
     refit = sequential.migrate({"dataset": "ml-1m", "model": "hstu-large-refit", "command": "x"}, Path("runs/bench"))
     assert refit["fit"] == "train+valid" and refit["command"] == "x"
+
+
+def test_equal_epoch_sections_of_runs_elsewhere_are_kept(tmp_path) -> None:
+    kept = "# t\n\n## ml-1m: validation NDCG@10 of the HSTU-large runs at equal epochs\n\n| run |\n| old | x |\n"
+    assert "| old | x |" in sequential.curves("ml-1m", tmp_path, kept)  # no folders here: as it was
+    _run(tmp_path / "ml-1m-hstu", "train")
+    lines = sequential.curves("ml-1m", tmp_path, kept)
+    assert "| old | x |" in lines and "## ml-1m: validation NDCG@10 of the HSTU runs at equal epochs" in lines
