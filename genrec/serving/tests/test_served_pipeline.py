@@ -24,8 +24,8 @@ from genrec.serving.pipeline import ServingModel
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """hstu + two-tower retrieval bundles and a DLRM bundle over both (it carries them): the full stack."""
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hstu + two-tower retrieval bundles and DLRM and Wide & Deep bundles over both (each carries them)."""
     from genrec.pipeline.runs import Context
     from genrec.stack.train import train_ranking_model
     from genrec.training.trainer import TrainConfig, train
@@ -39,8 +39,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_ranking_model("two-tower", "synthetic:tiny", root / "tt", context=ctx, console=console, epochs=1, threads=1)
     train_ranking_model("dlrm", "synthetic:tiny", root / "dlrm", context=ctx, console=console, epochs=1, dim=8,
                         retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
+    # Wide & Deep: served through FactoredWideDeep, the catalog's side precomputed
+    train_ranking_model("wide-deep", "synthetic:tiny", root / "wide-deep", context=ctx, console=console, epochs=1,
+                        dim=8, retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
     torch.set_num_threads(1)
-    return root / "dlrm"
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(stacks: Path) -> Path:
+    return stacks / "dlrm"
 
 
 def _without_last_events(src: Path, dst: Path) -> None:
@@ -51,7 +59,9 @@ def _without_last_events(src: Path, dst: Path) -> None:
     df.filter(~pl.col("row").is_in(last.implode())).drop("row").write_parquet(dst / "histories.parquet")
 
 
-def test_served_top_k_equals_the_offline_pipeline(stack: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranker", ["dlrm", "wide-deep"])
+def test_served_top_k_equals_the_offline_pipeline(stacks: Path, tmp_path: Path, ranker: str) -> None:
+    stack = stacks / ranker
     offline = Pipeline.from_bundle(Bundle.open(stack))
     kinds = [s.get("stage") for s in offline.stage_specs]
     assert kinds == ["retrieve", "retrieve", "popular", "rank", "rerank"]
@@ -64,6 +74,8 @@ def test_served_top_k_equals_the_offline_pipeline(stack: Path, tmp_path: Path) -
     _without_last_events(stack, tmp_path / "served")
     served = ServingModel.load(tmp_path / "served", ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"))
     assert [s.name for s in served.stages] == [s.name for s in offline.stages]
+    factored = [getattr(st, "factored", None) is not None for st in served.stages]
+    assert any(factored) == (ranker == "wide-deep")  # W&D pages come from the precomputed-catalog path
     with TestClient(create_app(ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"), bundle=served)) as client:
         ranked = 0
         for ctx, page in zip(ctxs, pages, strict=True):
@@ -73,10 +85,10 @@ def test_served_top_k_equals_the_offline_pipeline(stack: Path, tmp_path: Path) -
             assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
             np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
             assert [it["stage"] for it in body["items"]] == page.stages
-            ranked += {it["stage"] for it in body["items"]} == {"dlrm"}
+            ranked += {it["stage"] for it in body["items"]} == {ranker}
         assert ranked == len(ctxs)  # every final item was scored by the ranker
         text = client.get("/metrics").text
-        for stage in ("hstu", "two-tower", "popular", "dlrm", "rerank"):
+        for stage in ("hstu", "two-tower", "popular", ranker, "rerank"):
             assert f'genrec_stage_latency_seconds_count{{stage="{stage}"}} {len(ctxs)}' in text
 
 
