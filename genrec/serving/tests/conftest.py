@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from rich.console import Console
 
+from genrec.data.datasets import load_synthetic
 from genrec.serving.config import ServeConfig
 from genrec.serving.pipeline import ServingModel
 from genrec.serving.store import RedisStore, SQLiteStore
@@ -164,3 +166,34 @@ def server_factory(tmp_path: Path) -> Iterator:
     yield make
     for s in servers:
         s.stop()
+
+
+# ---- the full stack: two retrievers, a ranker, re-rank (served = offline, batching) ----
+
+
+@pytest.fixture(scope="session")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hstu + two-tower retrieval bundles and DLRM and Wide & Deep bundles over both (each carries them)."""
+    from genrec.pipeline.runs import Context
+    from genrec.stack.train import train_ranking_model
+    from genrec.training.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("stack")
+    console = Console(quiet=True)
+    ds = load_synthetic("tiny", seed=0)
+    train(TrainConfig(model="hstu", dataset="synthetic:tiny", out=str(root / "hstu"), epochs=1, max_len=20, dim=16,
+                      threads=1), dataset=ds, console=console)  # fmt: skip
+    ctx = Context("synthetic:tiny", ds=ds)
+    train_ranking_model("two-tower", "synthetic:tiny", root / "tt", context=ctx, console=console, epochs=1, threads=1)
+    train_ranking_model("dlrm", "synthetic:tiny", root / "dlrm", context=ctx, console=console, epochs=1, dim=8,
+                        retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
+    # Wide & Deep: served through FactoredWideDeep, the catalog's side precomputed
+    train_ranking_model("wide-deep", "synthetic:tiny", root / "wide-deep", context=ctx, console=console, epochs=1,
+                        dim=8, retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
+    torch.set_num_threads(1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(stacks: Path) -> Path:
+    return stacks / "dlrm"

@@ -15,7 +15,6 @@ from genrec.data.sequences import leave_one_out
 from genrec.pipeline.core import RequestContext
 from genrec.pipeline.pipeline import Pipeline
 from genrec.serving.batching import MicroBatcher
-from genrec.serving.tests.test_served_pipeline import stack  # noqa: F401 - the full-stack bundle fixture
 
 
 def _contexts(pipe: Pipeline, n: int) -> list[RequestContext]:
@@ -24,7 +23,7 @@ def _contexts(pipe: Pipeline, n: int) -> list[RequestContext]:
     return pipe.offline_contexts(split.data, u[:n], e[:n], k=10)
 
 
-def test_batched_requests_get_their_own_pages(stack: Path) -> None:  # noqa: F811
+def test_batched_requests_get_their_own_pages(stack: Path) -> None:
     pipe = Pipeline.from_bundle(Bundle.open(stack))
     alone = [pipe.run(c) for c in _contexts(pipe, 24)]
     sizes: list[int] = []
@@ -67,7 +66,7 @@ def test_batched_requests_get_their_own_pages(stack: Path) -> None:  # noqa: F81
     assert all("dlrm" in c.timings for c in ctxs)
 
 
-def test_a_failing_request_does_not_fail_its_batch(stack: Path) -> None:  # noqa: F811
+def test_a_failing_request_does_not_fail_its_batch(stack: Path) -> None:
     pipe = Pipeline.from_bundle(Bundle.open(stack))
     ctxs = _contexts(pipe, 6)
     ctxs[2].allowed = torch.zeros(3, dtype=torch.bool)  # a broken request: its mask has the wrong length
@@ -94,7 +93,7 @@ def test_a_failing_request_does_not_fail_its_batch(stack: Path) -> None:  # noqa
 
 
 @pytest.mark.parametrize("n", [1])
-def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:  # noqa: F811
+def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:
     pipe = Pipeline.from_bundle(Bundle.open(stack))
     batcher = MicroBatcher(max_requests=n)
     ctx = _contexts(pipe, 1)[0]
@@ -102,7 +101,7 @@ def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:  # noqa: F811
     assert batcher._thread is None
 
 
-def test_validation_users_are_the_rankers_held_out_ones(stack: Path) -> None:  # noqa: F811
+def test_validation_users_are_the_rankers_held_out_ones(stack: Path) -> None:
     """`genrec pipeline evaluate --split valid` scores only users whose validation target the ranker did not
     train on; bundles from before the list was stored rebuild the same users from the ranker's seed."""
     from genrec.pipeline.runs import ranker_holdout_users

@@ -9,46 +9,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from fastapi.testclient import TestClient
-from rich.console import Console
 from typer.testing import CliRunner
 
 from genrec.bundle import Bundle
-from genrec.data.datasets import load_synthetic
 from genrec.data.sequences import leave_one_out
 from genrec.pipeline.pipeline import Pipeline
 from genrec.serving.app import create_app
 from genrec.serving.config import ServeConfig
 from genrec.serving.pipeline import ServingModel
-
-
-@pytest.fixture(scope="module")
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """hstu + two-tower retrieval bundles and DLRM and Wide & Deep bundles over both (each carries them)."""
-    from genrec.pipeline.runs import Context
-    from genrec.stack.train import train_ranking_model
-    from genrec.training.trainer import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("stack")
-    console = Console(quiet=True)
-    ds = load_synthetic("tiny", seed=0)
-    train(TrainConfig(model="hstu", dataset="synthetic:tiny", out=str(root / "hstu"), epochs=1, max_len=20, dim=16,
-                      threads=1), dataset=ds, console=console)  # fmt: skip
-    ctx = Context("synthetic:tiny", ds=ds)
-    train_ranking_model("two-tower", "synthetic:tiny", root / "tt", context=ctx, console=console, epochs=1, threads=1)
-    train_ranking_model("dlrm", "synthetic:tiny", root / "dlrm", context=ctx, console=console, epochs=1, dim=8,
-                        retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
-    # Wide & Deep: served through FactoredWideDeep, the catalog's side precomputed
-    train_ranking_model("wide-deep", "synthetic:tiny", root / "wide-deep", context=ctx, console=console, epochs=1,
-                        dim=8, retrieval=f"{root / 'hstu'},{root / 'tt'}", k=50, test_users=50, threads=1)  # fmt: skip
-    torch.set_num_threads(1)
-    return root
-
-
-@pytest.fixture(scope="module")
-def stack(stacks: Path) -> Path:
-    return stacks / "dlrm"
 
 
 def _without_last_events(src: Path, dst: Path) -> None:
