@@ -85,7 +85,8 @@ def test_config_errors_name_the_file_and_key(tmp_path, edit, message, base) -> N
 def test_shipped_examples_are_valid() -> None:
     for name in ("pipeline-quick.toml", "pipeline-ml1m.toml", "pipeline-beauty.toml"):
         cfg = load_pipeline_config(EXAMPLES / name)
-        assert [r["model"] for r in cfg["retrieval"]] == ["hstu", "two-tower"] and cfg["ranking"]["model"]
+        first = cfg["retrieval"][0]["model"]
+        assert first.startswith("hstu") and cfg["retrieval"][1]["model"] == "two-tower" and cfg["ranking"]["model"]
     cfg = load_pipeline_config(EXAMPLES / "pipeline-auto.toml")
     assert [r["model"] for r in cfg["retrieval"]] == ["auto", "two-tower"] and cfg["retrieval"][0]["time_budget"]
 
