@@ -280,56 +280,70 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     trials: list[dict[str, Any]] = []
     runs: dict[int, tuple[RunResult, TrainConfig, EpochClock]] = {}
     skips = 0
-    while skips < MAX_SKIPS:
-        now = time.perf_counter()
-        left = search_end - now
-        if left <= 0 or (runs and left < 0.5 * slice_s):
+    extended = False
+    while True:
+        while skips < MAX_SKIPS:
+            now = time.perf_counter()
+            left = search_end - now
+            if left <= 0 or (runs and left < 0.5 * slice_s):
+                break
+            trial = study.ask()
+            p = suggest(trial, space)
+            predicted = costs.epoch_seconds(p)
+            if predicted is not None and MIN_EPOCHS * predicted > min(left, slice_s):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                trials.append({"number": trial.number, "params": p, "state": "pruned", "stop": "too slow",
+                               "predicted_epoch_s": round(predicted, 1)})  # fmt: skip
+                skips += 1
+                continue
+            skips = 0
+            run_dir = out / "trials" / f"{trial.number:03d}"
+            clock = EpochClock(deadline=min(now + slice_s, search_end), origin=t0, trial=trial)
+            cfg = trial_config(p, base, run_dir, slice_s)
+            try:
+                res = train(cfg, dataset=ds, console=quiet, restart=True, on_epoch=clock, score_test=False)
+            except (
+                ValueError,
+                RuntimeError,
+            ) as e:  # one setting that cannot train (e.g. out of memory) ends only itself
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                trials.append({"number": trial.number, "params": p, "state": "failed", "stop": str(e).splitlines()[0][:80],
+                               "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
+                console.print(f"  trial {trial.number:2d}  {describe(p):60s} failed: {trials[-1]['stop']}")
+                continue
+            if not res.history:  # loading used the slice up (a loaded machine): no epoch fitted, nothing to compare
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                trials.append({"number": trial.number, "params": p, "state": "failed", "stop": "no epoch fitted",
+                               "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
+                console.print(f"  trial {trial.number:2d}  {describe(p):60s} no epoch fitted in its slice")
+                continue
+            stop = _stop_reason(clock, res)
+            value = res.best_valid.get("NDCG@10", 0.0)
+            if stop == "pruned":
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+            epoch_s = [h["seconds"] + h["eval_seconds"] for h in res.history]
+            costs.add(p, float(np.median(clock.walls)))
+            reserve = max(reserve, RESERVE_S + 0.02 * budget_s + 2.5 * max(h["eval_seconds"] for h in res.history))
+            runs[trial.number] = (res, cfg, clock)
+            trials.append({
+                "number": trial.number, "params": p, "state": "pruned" if stop == "pruned" else "complete", "stop": stop,
+                "best_valid_ndcg10": round(value, 5), "best_epoch": res.best_epoch, "epochs": len(res.history),
+                "seconds": round(time.perf_counter() - now, 1), "epoch_seconds": round(float(np.mean(epoch_s)), 2),
+                "curve": clock.curve,
+            })  # fmt: skip
+            console.print(f"  trial {trial.number:2d}  {describe(p):60s} valid NDCG@10 {value:.4f}  "
+                          f"{len(res.history):3d} ep  {stop}")  # fmt: skip
+        done = [t for t in trials if t["state"] == "complete"]
+        leader = max(done, key=lambda t: t["best_valid_ndcg10"]) if done else None
+        if extended or leader is None or leader["stop"] != "converged":
             break
-        trial = study.ask()
-        p = suggest(trial, space)
-        predicted = costs.epoch_seconds(p)
-        if predicted is not None and MIN_EPOCHS * predicted > min(left, slice_s):
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            trials.append({"number": trial.number, "params": p, "state": "pruned", "stop": "too slow",
-                           "predicted_epoch_s": round(predicted, 1)})  # fmt: skip
-            skips += 1
-            continue
-        skips = 0
-        run_dir = out / "trials" / f"{trial.number:03d}"
-        clock = EpochClock(deadline=min(now + slice_s, search_end), origin=t0, trial=trial)
-        cfg = trial_config(p, base, run_dir, slice_s)
-        try:
-            res = train(cfg, dataset=ds, console=quiet, restart=True, on_epoch=clock, score_test=False)
-        except (ValueError, RuntimeError) as e:  # one setting that cannot train (e.g. out of memory) ends only itself
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            trials.append({"number": trial.number, "params": p, "state": "failed", "stop": str(e).splitlines()[0][:80],
-                           "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
-            console.print(f"  trial {trial.number:2d}  {describe(p):60s} failed: {trials[-1]['stop']}")
-            continue
-        if not res.history:  # loading used the slice up (a loaded machine): no epoch fitted, nothing to compare
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            trials.append({"number": trial.number, "params": p, "state": "failed", "stop": "no epoch fitted",
-                           "seconds": round(time.perf_counter() - now, 1)})  # fmt: skip
-            console.print(f"  trial {trial.number:2d}  {describe(p):60s} no epoch fitted in its slice")
-            continue
-        stop = _stop_reason(clock, res)
-        value = res.best_valid.get("NDCG@10", 0.0)
-        if stop == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
-        epoch_s = [h["seconds"] + h["eval_seconds"] for h in res.history]
-        costs.add(p, float(np.median(clock.walls)))
-        reserve = max(reserve, RESERVE_S + 0.02 * budget_s + 2.5 * max(h["eval_seconds"] for h in res.history))
-        runs[trial.number] = (res, cfg, clock)
-        trials.append({
-            "number": trial.number, "params": p, "state": "pruned" if stop == "pruned" else "complete", "stop": stop,
-            "best_valid_ndcg10": round(value, 5), "best_epoch": res.best_epoch, "epochs": len(res.history),
-            "seconds": round(time.perf_counter() - now, 1), "epoch_seconds": round(float(np.mean(epoch_s)), 2),
-            "curve": clock.curve,
-        })  # fmt: skip
-        console.print(f"  trial {trial.number:2d}  {describe(p):60s} valid NDCG@10 {value:.4f}  "
-                      f"{len(res.history):3d} ep  {stop}")  # fmt: skip
+        # the leader stopped by itself: training it further cannot use the time kept for that, more trials can
+        extended, skips = True, 0
+        search_end = deadline - reserve
+        console.print(f"  the leader (trial {leader['number']}) converged: searching on for "
+                      f"{(search_end - time.perf_counter()) / 60:.1f} min")  # fmt: skip
     complete = [t for t in trials if t["state"] == "complete"]
     if not complete:
         raise ValueError(f"no trial finished within {budget_s / 60:.1f} min; give a larger --time-budget")
@@ -355,7 +369,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         "dataset": st.name, "budget_s": budget_s, "wall_s": 0.0, "seed": base.seed,
         "stats": {k: v for k, v in asdict(st).items() if k != "train_lengths"},
         "space": {k: v for k, v in asdict(space).items() if k not in ("reasons", "default")},
-        "reasons": space.reasons, "trials": trials,
+        "reasons": space.reasons, "trials": trials, "search_extended": extended,
         "chosen": {"trial": best["number"], "params": best["params"], "setting": describe(best["params"]),
                    "why": _why(best, complete, trials)},
         "final": {"resumed": resume, "best_epoch": final.best_epoch, "epochs": len(final.history),

@@ -176,3 +176,36 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
     assert report["chosen"]["params"]["lr"] == max(t["params"]["lr"] for t in complete)  # the best score wins
     failed = [t["number"] for t in report["trials"] if t["state"] == "failed"]
     assert report["chosen"]["trial"] not in failed
+
+
+def test_a_converged_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
+    """Curves that peak at epoch 2 converge early: the search goes on past its usual share of the budget."""
+    from genrec.training import auto
+    from genrec.training.trainer import RunResult
+
+    def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):  # noqa: ARG001
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "config.json").write_text("{}")
+        history = []
+        for epoch in range(1, 1000):
+            time.sleep(0.02)
+            valid = {"NDCG@10": cfg.lr * 10 / (1 + abs(epoch - 2))}
+            history.append({"epoch": epoch, "seconds": 0.015, "eval_seconds": 0.005, "valid": valid})
+            if on_epoch(history) or epoch - 2 >= auto.PATIENCE:
+                break
+        best = max(history, key=lambda h: h["valid"]["NDCG@10"])
+        test = {"NDCG@10": 0.5} if score_test else {}
+        return RunResult(Path(cfg.out), history, best["epoch"], best["valid"], test, test, 0.02 * len(history))
+
+    monkeypatch.setattr(auto, "train", fake_train)
+    shop = load_synthetic("tiny", 0)
+    data_stats(shop)
+    budget = 12.0
+    t0 = time.perf_counter()
+    auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=budget, dataset=shop)
+    assert time.perf_counter() - t0 <= budget * 1.1
+    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    assert report["search_extended"]
+    reserve = auto.RESERVE_S + 0.02 * budget
+    usual_end = auto.SEARCH_FRACTION * (budget - reserve)
+    assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
