@@ -89,7 +89,6 @@ class FactoredWideDeep:
                     tables.append((k, wide.contiguous(), t.pooling))
                 dense_w = torch.cat([w1[:, idx].T, wd[idx, None]], 1).contiguous()
                 self.parts[side] = _SidePart(mean[idx], std[idx], dense_w, tables)
-            self.hidden = w1.shape[0]
             dense, sp = feat.item_columns(np.arange(feat.t.num_items + 1))
             bias = torch.cat([model.deep[0].bias.detach(), model.wide.dense.bias.detach()])
             self.items = self._side("item", dense, sp) + bias  # (N + 1, H + 1)

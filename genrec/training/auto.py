@@ -284,6 +284,8 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     while True:
         while skips < MAX_SKIPS:
             now = time.perf_counter()
+            if extended:  # the reserve grows with the validation time measured so far
+                search_end = min(search_end, deadline - reserve)
             left = search_end - now
             if left <= 0 or (runs and left < 0.5 * slice_s):
                 break
