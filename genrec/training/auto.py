@@ -109,9 +109,6 @@ class SearchSpace:
     reasons: list[str]  # why each range is what it is, for the report
 
 
-ID_DROPOUTS = (0.0, 0.2)
-
-
 def search_space(st: DataStats) -> SearchSpace:
     reasons = []
     p90 = max(int(math.ceil(st.p90_len / 10) * 10), 20)
@@ -146,8 +143,6 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     """One setting from the space (define-by-run: hstu-large has no depth to choose)."""
     p: dict[str, Any] = {"family": trial.suggest_categorical("family", space.families)}
     p["attributes"] = trial.suggest_categorical("attributes", space.attributes)
-    if p["attributes"]:  # some items trained on their attributes alone: HSTU-large on Beauty, validation
-        p["id_dropout"] = trial.suggest_categorical("id_dropout", ID_DROPOUTS)  # NDCG@10 0.0690 -> 0.0715 at 0.2
     p["dim"] = trial.suggest_categorical("dim", space.dims)
     if p["family"] != "hstu-large":
         p["layers"] = trial.suggest_int("layers", *space.layers)
