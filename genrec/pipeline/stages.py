@@ -190,8 +190,11 @@ def requests_of(ctxs: list[RequestContext], h: int) -> Requests:
 EXACT_MAX_ITEMS = 1 << 16
 
 
+INDEX_KINDS = ("exact", "faiss", "auto")
+
+
 def resolve_index(index: str, num_items: int) -> str:
-    if index not in ("exact", "faiss", "auto"):
+    if index not in INDEX_KINDS:
         raise ValueError(f"index: expected 'exact', 'faiss' or 'auto', got {index!r}")
     if index == "auto":
         return "exact" if num_items <= EXACT_MAX_ITEMS else "faiss"
@@ -358,11 +361,11 @@ class CTRRank:
     fp32 on purpose: bf16 autocast ran the MLP 3x faster on AVX512-BF16, but its sums depend on the batch's
     shape, so a page would change with the requests it was batched with (served != offline)."""
 
-    def __init__(self, ranker: Ranker, name: str = "ranker", batch_size: int = 8192, factored: bool = True) -> None:
+    def __init__(self, ranker: Ranker, name: str = "ranker", batch_size: int = 8192) -> None:
         self.ranker, self.name, self.batch_size = ranker, name, batch_size
         self.ranker.model.eval()
         # Wide & Deep: the catalog's side of the first layer once, not per row (same logits, ~3x less work)
-        self.factored = FactoredWideDeep.of(ranker.model, ranker.scaler, ranker.feat) if factored else None
+        self.factored = FactoredWideDeep.of(ranker.model, ranker.scaler, ranker.feat)
 
     def __call__(self, ctx: RequestContext, cands: Candidates) -> Candidates:
         return self.batch([ctx], [cands])[0]

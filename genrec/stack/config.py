@@ -54,6 +54,7 @@ RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
 AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device")  # what `genrec train --model auto` takes
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
 DATA_KEYS = ("dataset", "seed", "threads")
+INDEX_KINDS = ("exact", "faiss", "auto")  # genrec.pipeline.stages.INDEX_KINDS, without importing torch (tested equal)
 POPULAR_KEYS = ("fill_factor",)
 RERANK_KEYS = ("exclude_seen", "exclude_purchased", "exclude_out_of_stock", "max_per_category", "boosts")
 TOP_KEYS = ("data", "retrieval", "ranking", "popular", "rerank")
@@ -112,7 +113,7 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         budget = r.get("time_budget")
         if model == "auto" and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
             raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'time_budget' (minutes, > 0) is required")
-        if r.get("index", "auto") not in ("exact", "faiss", "auto"):
+        if r.get("index", "auto") not in INDEX_KINDS:
             raise ConfigError(f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss | auto")
     ranking = cfg.get("ranking")
     if ranking is not None:

@@ -168,8 +168,7 @@ def make_study(space: SearchSpace, seed: int) -> optuna.Study:
 def describe(p: dict[str, Any]) -> str:
     depth = f" x{p['layers']}" if "layers" in p else ""
     return (
-        f"{p['family']}{' +attr' if p['attributes'] else ''}{' iddrop ' + str(p['id_dropout']) if p.get('id_dropout') else ''} "
-        f"d{p['dim']}{depth} drop {p['dropout']:.2f} "
+        f"{p['family']}{' +attr' if p['attributes'] else ''} d{p['dim']}{depth} drop {p['dropout']:.2f} "
         f"len {p['max_len']} {p['loss']} lr {p['lr']:.1e} {p['schedule']}"
     )
 
@@ -201,7 +200,6 @@ def trial_config(p: dict[str, Any], base: TrainConfig, out: Path, slice_s: float
         loss=p["loss"], max_len=p["max_len"], dim=p["dim"], num_layers=p.get("layers"), dropout=p["dropout"],
         patience=PATIENCE, seed=base.seed, threads=base.threads, device=base.device, precision="bf16",
         schedule=p["schedule"], time_budget_s=slice_s, item_attributes=p["attributes"], read=base.read,
-        id_dropout=p.get("id_dropout") or None,
     )  # fmt: skip
 
 

@@ -180,3 +180,7 @@ def test_auto_index_is_exact_for_small_catalogs_and_faiss_for_large():
     assert resolve_index("faiss", 10) == "faiss" and resolve_index("exact", 10**7) == "exact"
     with pytest.raises(ValueError, match="'exact', 'faiss' or 'auto'"):
         resolve_index("hnsw", 10)
+    from genrec.pipeline.stages import INDEX_KINDS
+    from genrec.stack import config
+
+    assert config.INDEX_KINDS == INDEX_KINDS  # the config check accepts what the stage takes
