@@ -198,3 +198,36 @@ class HSTU(SequentialModel):
         for layer in self.layers:
             x = layer(x, offsets, timestamps, cache)
         return F.normalize(x, dim=-1)
+
+    def user_states(
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """State after each sequence's last event: (B, D); every sequence needs at least one token.
+
+        Only the last position of the last layer is read, so in eval mode that layer runs the last token alone
+        against the other tokens' keys and values (cached_forward, as M-FALCON's targets): the same numbers
+        as encode() without attention and output rows nobody reads (ML-1M, 200 tokens: 1 of 200 queries)."""
+        if self.training or not len(self.layers) or self.layers[-1].divisor() is None:
+            return super().user_states(items, offsets, timestamps, events)
+        last_layer = self.layers[-1]
+        x = self.embed(items, jagged_positions(offsets), events)  # (sum N, D)
+        cache: dict = {}
+        for layer in self.layers[:-1]:
+            x = layer(x, offsets, timestamps, cache)
+        B = len(offsets) - 1
+        last = offsets[1:] - 1  # (B,)
+        prefix = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        prefix[last] = False
+        _, v, _, k = last_layer.project(x[prefix])  # the keys and values the last tokens attend to
+        ts = timestamps[prefix] if timestamps is not None else None
+        kv = KVCache(k, v, offsets - torch.arange(B + 1, device=offsets.device), ts)
+        t_last = timestamps[last] if timestamps is not None else None
+        if t_last is not None and B == 1:
+            t_last = t_last[0]  # one time for the one new token: the single-sequence product
+        one_each = torch.arange(B + 1, device=offsets.device)
+        y, _ = last_layer.cached_forward(x[last], one_each, kv, t_last, append=False)
+        return F.normalize(y, dim=-1)

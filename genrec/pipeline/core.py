@@ -137,6 +137,8 @@ class Retrieved:
     table: torch.Tensor  # (num_items + 1, d) the retriever's item table: score(i) = query @ table[i]
     items: np.ndarray  # (<= k,) its own list, best first
     k: int
+    scores: torch.Tensor | None = None  # (num_items + 1,) query @ table.T when exact search made it (a gather
+    # of it is cheaper than the ranker's per-candidate dot products)
 
 
 @dataclass

@@ -104,15 +104,19 @@ class _Retrieve:
         q = self.queries([ctxs[i] for i in live])  # (B, d)
         allowed = torch.stack([ctxs[i].allowed for i in live])  # (B, N+1)
         n = min(max(self.k, max(ctxs[i].k for i in live)), allowed.shape[1] - 1)
+        every = None  # (B, N+1) every item's score, when exact search computed them anyway
         if self.index is None:
-            vals, idx = _masked_top(q @ self.table.T, allowed, n)
+            every = q @ self.table.T
+            vals, idx = _masked_top(every, allowed, n)
         else:
             vals, idx = self._ann_top(q, allowed, n)
         for row, i in enumerate(live):
             ok = torch.isfinite(vals[row])
             items, scores = idx[row][ok], vals[row][ok]
             ctx = ctxs[i]
-            ctx.retrieved[self.name] = Retrieved(q[row], self.table, items.numpy(), self.k)
+            ctx.retrieved[self.name] = Retrieved(
+                q[row], self.table, items.numpy(), self.k, every[row] if every is not None else None
+            )
             out[i] = fuse(ctx, cands[i], self.name, scores, self.tier)
         return out
 
@@ -249,7 +253,7 @@ def retrieval_features(ctx: RequestContext, items: np.ndarray, names: list[str] 
         if r is None:
             cols += [np.zeros(n, np.float32), np.full(n, np.log1p(miss_k + 1), np.float32)]
             continue
-        score = (r.table[it] @ r.query).numpy()
+        score = (r.scores[it] if r.scores is not None else r.table[it] @ r.query).numpy()
         rank = _ranks_in(r.items, np.asarray(items, np.int64), r.k + 1)
         rrf += np.where(rank <= r.k, 1.0 / (RRF_K + rank), 0.0).astype(np.float32)
         cols += [score, np.log1p(rank)]

@@ -22,6 +22,7 @@ finish on the model they started with.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -34,6 +35,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 import polars as pl
 from fastapi import FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -48,7 +50,7 @@ from genrec.pipeline.catalog import merge_rows
 from genrec.serving.batching import MicroBatcher
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import HTTP_METHODS, OTHER, ServingMetrics, bounded, status_class
-from genrec.serving.pipeline import Filters, RequestError, ServingModel
+from genrec.serving.pipeline import Filters, RequestContext, RequestError, ServingModel
 from genrec.serving.store import Conflict, Event, EventStore, open_store
 
 log = logging.getLogger("genrec.serving")
@@ -276,7 +278,34 @@ class ServerState:
         self.bundle: ServingModel | None = None
         self.load_error: str | None = None
         self.reload_lock = threading.Lock()
-        self.batcher = MicroBatcher(config.max_batch_requests, on_batch=lambda n: metrics.batch_size.observe(n))
+        self.batcher = MicroBatcher(
+            config.max_batch_requests, on_batch=lambda n: metrics.batch_size.observe(n), prepare=self.contexts
+        )
+
+    def contexts(self, bundle: ServingModel, reqs: list[RecommendRequest]) -> list[RequestContext | BaseException]:
+        """The batch's RequestContexts (run by the pipeline thread): every user's live history in one store
+        call, then each request's dataset history and hard constraints; a bad request fails only itself."""
+        t0 = time.perf_counter()
+        lives = _store_call(self.store.histories, [r.user_id for r in reqs], self.config.live_history)
+        t1 = time.perf_counter()
+        out: list[RequestContext | BaseException] = []
+        for req, live in zip(reqs, lives, strict=True):
+            t = time.perf_counter()
+            try:
+                ctx = bundle.context(
+                    req.user_id,
+                    req.k,
+                    live,
+                    context=req.context,
+                    exclude=req.exclude_item_ids,
+                    filters=req.filters.to_filters() if req.filters else None,
+                )
+            except Exception as e:  # noqa: BLE001 - e.g. a RequestError: this request's 422
+                out.append(e)
+                continue
+            ctx.timings = {"history": t1 - t0, "prepare": time.perf_counter() - t}
+            out.append(ctx)
+        return out
 
 
 def _field(loc: tuple | list) -> str:
@@ -388,15 +417,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import anyio.to_thread
         import torch
 
         torch.set_num_threads(config.threads)
         sys.setswitchinterval(config.switch_interval_ms / 1e3)
-        # with batching, request threads mostly wait for the pipeline thread: let a batch's worth of them in
-        batching = config.max_batch_requests > 1
-        tokens = config.max_concurrency + (config.max_batch_requests if batching else 0)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+        # the thread pool runs the blocking endpoints (events: an fsync each) and unbatched recommends
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.max_concurrency
         if state.bundle is None:
             threading.Thread(target=load_initial, name="genrec-load", daemon=True).start()
         else:
@@ -461,25 +487,16 @@ def create_app(
 
     # ---- recommendations ----
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"])
-    def recommend(req: RecommendRequest) -> Response:
+    async def recommend(req: RecommendRequest) -> Response:
         """Top-k items for a user: the sequence model reads the user's dataset history plus every stored event."""
         if not 1 <= req.k <= config.max_k:
             raise RequestError("k", f"must be between 1 and {config.max_k}, got {req.k}")
         bundle = ready_bundle()  # one reference for the whole request: a reload cannot change it mid-way
-        t0 = time.perf_counter()
-        live = _store_call(state.store.history, req.user_id, config.live_history)
-        t1 = time.perf_counter()
-        ctx = bundle.context(
-            req.user_id,
-            req.k,
-            live,
-            context=req.context,
-            exclude=req.exclude_item_ids,
-            filters=req.filters.to_filters() if req.filters else None,
-        )
-        t2 = time.perf_counter()
-        ctx.timings = {"history": t1 - t0, "prepare": t2 - t1}
-        cands = state.batcher.run(bundle, ctx)
+        if config.max_batch_requests > 1:
+            # the pipeline thread reads the store, builds the context and ranks; the event loop only waits
+            ctx, cands = await asyncio.wrap_future(state.batcher.submit(bundle, req))
+        else:
+            ctx, cands = await anyio.to_thread.run_sync(lambda: state.batcher.submit(bundle, req).result())
         for name, secs in ctx.timings.items():
             metrics.stage_latency.observe(secs, stage=name)
         metrics.recommendations.inc(path="cold_start" if ctx.cold_start else "model")

@@ -57,9 +57,9 @@ class ServeConfig:
     max_future_skew_s: int = 86_400
     live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
     threads: int = 1  # torch intra-op threads of the pipeline thread (`genrec serve` default: cores / workers)
-    # request threads at once beyond those waiting for a batch (thread pool size = this + max_batch_requests):
-    # one per core. Without batching, more only queued work inside the CPU: on 2 cores, 8 gave p99 55 ms at
-    # 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
+    # threads of the blocking endpoints at once (events, and recommends when max_batch_requests is 1; batched
+    # recommends wait on the event loop): one per core. Without batching, more only queued work inside the
+    # CPU: on 2 cores, 8 gave p99 55 ms at 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
     max_concurrency: int = field(default_factory=lambda: os.cpu_count() or 2)
     # requests ranked together by the pipeline thread (genrec/serving/batching.py): whatever is queued when
     # it becomes free, up to this many; 1 runs each request on its own thread

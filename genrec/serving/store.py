@@ -67,6 +67,7 @@ class EventStore(Protocol):
 
     def add(self, events: list[Event]) -> AddResult: ...
     def history(self, user_id: str, limit: int) -> list[StoredEvent]: ...
+    def histories(self, user_ids: list[str], limit: int) -> list[list[StoredEvent]]: ...
     def has_user(self, user_id: str) -> bool: ...
     def has_item(self, item_id: str) -> bool: ...
     def get(self, event_id: str) -> StoredEvent | None: ...
@@ -218,6 +219,10 @@ class SQLiteStore:
         )
         return [StoredEvent(*r) for r in reversed(rows)]
 
+    def histories(self, user_ids: list[str], limit: int) -> list[list[StoredEvent]]:
+        """history() of each user (a local file: no round trip to save)."""
+        return [self.history(u, limit) for u in user_ids]
+
     def has_user(self, user_id: str) -> bool:
         return self._conn().execute("SELECT 1 FROM events WHERE user_id = ? LIMIT 1", (user_id,)).fetchone() is not None
 
@@ -337,6 +342,13 @@ class RedisStore:
 
     def history(self, user_id: str, limit: int) -> list[StoredEvent]:
         return [self._parse(p) for p in self._client.lrange(f"{self.prefix}u:{user_id}", -int(limit), -1)]
+
+    def histories(self, user_ids: list[str], limit: int) -> list[list[StoredEvent]]:
+        """history() of each user in one round trip (a batch of requests reads its users together)."""
+        pipe = self._client.pipeline(transaction=False)
+        for u in user_ids:
+            pipe.lrange(f"{self.prefix}u:{u}", -int(limit), -1)
+        return [[self._parse(p) for p in rows] for rows in pipe.execute()]
 
     def has_user(self, user_id: str) -> bool:
         return bool(self._client.exists(f"{self.prefix}u:{user_id}"))

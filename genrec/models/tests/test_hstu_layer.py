@@ -91,3 +91,28 @@ def test_cached_forward_errors() -> None:
     empty = KVCache(torch.zeros(0, 1, 50), torch.zeros(0, 1, 50), torch.tensor([0, 0]), None)
     with pytest.raises(ValueError, match="divisor"):
         length_scaled.cached_forward(x[:1], torch.tensor([0, 1]), empty)
+
+
+@pytest.mark.parametrize("name", ["hstu", "hstu-large"])
+@pytest.mark.parametrize("use_time", [True, False])
+@pytest.mark.parametrize("lengths", [[9, 1, 12], [7]])
+def test_user_states_run_only_the_last_query_and_equal_the_full_encoding(
+    name: str, use_time: bool, lengths: list[int]
+) -> None:
+    model = _model(name)
+    g = torch.Generator().manual_seed(5)
+    offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    n = int(offsets[-1])
+    items = torch.randint(1, 41, (n,), generator=g)
+    ts = torch.randint(1, 10**5, (n,), generator=g).cumsum(0) if use_time else None
+    with torch.no_grad():
+        want = model.encode(items, offsets, ts)[offsets[1:] - 1]
+        got = model.user_states(items, offsets, ts)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    model.config.attn_scale = "length"  # a per-length divisor cannot use the cache: the full encoding
+    for layer in model.layers:
+        layer.c.attn_scale = "length"
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.user_states(items, offsets, ts), model.encode(items, offsets, ts)[offsets[1:] - 1]
+        )

@@ -92,6 +92,37 @@ def test_a_failing_request_does_not_fail_its_batch(stack: Path) -> None:
     assert all(len(results[i].items) == 10 for i in range(len(ctxs)) if i != 2)
 
 
+def test_prepare_turns_a_batch_into_contexts_and_its_errors_fail_only_their_requests(stack: Path) -> None:
+    """The server queues raw requests; the pipeline thread prepares the whole batch at once (one store read)."""
+    pipe = Pipeline.from_bundle(Bundle.open(stack))
+    ctxs = _contexts(pipe, 6)
+    alone = [pipe.run(c) for c in _contexts(pipe, 6)]
+    calls: list[list[int]] = []
+
+    def prepare(pipeline: Pipeline, reqs: list[int]) -> list:
+        calls.append(list(reqs))
+        if -1 in reqs:
+            raise ConnectionError("store down")  # the whole group fails with it
+        return [ValueError(f"bad request {r}") if r == 2 else ctxs[r] for r in reqs]
+
+    release = threading.Event()
+    batcher = MicroBatcher(max_requests=8, on_batch=lambda n: release.wait(10), prepare=prepare)
+    futs = {i: batcher.submit(pipe, i) for i in range(6)}
+    time.sleep(0.2)
+    release.set()
+    for i, fut in futs.items():
+        if i == 2:
+            with pytest.raises(ValueError, match="bad request 2"):
+                fut.result(10)
+            continue
+        ctx, page = fut.result(10)
+        assert ctx is ctxs[i] and page.items.tolist() == alone[i].items.tolist()
+    assert sorted(r for c in calls for r in c) == list(range(6)) and len(calls) <= 2  # batched, not one by one
+    with pytest.raises(ConnectionError):
+        batcher.submit(pipe, -1).result(10)
+    batcher.close()
+
+
 @pytest.mark.parametrize("n", [1])
 def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:
     pipe = Pipeline.from_bundle(Bundle.open(stack))

@@ -83,6 +83,10 @@ def test_history_is_per_user_in_arrival_order_with_limit(store) -> None:
     assert [e.event_id for e in store.history("a", 2)] == ["e3", "e4"]
     assert [e.event_id for e in store.history("b", 10)] == ["e2"]
     assert store.history("nobody", 10) == []
+    # a batch of requests reads its users together: the same lists, in the order asked
+    users = ["b", "nobody", "a", "a"]
+    assert store.histories(users, 2) == [store.history(u, 2) for u in users]
+    assert store.histories([], 5) == []
     h = store.history("a", 10)[0]
     assert (h.user_id, h.item_id, h.event_type, h.timestamp) == ("a", "i1", "view", 1_700_000_001)
     assert store.has_user("a") and not store.has_user("zzz")
