@@ -401,7 +401,7 @@ def main() -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch threads per server worker (default: the server's, cores / workers)",
+        help="torch threads per server worker (default: the server's, cores / workers - 1)",
     )
     ap.add_argument("--config", type=Path, default=None, help="serving config file (TOML/JSON) for the server")
     ap.add_argument("--target-rate", type=float, default=200.0)
@@ -492,7 +492,7 @@ def main() -> None:
         "duration_s": args.duration,
         "event_share": args.event_share,
         "max_in_flight": args.max_in_flight,
-        "threads": args.threads or "cores / workers (the server's default)",
+        "threads": args.threads or "cores / workers - 1, at least 1 (the server's default)",
         "stages": stage_names,
         "target": {"rate": args.target_rate, "p99_ms": target_p99},
         "load_average_at_end": os.getloadavg(),

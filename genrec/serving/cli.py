@@ -45,7 +45,9 @@ def serve(
     admin_token: str | None = typer.Option(
         None, envvar="GENREC_ADMIN_TOKEN", help="bearer token for /v1/admin/reload (else from the config)"
     ),
-    threads: int | None = typer.Option(None, help="torch threads per worker's pipeline (default: cores / workers)"),
+    threads: int | None = typer.Option(
+        None, help="torch threads per worker's pipeline (default: cores / workers - 1, at least 1)"
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes sharing the event store (use Redis)"),
     sqlite_shared: bool = typer.Option(
@@ -79,9 +81,10 @@ def serve(
                 "--sqlite-shared to accept SQLite in WAL mode on this host"
             )
         if threads is None and (config is None or "threads" not in _keys(config)):
-            # the micro-batcher runs every model call on one thread per worker: give it the cores. ML-1M stack,
-            # 1 worker, 200 req/s on 2 cores: p99 144-277 ms at 1 thread, 70 ms at 2 (benchmarks/serving.py)
-            cfg.threads = max(1, (os.cpu_count() or 1) // workers)
+            # the micro-batcher runs every model call on one thread per worker, and the worker's event loop
+            # (HTTP, JSON) runs beside it: give the models the worker's cores but one. ML-1M stack, 1 worker on
+            # 2 cores, 200 req/s: p99 79 ms at 1 thread, 106 ms at 2 (benchmarks/serving.py)
+            cfg.threads = max(1, (os.cpu_count() or 1) // workers - 1)
         setup(cfg.threads)
         if workers > 1:
             _serve_workers(run_dir, cfg, config, store, admin_token, cfg.threads, host, port, log_level, workers)

@@ -56,7 +56,8 @@ class ServeConfig:
     # typo (year 5138) would otherwise stay the user's "latest" event forever
     max_future_skew_s: int = 86_400
     live_history: int = 1000  # most recent store events read per request (dataset history is in memory)
-    threads: int = 1  # torch intra-op threads of the pipeline thread (`genrec serve` default: cores / workers)
+    # torch intra-op threads of the pipeline thread (`genrec serve` default: cores / workers - 1, at least 1)
+    threads: int = 1
     # threads of the blocking endpoints at once (events, and recommends when max_batch_requests is 1; batched
     # recommends wait on the event loop): one per core. Without batching, more only queued work inside the
     # CPU: on 2 cores, 8 gave p99 55 ms at 200 req/s on ML-1M, 2 gave 8 ms (benchmarks/serving.py).
