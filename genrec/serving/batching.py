@@ -95,6 +95,11 @@ class MicroBatcher:
 
     @staticmethod
     def _run_group(group: list[tuple[Any, Any, Future]], prepare: Prepare) -> None:
+        # a request whose client went away was cancelled while queued (asyncio cancels the wrapped future):
+        # drop it; the others' futures are running from here on, so a late cancel cannot fail set_result
+        group = [item for item in group if item[2].set_running_or_notify_cancel()]
+        if not group:
+            return
         pipeline = group[0][0]
         try:
             made = prepare(pipeline, [req for _, req, _ in group])

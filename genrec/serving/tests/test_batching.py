@@ -123,6 +123,23 @@ def test_prepare_turns_a_batch_into_contexts_and_its_errors_fail_only_their_requ
     batcher.close()
 
 
+def test_a_request_cancelled_while_queued_is_dropped_and_the_batcher_goes_on(stack: Path) -> None:
+    """A client that disconnects cancels its queued request (asyncio.wrap_future): the batch runs the others."""
+    pipe = Pipeline.from_bundle(Bundle.open(stack))
+    ctxs = _contexts(pipe, 3)
+    release = threading.Event()
+    batcher = MicroBatcher(max_requests=8, on_batch=lambda n: release.wait(10))
+    first = batcher.submit(pipe, ctxs[0])  # held in on_batch: the next two queue behind it
+    time.sleep(0.1)
+    gone, kept = batcher.submit(pipe, ctxs[1]), batcher.submit(pipe, ctxs[2])
+    assert gone.cancel()
+    release.set()
+    assert len(first.result(10)[1].items) == 10 and len(kept.result(10)[1].items) == 10
+    assert gone.cancelled()
+    assert len(batcher.submit(pipe, _contexts(pipe, 1)[0]).result(10)[1].items) == 10  # the thread lives on
+    batcher.close()
+
+
 @pytest.mark.parametrize("n", [1])
 def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:
     pipe = Pipeline.from_bundle(Bundle.open(stack))
