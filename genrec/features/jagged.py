@@ -62,6 +62,13 @@ class SparseColumns:
             vals[k], offs[k] = take_jagged(self.values[k], self.offsets[k], rows)
         return SparseColumns(vals, offs)
 
+    def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(values, offsets) per key as tensors (no copy): what a model's KJT-free inference path reads."""
+        return (
+            {k: torch.from_numpy(v) for k, v in self.values.items()},
+            {k: torch.from_numpy(o) for k, o in self.offsets.items()},
+        )
+
     def to_kjt(self) -> KeyedJaggedTensor:
         from torchrec import KeyedJaggedTensor
 

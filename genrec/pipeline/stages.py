@@ -222,7 +222,7 @@ class TwoTowerRetrieve(_Retrieve):
 
     def queries(self, ctxs: list[RequestContext]) -> torch.Tensor:
         dense, sp = self.feat.request_user_side(requests_of(ctxs, self.feat.cfg.history_len))
-        return self.model.user_tower(torch.from_numpy(dense), sp.to_kjt())
+        return self.model.user_tower.forward_columns(torch.from_numpy(dense), *sp.tensors())
 
 
 def retrieval_feature_names(names: list[str]) -> list[str]:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,23 @@ def test_hstu_large_per_head_widths_follow_a_changed_width_or_head_count() -> No
     assert build_model("hstu-large", 50, dim=64).config.qk_dim == 32  # 2 heads of 32
     assert build_model("hstu-large", 50, num_heads=1).config.v_dim == 50
     assert build_model("hstu-large", 50, dim=64, qk_dim=16).config.qk_dim == 16  # explicit widths win
+
+
+def test_a_tower_from_jagged_columns_equals_its_kjt_forward() -> None:
+    from genrec.features.jagged import SparseColumns
+    from genrec.features.schema import FeatureSchema, TableSpec
+    from genrec.models.two_tower import Tower
+
+    torch.manual_seed(0)
+    schema = FeatureSchema(
+        dense=["age"],
+        tables=[TableSpec("t_user", 10, ["user"]), TableSpec("t_item", 20, ["recent", "last"], pooling="mean")],
+    )
+    tower = Tower(schema, emb_dim=8, hidden=[16], dim=4).eval()
+    sp = SparseColumns(  # three rows; the second has no recent items (an empty mean-pooled bag)
+        {"user": np.array([1, 2, 3]), "recent": np.array([4, 5, 6, 7]), "last": np.array([5, 9, 7])},
+        {"user": np.array([0, 1, 2, 3]), "recent": np.array([0, 2, 2, 4]), "last": np.array([0, 1, 2, 3])},
+    )
+    dense = torch.randn(3, 1)
+    with torch.no_grad():
+        assert torch.equal(tower.forward_columns(dense, *sp.tensors()), tower(dense, sp.to_kjt()))
