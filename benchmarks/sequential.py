@@ -41,6 +41,16 @@ EMA = [*COMMON[:-2], "--lr", "2e-3", "--ema", "0.998"]
 BEAUTY = ["--max-len", "50", "--dropout", "0.5", "--dim", "64"]
 SHORT = [*COMMON[:-2], "--time-budget", "15", "--item-attributes", "--dim", "96", "--dropout", "0.35", "--max-len", "10",
          "--lr", "2.9e-3", "--ema", "0.998"]  # fmt: skip
+
+
+def swap(flags: list[str], **values: str) -> list[str]:
+    """`flags` with the values of some flags replaced: swap(SHORT, max_len="20") for --max-len 20."""
+    out = list(flags)
+    for name, value in values.items():
+        out[out.index("--" + name.replace("_", "-")) + 1] = value
+    return out
+
+
 AUTO = ["--time-budget", "60"]  # the automatic configuration, whole call within the budget
 AUTO_20 = ["--time-budget", "20"]  # the README's own-data command as written (external checks use 20 min)
 SETTINGS: dict[str, dict[str, list[str]]] = {
@@ -92,6 +102,37 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         "hstu-large-attr-d96-len10-ema": [*SHORT, "--patience", "10"],
         "hstu-attr-d96x4-len10-iddrop-ema": [*SHORT, "--patience", "10", "--layers", "4", "--id-dropout", "0.2"],
         "hstu-large-attr-d96-len10-iddrop-ema": [*SHORT, "--patience", "10", "--id-dropout", "0.2"],
+        # the best of those on validation, with the window / dropout / lr auto chose for SASRec + attributes
+        # (len 20, dropout 0.45, lr 2.4e-3), or with a softer softmax (temperature 0.1 for 0.05)
+        "hstu-large-attr-d96-len20-drop45-iddrop-ema": [
+            *swap(SHORT, max_len="20", dropout="0.45", lr="2.4e-3"),
+            "--patience",
+            "10",
+            "--id-dropout",
+            "0.2",
+        ],
+        "hstu-large-attr-d96-len10-iddrop-ema-t10": [
+            *SHORT,
+            "--patience",
+            "10",
+            "--id-dropout",
+            "0.2",
+            "--temperature",
+            "0.1",
+        ],
+        # t10 was still improving when its 15 minutes ran out: the same for 30, and a softer softmax still (0.15)
+        **{
+            f"hstu-large-attr-d96-len10-iddrop-ema-t{t}-b30": [
+                *swap(SHORT, time_budget="30"),
+                "--patience",
+                "10",
+                "--id-dropout",
+                "0.2",
+                "--temperature",
+                f"0.{t}",
+            ]
+            for t in ("10", "15")
+        },
     },
 }
 # candidates stopped by hand before their budget, to free a core for a more promising one: no test score was taken;
@@ -202,34 +243,53 @@ def popularity(dataset: str) -> dict[str, Any]:
 
 
 def curves(dataset: str, runs: Path, kept: str, every: int = 10) -> list[str]:
-    """Validation NDCG@10 of the dataset's HSTU runs at equal epochs, stopped candidates included, rendered from
-    the run folders present; `kept` (sequential.md as it was) gives the dataset's other such sections as they were
-    (runs whose folders are elsewhere), and this one too when no folder is here."""
+    """Validation NDCG@10 of the dataset's HSTU runs at equal epochs, stopped candidates included: rendered from
+    the run folders present, and for a run whose folder is elsewhere its row as `kept` (sequential.md as it was)
+    last showed it; the dataset's other such sections are kept as they were."""
     head = f"## {dataset}: validation NDCG@10 of the HSTU runs at equal epochs"
     old = kept_sections(dataset, kept)
     names = [m for m in SETTINGS.get(dataset, {}) if m.startswith("hstu") and "30min" not in m]
     names += list(STOPPED.get(dataset, {}))
-    hist = {}
+    shown = kept_rows(old.get(head, []))
+    rows: dict[str, tuple[dict[int, float], int, float]] = {}  # run -> (valid NDCG@10 by epoch, epochs run, best)
     for name in names:
         path = runs / f"{dataset}-{name}" / "history.json"
         if path.exists():
-            hist[name] = {h["epoch"]: h["valid"]["NDCG@10"] for h in json.loads(path.read_text())}
-    if not hist:  # run folders elsewhere: the sections as last rendered
+            h = {e["epoch"]: e["valid"]["NDCG@10"] for e in json.loads(path.read_text())}
+            rows[name] = (h, max(h), max(h.values()))
+        elif name in shown:
+            rows[name] = shown[name]
+    if not rows:
         return [line for lines in old.values() for line in lines]
-    last = max(max(h) for h in hist.values())
+    last = max(epochs_run for _, epochs_run, _ in rows.values())
     epochs = list(range(every, last + 1, every))
     lines = [head, "",
              "Runs marked *stopped* were ended by hand before their budget to free a core; no test score was taken.",
              "", "| run | " + " | ".join(f"ep {e}" for e in epochs) + " | epochs run | best |",
              "|---" * (len(epochs) + 3) + "|"]  # fmt: skip
-    for name, h in hist.items():
+    for name, (h, epochs_run, best) in rows.items():
         label = f"{name} (*stopped*)" if name in STOPPED.get(dataset, {}) else name
         cells = [f"{h[e]:.4f}" if e in h else "" for e in epochs]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {max(h)} | {max(h.values()):.4f} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {epochs_run} | {best:.4f} |")
     stopped = STOPPED.get(dataset, {})
     lines += [""] + [f"- {dataset} {m} (stopped): `genrec train --model {preset_of(m)} --dataset {dataset} "
                      f"--out runs/bench/{dataset}-{m} {shlex.join(flags)}`" for m, flags in stopped.items()]  # fmt: skip
     return [line for h, ls in old.items() if h != head for line in ls] + lines + [""]
+
+
+def kept_rows(section: list[str]) -> dict[str, tuple[dict[int, float], int, float]]:
+    """run -> (valid NDCG@10 by epoch, epochs run, best) from the table of a rendered equal-epochs section."""
+    table = [line for line in section if line.startswith("| ")]
+    if not table:
+        return {}
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    epochs = [int(c.removeprefix("ep ")) for c in header[1:-2]]
+    out = {}
+    for line in table[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        h = {e: float(c) for e, c in zip(epochs, cells[1:-2], strict=True) if c}
+        out[cells[0].removesuffix(" (*stopped*)")] = (h, int(cells[-2]), float(cells[-1]))
+    return out
 
 
 def kept_sections(dataset: str, text: str) -> dict[str, list[str]]:

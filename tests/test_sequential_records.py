@@ -84,3 +84,13 @@ def test_equal_epoch_sections_of_runs_elsewhere_are_kept(tmp_path) -> None:
     _run(tmp_path / "ml-1m-hstu", "train")
     lines = sequential.curves("ml-1m", tmp_path, kept)
     assert "| old | x |" in lines and "## ml-1m: validation NDCG@10 of the HSTU runs at equal epochs" in lines
+
+
+def test_a_section_keeps_the_rows_of_runs_whose_folders_are_elsewhere(tmp_path) -> None:
+    head = "## ml-1m: validation NDCG@10 of the HSTU runs at equal epochs"
+    kept = f"# t\n\n{head}\n\n| run | ep 10 | epochs run | best |\n|---|---|---|---|\n| hstu-large | 0.1482 | 12 | 0.1500 |\n"
+    _run(tmp_path / "ml-1m-hstu", "train")  # a folder here for another run of the same section
+    lines = sequential.curves("ml-1m", tmp_path, kept)
+    assert "| hstu-large | 0.1482 | 12 | 0.1500 |" in lines  # its row as it was
+    assert "| hstu |  | 3 | 0.1000 |" in lines  # the present run from its history (3 epochs, none at 10)
+    assert sum(line.startswith(head) for line in lines) == 1
