@@ -51,6 +51,8 @@ def swap(flags: list[str], **values: str) -> list[str]:
     return out
 
 
+SHORT_30 = swap(SHORT, time_budget="30")
+IDDROP = ["--patience", "10", "--id-dropout", "0.2"]  # id dropout, with the shorter patience of those rows
 AUTO = ["--time-budget", "60"]  # the automatic configuration, whole call within the budget
 AUTO_20 = ["--time-budget", "20"]  # the README's own-data command as written (external checks use 20 min)
 SETTINGS: dict[str, dict[str, list[str]]] = {
@@ -101,46 +103,24 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         "hstu-attr-d96x4-len10-ema": [*SHORT, "--patience", "15", "--layers", "4"],
         "hstu-large-attr-d96-len10-ema": [*SHORT, "--patience", "10"],
         "hstu-attr-d96x4-len10-iddrop-ema": [*SHORT, "--patience", "10", "--layers", "4", "--id-dropout", "0.2"],
-        "hstu-large-attr-d96-len10-iddrop-ema": [*SHORT, "--patience", "10", "--id-dropout", "0.2"],
+        "hstu-large-attr-d96-len10-iddrop-ema": [*SHORT, *IDDROP],
         # the best of those on validation, with the window / dropout / lr auto chose for SASRec + attributes
         # (len 20, dropout 0.45, lr 2.4e-3), or with a softer softmax (temperature 0.1 for 0.05)
         "hstu-large-attr-d96-len20-drop45-iddrop-ema": [
             *swap(SHORT, max_len="20", dropout="0.45", lr="2.4e-3"),
-            "--patience",
-            "10",
-            "--id-dropout",
-            "0.2",
+            *IDDROP,
         ],
-        "hstu-large-attr-d96-len10-iddrop-ema-t10": [
-            *SHORT,
-            "--patience",
-            "10",
-            "--id-dropout",
-            "0.2",
-            "--temperature",
-            "0.1",
-        ],
+        "hstu-large-attr-d96-len10-iddrop-ema-t10": [*SHORT, *IDDROP, "--temperature", "0.1"],
         # t10 was still improving when its 15 minutes ran out: the same for 30, and a softer softmax still (0.15)
         **{
-            f"hstu-large-attr-d96-len10-iddrop-ema-t{t}-b30": [
-                *swap(SHORT, time_budget="30"),
-                "--patience",
-                "10",
-                "--id-dropout",
-                "0.2",
-                "--temperature",
-                f"0.{t}",
-            ]
+            f"hstu-large-attr-d96-len10-iddrop-ema-t{t}-b30": [*SHORT_30, *IDDROP, "--temperature", f"0.{t}"]
             for t in ("10", "15")
         },
         # the winner again with other seeds (not for choosing: how much of its margin is the seed)
         **{
             f"hstu-large-attr-d96-len10-iddrop-ema-t10-b30-seed{seed}": [
-                *swap(SHORT, time_budget="30"),
-                "--patience",
-                "10",
-                "--id-dropout",
-                "0.2",
+                *SHORT_30,
+                *IDDROP,
                 "--temperature",
                 "0.10",
                 "--seed",

@@ -55,7 +55,7 @@ def pooled_from_columns(
     inference on a few rows, where building and splitting the KJT cost about as much as the lookups (the ML-1M
     two-tower retrieve stage for one request, best of 5: 0.59 -> 0.46 ms); training and sharding keep the KJT."""
     bags = {f: ebc.embedding_bags[c.name] for c in ebc.embedding_bag_configs() for f in c.feature_names}
-    return torch.cat([bags[k](input=values[k], offsets=offsets[k]).float() for k in keys], dim=1)
+    return torch.cat([bags[k](input=values[k], offsets=offsets[k]) for k in keys], dim=1)
 
 
 def mlp(sizes: list[int], final_activation: bool = True, dropout: float = 0.0) -> nn.Sequential:
