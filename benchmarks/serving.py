@@ -202,11 +202,21 @@ def free_port() -> int:
 
 
 def start_server(
-    run: Path, store: str, port: int, log: Path, threads: int | None, config: Path | None = None, workers: int = 1
+    run: Path,
+    store: str,
+    port: int,
+    log: Path,
+    threads: int | None,
+    config: Path | None = None,
+    workers: int = 1,
+    model_processes: int | None = None,
 ) -> subprocess.Popen:
+    """The server, once it answers /readyz and its model processes (if any) hold the bundle."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "genrec.serving.cli", str(run), "--port", str(port), "--store", store,
            "--workers", str(workers)] + (["--threads", str(threads)] if threads else [])  # fmt: skip
+    if model_processes is not None:
+        cmd += ["--model-processes", str(model_processes)]
     if config is not None:
         cmd += ["--config", str(config)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
@@ -217,8 +227,12 @@ def start_server(
             raise SystemExit(f"server exited ({proc.returncode}); see {log}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
+                mp = json.loads(r.read()).get("model_process", {})
+                state = mp.get("state", "off")
+                if r.status == 200 and not state.startswith("starting"):  # "failed: ..." is reported, not waited on
+                    proc.model_processes = mp.get("processes", 0) if state == "ready" else 0  # type: ignore[attr-defined]
                     return proc
+                time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
     proc.kill()
@@ -303,12 +317,12 @@ def write_report(rows: list[dict], meta: dict, out: Path, stem: str = "serving")
         f"runs on the same machine; torch threads per worker: {meta.get('threads', 1)}. "
         f"Stages: {' -> '.join(meta.get('stages', []))}.",
         "",
-        "| workers | rate (req/s) | achieved | p50 ms | p95 ms | p99 ms | max ms | errors | events p99 ms | client late p99 ms | server CPU ms/req |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | model procs | rate (req/s) | achieved | p50 ms | p95 ms | p99 ms | max ms | errors | events p99 ms | client late p99 ms | server CPU ms/req |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {r['workers']} | {r['rate']:.0f} | {r['achieved_rps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
+            f"| {r['workers']} | {r.get('model_processes', 0)} | {r['rate']:.0f} | {r['achieved_rps']:.1f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | {r['events_p99_ms']:.2f} "
             f"| {r['client_late_p99_ms']:.2f} | {r.get('server_cpu_ms_per_request', float('nan')):.2f} |"
         )
@@ -404,6 +418,8 @@ def main() -> None:
         help="torch threads per server worker (default: the server's, cores / workers - 1)",
     )
     ap.add_argument("--config", type=Path, default=None, help="serving config file (TOML/JSON) for the server")
+    ap.add_argument("--model-processes", type=int, default=None,
+                    help="server --model-processes N (default: the server's, from its cores per worker)")  # fmt: skip
     ap.add_argument("--target-rate", type=float, default=200.0)
     ap.add_argument("--target-p99", type=float, default=None, help="ms (default 25; 30 with --workers)")
     ap.add_argument("--ceiling-p99", type=float, default=50.0, help="ms: the p99 at which throughput is read")
@@ -448,10 +464,10 @@ def main() -> None:
                 store = f"sqlite:///{tmp / 'events.db'}"
             port = free_port()
             log = tmp / f"server-{w}.log"
-            proc = start_server(run, store, port, log, args.threads, args.config, workers=w)
+            proc = start_server(run, store, port, log, args.threads, args.config, workers=w, model_processes=args.model_processes)  # fmt: skip
             try:
 
-                async def go(w: int = w, port: int = port, pid: int = proc.pid) -> None:
+                async def go(w: int = w, port: int = port, pid: int = proc.pid, mp: int = proc.model_processes) -> None:
                     pool = Pool("127.0.0.1", port, args.max_in_flight)
                     await drive(pool, rates[0], args.warmup, users, items, args.event_share, args.k, seed=0, record=False)  # fmt: skip
                     for i, rate in enumerate(rates):
@@ -460,7 +476,7 @@ def main() -> None:
                         # the server's CPU per recommend (its events included): a cost that noise from other
                         # processes on the machine changes far less than it changes latency
                         row["server_cpu_ms_per_request"] = 1e3 * (cpu_seconds(pid) - cpu0) / max(row["requests"], 1)
-                        rows.append({"workers": w, **row})
+                        rows.append({"workers": w, "model_processes": mp, **row})
                         print(f"workers {w} rate {rate:6.0f}: achieved {row['achieved_rps']:6.1f}/s  p50 {row['p50_ms']:6.2f}  "
                               f"p95 {row['p95_ms']:6.2f}  p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}  "
                               f"client late p99 {row['client_late_p99_ms']:.2f} ms  server CPU {row['server_cpu_ms_per_request']:.2f} ms/req", flush=True)  # fmt: skip

@@ -50,6 +50,7 @@ from genrec.pipeline.catalog import merge_rows
 from genrec.serving.batching import MicroBatcher
 from genrec.serving.config import ServeConfig
 from genrec.serving.metrics import HTTP_METHODS, OTHER, ServingMetrics, bounded, status_class
+from genrec.serving.model_process import ModelProcess, ModelProcessDown, RemoteModel
 from genrec.serving.pipeline import Filters, RequestContext, RequestError, ServingModel
 from genrec.serving.store import Conflict, Event, EventStore, open_store
 
@@ -275,12 +276,76 @@ class ServerState:
         self.config = config
         self.store = store
         self.metrics = metrics
-        self.bundle: ServingModel | None = None
+        self.bundle: ServingModel | RemoteModel | None = None
         self.load_error: str | None = None
         self.reload_lock = threading.Lock()
+        self.swap_lock = threading.Lock()  # the compare-and-swap of a model process attaching in the background
+        self.host: ModelProcess | None = None  # config.model_processes: the stages' own processes
+        self.host_state = "off"  # off | starting | ready | failed: ... (readyz)
+        self.host_restarts = 0
+        self._last_restart = -1e9
         self.batcher = MicroBatcher(
-            config.max_batch_requests, on_batch=lambda n: metrics.batch_size.observe(n), prepare=self.contexts
+            config.max_batch_requests,
+            on_batch=lambda n: metrics.batch_size.observe(n),
+            prepare=self.contexts,
+            threads=max(1, config.model_processes),
         )
+
+    def served(self, model: ServingModel) -> ServingModel | RemoteModel:
+        """`model` with its stages in the model process when there is one that can load it (blocks while it
+        does), else `model` itself: a failing model process never fails a load or a reload."""
+        if self.host is None:
+            return model
+        try:
+            remote = self.host.attach(model)
+        except ModelProcessDown as e:
+            self.host_state = f"failed: {e}"
+            log.warning("stages run in the server process: %s", e)
+            return model
+        remote.on_down = self.model_process_down
+        self.host_state = "ready"
+        return remote
+
+    def swap(self, new: ServingModel | RemoteModel, expected: Any = None) -> bool:
+        """Make `new` the served model (when `expected` is given: only if it still is the served one); the
+        child drops the old generation (requests still queued for it run in this process)."""
+        with self.swap_lock:
+            old = self.bundle
+            if expected is not None and old is not expected:
+                if isinstance(new, RemoteModel):
+                    new.host.drop(new.gen)
+                return False
+            self.bundle = new  # the atomic swap: one reference assignment
+        if isinstance(old, RemoteModel) and not (isinstance(new, RemoteModel) and new.gen == old.gen):
+            old.host.drop(old.gen)
+        return True
+
+    def attach_model_process(self) -> None:
+        """Background: move the served model's stages to the (new or restarted) model process."""
+        current = self.bundle
+        if current is None or self.host is None:
+            return
+        local = current.local if isinstance(current, RemoteModel) else current
+        self.host_state = "starting"
+        self.swap(self.served(local), expected=current)
+
+    def model_process_down(self, reason: str) -> None:
+        """A RemoteModel found the child gone: restart it once per 10 s at most, in the background."""
+        host = self.host
+        if host is None or self.host_state == "starting":
+            return
+        if time.monotonic() - self._last_restart < 10:
+            return
+        self._last_restart = time.monotonic()
+        self.host_state = "starting"
+        log.warning("%s: restarting it; its requests run in the server process meanwhile", reason)
+
+        def restart() -> None:
+            host.restart()
+            self.host_restarts += 1
+            self.attach_model_process()
+
+        threading.Thread(target=restart, name="genrec-model-restart", daemon=True).start()
 
     def contexts(self, bundle: ServingModel, reqs: list[RecommendRequest]) -> list[RequestContext | BaseException]:
         """The batch's RequestContexts (run by the pipeline thread): every user's live history in one store
@@ -411,6 +476,8 @@ def create_app(
         try:
             state.bundle = ServingModel.load(run_dir, config)  # type: ignore[arg-type]
             log.info("model from %s ready", run_dir)
+            if state.host is not None:
+                state.attach_model_process()
         except Exception as e:  # noqa: BLE001 - reported by /readyz, the process stays up for diagnosis
             state.load_error = f"{type(e).__name__}: {e}"
             log.error("cannot load %s: %s", run_dir, state.load_error)
@@ -423,14 +490,23 @@ def create_app(
         sys.setswitchinterval(config.switch_interval_ms / 1e3)
         # the thread pool runs the blocking endpoints (events: an fsync each) and unbatched recommends
         anyio.to_thread.current_default_thread_limiter().total_tokens = config.max_concurrency
+        if config.model_processes:
+            state.host = ModelProcess(
+                config, config.model_processes
+            )  # starts importing now; loads once there is a bundle
         if state.bundle is None:
             threading.Thread(target=load_initial, name="genrec-load", daemon=True).start()
         else:
             # the startup model lives as long as the process: keep its objects out of the cyclic GC's passes
             gc.collect()
             gc.freeze()
+            if state.host is not None:
+                state.host_state = "starting"  # served in process until the child holds it
+                threading.Thread(target=state.attach_model_process, name="genrec-attach", daemon=True).start()
         yield
         state.batcher.close()
+        if state.host is not None:
+            state.host.close()
         state.store.close()
 
     app = FastAPI(
@@ -635,7 +711,7 @@ def create_app(
                 metrics.reloads.inc(outcome="failed")
                 raise RequestError(req.field, f"cannot load {req.path!r}: {type(e).__name__}: {e}") from None
             old = state.bundle
-            state.bundle = new  # the atomic swap: one reference assignment
+            state.swap(state.served(new))
             metrics.reloads.inc(outcome="ok")
             previous = str(old.run_dir) if old else None
             return ReloadResponse(
@@ -680,7 +756,7 @@ def create_app(
                 new = ServingModel.load(current.run_dir, config, catalog_updates=updates)
             except ValueError as e:  # the rows do not fit the bundle: the old model keeps serving
                 raise RequestError("items", str(e)) from None
-            state.bundle = new  # the atomic swap: one reference assignment
+            state.swap(state.served(new))
             ids = rows["item_id"].unique(maintain_order=True).to_list()
             added = [i for i in ids if i not in current.vocab]
             return CatalogResponse(
@@ -704,6 +780,11 @@ def create_app(
             "ready": b is not None and store_ok,
             "model": b.describe() if b else None,
             "load_error": state.load_error,
+            "model_process": {
+                "state": state.host_state,
+                "processes": config.model_processes,
+                "restarts": state.host_restarts,
+            },
             "store": {
                 "url": _redact(state.store.url),
                 "ok": store_ok,

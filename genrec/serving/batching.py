@@ -32,12 +32,17 @@ def _as_contexts(pipeline: Any, requests: list[Any]) -> list[RequestContext | Ba
 
 
 class MicroBatcher:
-    def __init__(self, max_requests: int = 32, on_batch: Any = None, prepare: Prepare | None = None) -> None:
+    def __init__(
+        self, max_requests: int = 32, on_batch: Any = None, prepare: Prepare | None = None, threads: int = 1
+    ) -> None:
         self.max_requests = int(max_requests)
+        # pipeline threads: more than one only when the stages run elsewhere (model processes), so that
+        # each process has a batch while this process waits on the pipes
+        self.threads = int(threads)
         self.on_batch = on_batch  # called with each batch's size (a metric)
         self.prepare: Prepare = prepare or _as_contexts
         self._queue: queue.SimpleQueue[tuple[Any, Any, Future] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def submit(self, pipeline: Any, request: Any) -> Future[tuple[RequestContext, Candidates]]:
@@ -57,17 +62,20 @@ class MicroBatcher:
 
     def close(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            for _ in self._workers:
                 self._queue.put(None)
-                self._thread.join(timeout=10)
-                self._thread = None
+            for t in self._workers:
+                t.join(timeout=10)
+            self._workers = []
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
+        if not self._workers:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name="genrec-batcher", daemon=True)
-                    self._thread.start()
+                if not self._workers:
+                    workers = [threading.Thread(target=self._loop, name=f"genrec-batcher-{i}", daemon=True) for i in range(self.threads)]  # fmt: skip
+                    for t in workers:
+                        t.start()
+                    self._workers = workers
 
     def _loop(self) -> None:
         while True:

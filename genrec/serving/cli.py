@@ -36,6 +36,10 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
+def _auto_model_processes(cores: int) -> int:
+    return cores - 1 if cores >= 2 else 0
+
+
 def serve(
     run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train` / `genrec quickstart`"),
     host: str = typer.Option("127.0.0.1", help="interface to bind"),
@@ -52,6 +56,11 @@ def serve(
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes sharing the event store (use Redis)"),
     sqlite_shared: bool = typer.Option(
         False, help="allow --workers > 1 on one SQLite file (WAL: concurrent reads, writes take turns)"
+    ),
+    model_processes: int | None = typer.Option(
+        None,
+        min=0,
+        help="child processes per worker that run the model stages, 0 = in the worker (default: from the cores per worker)",
     ),
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI docs at /docs)."""
@@ -85,6 +94,12 @@ def serve(
             # (HTTP, JSON) runs beside it: give the models the worker's cores but one. ML-1M stack, 1 worker on
             # 2 cores, 200 req/s: p99 79 ms at 1 thread, 106 ms at 2 (benchmarks/serving.py)
             cfg.threads = max(1, (os.cpu_count() or 1) // workers - 1)
+        if model_processes is not None:
+            cfg.model_processes = model_processes
+        elif config is None or "model_processes" not in _keys(config):
+            # HTTP + store in the worker, models in its children: worth it when they get cores of their own
+            # (ML-1M stack, 1 worker on 2 cores, 200 req/s: benchmarks/results/serving_pipeline.md)
+            cfg.model_processes = _auto_model_processes((os.cpu_count() or 1) // workers)
         setup(cfg.threads)
         if workers > 1:
             _serve_workers(run_dir, cfg, config, store, admin_token, cfg.threads, host, port, log_level, workers)
@@ -99,7 +114,10 @@ def serve(
         console.print(f"[red]error:[/] cannot start: {type(e).__name__}: {e}")
         raise typer.Exit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    console.print(f"genrec serving {run_dir} on http://{host}:{port} (docs: /docs, store: {cfg.store})")
+    console.print(
+        f"genrec serving {run_dir} on http://{host}:{port} (docs: /docs, store: {cfg.store}"
+        f"{f', models in {cfg.model_processes} process(es)' if cfg.model_processes else ''})"
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
@@ -116,7 +134,7 @@ def _serve_workers(run_dir: Path, cfg: Any, config: Path | None, store: str | No
     open_store(cfg.store).close()  # an unreachable store fails here, once, not in N workers
     os.environ[_WORKER_ENV] = json.dumps({"bundle": str(run_dir.resolve()), "config": str(config.resolve()) if config else None,
                                           "store": cfg.store, "admin_token": admin_token, "threads": threads,
-                                          "workers": workers})  # fmt: skip
+                                          "workers": workers, "model_processes": cfg.model_processes})  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"genrec serving {run_dir} on http://{host}:{port} with {workers} workers (store: {cfg.store})")
     uvicorn.run("genrec.serving.cli:worker_app", factory=True, host=host, port=port, workers=workers,
@@ -132,6 +150,7 @@ def worker_app() -> Any:
 
     args = json.loads(os.environ[_WORKER_ENV])
     cfg = load_config(args["config"], store=args["store"], admin_token=args["admin_token"], threads=args["threads"])
+    cfg.model_processes = args["model_processes"]
     setup(cfg.threads)
     return create_app(cfg, bundle=ServingModel.load(args["bundle"], cfg), workers=args["workers"])
 

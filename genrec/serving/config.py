@@ -68,6 +68,10 @@ class ServeConfig:
     # the GIL hand-over interval of the process: the pipeline thread gets the GIL back sooner between its
     # torch ops while request threads parse JSON. On ML-1M at 100 req/s, p50 56 -> 30 ms for 5 -> 0.5 ms.
     switch_interval_ms: float = 0.5
+    # child processes that run the stages (the models), HTTP / store / contexts staying in the server
+    # process: more cores than one GIL allows (genrec/serving/model_process.py); 0 runs them in process.
+    # `genrec serve` picks it from the cores per worker when neither the flag nor the config file sets it
+    model_processes: int = 0
     dataset_history: bool = True  # seed known users' history from the bundle's histories
     rules: RerankRules | None = None  # None: the bundle's rerank rules (its pipeline's rerank spec)
     stages: list[dict[str, Any]] | None = None  # None: the bundle's pipeline (manifest["pipeline"])
@@ -84,6 +88,8 @@ class ServeConfig:
         for name in (*positive, "max_batch_requests"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)}")
+        if self.model_processes < 0:
+            raise ConfigError(f"{where}: model_processes must be >= 0, got {self.model_processes}")
         if not 0 < self.switch_interval_ms <= 1000:
             raise ConfigError(f"{where}: switch_interval_ms must be in (0, 1000], got {self.switch_interval_ms}")
         if self.max_future_skew_s < 0:

@@ -146,7 +146,7 @@ def test_max_batch_one_runs_inline(stack: Path, n: int) -> None:
     batcher = MicroBatcher(max_requests=n)
     ctx = _contexts(pipe, 1)[0]
     assert batcher.run(pipe, ctx).items.tolist() == pipe.run(_contexts(pipe, 1)[0]).items.tolist()
-    assert batcher._thread is None
+    assert not batcher._workers
 
 
 def test_validation_users_are_the_rankers_held_out_ones(stack: Path) -> None:
@@ -159,3 +159,37 @@ def test_validation_users_are_the_rankers_held_out_ones(stack: Path) -> None:
     assert stored is not None and 0 < len(stored) < len(b.sequences().offsets) - 1
     b.components["dlrm"].config.pop("holdout_users")
     np.testing.assert_array_equal(ranker_holdout_users(b), stored)
+
+
+def test_two_pipeline_threads_run_two_batches_at_once() -> None:
+    """threads=2 (one per model process): a second batch starts while the first still runs, and close() stops both."""
+    import threading
+
+    running, peak, lock, release = [0], [0], threading.Lock(), threading.Event()
+
+    class Slow:
+        def run_many(self, ctxs: list) -> list:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            release.wait(10)
+            with lock:
+                running[0] -= 1
+            return list(ctxs)
+
+    batcher = MicroBatcher(max_requests=1 << 10, threads=2)
+    pipe = Slow()
+    first = batcher.submit(pipe, "a")
+    while running[0] < 1:
+        threading.Event().wait(0.01)
+    second = batcher.submit(pipe, "b")  # the first thread is busy: the other one takes it
+    deadline = threading.Event()
+    for _ in range(500):
+        if peak[0] == 2:
+            break
+        deadline.wait(0.01)
+    release.set()
+    assert first.result(10) == ("a", "a") and second.result(10) == ("b", "b")
+    assert peak[0] == 2
+    batcher.close()
+    assert not batcher._workers

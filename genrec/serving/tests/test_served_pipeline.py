@@ -18,6 +18,7 @@ from genrec.pipeline.pipeline import Pipeline
 from genrec.serving.app import create_app
 from genrec.serving.config import ServeConfig
 from genrec.serving.pipeline import ServingModel
+from genrec.serving.tests.test_model_process import wait_state
 
 
 def _without_last_events(src: Path, dst: Path) -> None:
@@ -28,8 +29,10 @@ def _without_last_events(src: Path, dst: Path) -> None:
     df.filter(~pl.col("row").is_in(last.implode())).drop("row").write_parquet(dst / "histories.parquet")
 
 
-@pytest.mark.parametrize("ranker", ["dlrm", "wide-deep"])
-def test_served_top_k_equals_the_offline_pipeline(stacks: Path, tmp_path: Path, ranker: str) -> None:
+@pytest.mark.parametrize(("ranker", "model_processes"), [("dlrm", 0), ("wide-deep", 0), ("wide-deep", 1)])
+def test_served_top_k_equals_the_offline_pipeline(
+    stacks: Path, tmp_path: Path, ranker: str, model_processes: int
+) -> None:
     stack = stacks / ranker
     offline = Pipeline.from_bundle(Bundle.open(stack))
     kinds = [s.get("stage") for s in offline.stage_specs]
@@ -41,11 +44,14 @@ def test_served_top_k_equals_the_offline_pipeline(stacks: Path, tmp_path: Path, 
     pages = offline.run_batch(ctxs)[-1]  # what evaluate() scores after rerank
 
     _without_last_events(stack, tmp_path / "served")
-    served = ServingModel.load(tmp_path / "served", ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"))
+    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}", model_processes=model_processes)
+    served = ServingModel.load(tmp_path / "served", cfg)
     assert [s.name for s in served.stages] == [s.name for s in offline.stages]
     factored = [getattr(st, "factored", None) is not None for st in served.stages]
     assert any(factored) == (ranker == "wide-deep")  # W&D pages come from the precomputed-catalog path
-    with TestClient(create_app(ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}"), bundle=served)) as client:
+    with TestClient(create_app(cfg, bundle=served)) as client:
+        if model_processes:  # the stages of every request below run in the child (timings_ms has "transfer")
+            wait_state(client, "ready")
         ranked = 0
         for ctx, page in zip(ctxs, pages, strict=True):
             body = client.post("/v1/recommend", json={"user_id": ctx.user_id, "k": 10,
@@ -54,6 +60,7 @@ def test_served_top_k_equals_the_offline_pipeline(stacks: Path, tmp_path: Path, 
             assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
             np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
             assert [it["stage"] for it in body["items"]] == page.stages
+            assert ("transfer" in body["timings_ms"]) == bool(model_processes)
             ranked += {it["stage"] for it in body["items"]} == {ranker}
         assert ranked == len(ctxs)  # every final item was scored by the ranker
         text = client.get("/metrics").text
