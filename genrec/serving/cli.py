@@ -13,6 +13,11 @@ but writes take turns on a file lock, so N > 1 on SQLite is refused unless `--sq
 (fine for a demo on one machine, not for write-heavy traffic). With N > 1, `POST /v1/admin/reload` is
 refused (it would reach one worker only): deploy a new bundle by restarting, or run replicas.
 
+Model processes: `--model-processes M` (default cores / workers - 1) runs each worker's stages in M child
+processes (genrec/serving/model_process.py) while the worker answers HTTP, reads the store and builds the
+request contexts: on 2 cores, one worker with one child uses both cores instead of one GIL. /readyz reports
+their state ("starting" while a child loads the bundle: the worker runs the stages itself meanwhile).
+
 Replicas behind a load balancer: run `genrec serve BUNDLE --store redis://HOST:6379/0 --host 0.0.0.0
 --port 8000 [--workers N]` on each host or container (copy the bundle folder there: it is self-contained),
 point the balancer (nginx upstream, an AWS ALB target group, a Kubernetes Service) at them with `/readyz`

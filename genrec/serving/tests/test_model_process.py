@@ -75,3 +75,12 @@ def test_model_processes_must_not_be_negative(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="model_processes"):
         ServeConfig(store=f"sqlite:///{tmp_path / 'x.db'}", model_processes=-1).validate()
+
+
+def test_genrec_serve_picks_model_processes_from_the_cores_per_worker() -> None:
+    """The README's rule: one child on a 2-core box with one worker, none with two workers (1 core each)."""
+    from genrec.serving.cli import _auto_model_processes
+
+    assert _auto_model_processes(2 // 1) == 1
+    assert _auto_model_processes(2 // 2) == 0
+    assert _auto_model_processes(8 // 2) == 3
