@@ -13,7 +13,7 @@ import pytest
 from genrec.bundle import Bundle, load_sequential
 from genrec.data.datasets import Dataset, load_synthetic
 from genrec.models.sequential import SequentialConfig
-from genrec.training import trainer
+from genrec.training import auto, trainer
 from genrec.training.auto import (
     FAMILIES,
     FULL_SOFTMAX_MAX_ITEMS,
@@ -57,6 +57,7 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
     model = load_sequential(out)  # a normal bundle: evaluate / recommend / serve work on it
     meta = Bundle.open(out).component(role="retrieval").config
     assert meta["train"]["model"] == chosen["family"] and model.config.max_len == chosen["max_len"]
+    assert meta["train"]["ema"] == auto.EMA_DECAY  # the kept weights are the validated average
     assert model.config.dim == chosen["dim"] and meta["train"]["item_attributes"] == chosen["attributes"]
     assert "Chosen: trial" in (out / "tuning.md").read_text()
     assert (out / "tuning.png").stat().st_size > 1000
@@ -178,12 +179,13 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
     assert report["chosen"]["trial"] not in failed
 
 
-def test_a_converged_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
-    """Curves that peak at epoch 2 converge early: the search goes on past its usual share of the budget."""
+def _converging_train(calls: list):
+    """A stand-in for trainer.train whose curves peak at epoch 2 and stop PATIENCE epochs later (converged)."""
     from genrec.training import auto
     from genrec.training.trainer import RunResult
 
     def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):  # noqa: ARG001
+        calls.append(dataclasses.replace(cfg))
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out) / "config.json").write_text("{}")
         history = []
@@ -197,7 +199,28 @@ def test_a_converged_leader_leaves_its_resume_time_to_more_trials(tmp_path, monk
         test = {"NDCG@10": 0.5} if score_test else {}
         return RunResult(Path(cfg.out), history, best["epoch"], best["valid"], test, test, 0.02 * len(history))
 
-    monkeypatch.setattr(auto, "train", fake_train)
+    return fake_train
+
+
+def _only_schedule(monkeypatch, schedule: str) -> None:
+    from genrec.training import auto
+
+    real = auto.search_space
+
+    def space(st):
+        sp = real(st)
+        return dataclasses.replace(sp, schedules=(schedule,), default={**sp.default, "schedule": schedule})
+
+    monkeypatch.setattr(auto, "search_space", space)
+
+
+def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
+    """Curves that peak at epoch 2 converge early; with the lr already decayed (cosine), the search goes on past
+    its usual share of the budget."""
+    from genrec.training import auto
+
+    monkeypatch.setattr(auto, "train", _converging_train([]))
+    _only_schedule(monkeypatch, "cosine")
     shop = load_synthetic("tiny", 0)
     data_stats(shop)
     budget = 12.0
@@ -209,3 +232,26 @@ def test_a_converged_leader_leaves_its_resume_time_to_more_trials(tmp_path, monk
     reserve = auto.RESERVE_S + 0.02 * budget
     usual_end = auto.SEARCH_FRACTION * (budget - reserve)
     assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
+
+
+def test_a_converged_constant_lr_leader_is_annealed_in_the_time_left(tmp_path, monkeypatch) -> None:
+    """A constant-lr winner that plateaued is resumed with its lr decayed to the end (cosine in time, no early
+    stop) instead of handing the time to more trials."""
+    from genrec.training import auto
+
+    calls: list = []
+    monkeypatch.setattr(auto, "train", _converging_train(calls))
+    _only_schedule(monkeypatch, "constant")
+    shop = load_synthetic("tiny", 0)
+    data_stats(shop)
+    budget = 12.0
+    t0 = time.perf_counter()
+    auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=budget, dataset=shop)
+    assert time.perf_counter() - t0 <= budget * 1.1
+    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    assert not report["search_extended"]
+    assert report["final"]["resumed"] and report["final"]["annealed"]
+    final = calls[-1]
+    assert final.out == str(tmp_path / "a") and final.schedule == "cosine" and final.patience >= final.epochs
+    assert all(c.schedule == "constant" for c in calls[:-1])  # the trials themselves as sampled
+    assert "lr annealed" in (tmp_path / "a" / "tuning.md").read_text()
