@@ -140,7 +140,6 @@ def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
 
 def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_path, monkeypatch) -> None:
     """The loop alone, with a stand-in for training: 50 ms epochs whose score depends on the setting."""
-    from genrec.training import auto
     from genrec.training.trainer import RunResult
 
     calls = []
@@ -181,7 +180,6 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
 
 def _converging_train(calls: list):
     """A stand-in for trainer.train whose curves peak at epoch 2 and stop PATIENCE epochs later (converged)."""
-    from genrec.training import auto
     from genrec.training.trainer import RunResult
 
     def fake_train(cfg, dataset=None, console=None, restart=False, on_epoch=None, score_test=True):  # noqa: ARG001
@@ -203,7 +201,6 @@ def _converging_train(calls: list):
 
 
 def _only_schedule(monkeypatch, schedule: str) -> None:
-    from genrec.training import auto
 
     real = auto.search_space
 
@@ -214,20 +211,23 @@ def _only_schedule(monkeypatch, schedule: str) -> None:
     monkeypatch.setattr(auto, "search_space", space)
 
 
-def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
-    """Curves that peak at epoch 2 converge early; with the lr already decayed (cosine), the search goes on past
-    its usual share of the budget."""
-    from genrec.training import auto
-
-    monkeypatch.setattr(auto, "train", _converging_train([]))
-    _only_schedule(monkeypatch, "cosine")
+def _tune_converging(tmp_path: Path, monkeypatch, schedule: str, calls: list, budget: float) -> dict:
+    """auto.tune on the tiny shop with converging stand-in trials of one lr schedule; checks the budget held and
+    returns tuning.json."""
+    monkeypatch.setattr(auto, "train", _converging_train(calls))
+    _only_schedule(monkeypatch, schedule)
     shop = load_synthetic("tiny", 0)
-    data_stats(shop)
-    budget = 12.0
     t0 = time.perf_counter()
     auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=budget, dataset=shop)
     assert time.perf_counter() - t0 <= budget * 1.1
-    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    return json.loads((tmp_path / "a" / "tuning.json").read_text())
+
+
+def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
+    """Curves that peak at epoch 2 converge early; with the lr already decayed (cosine), the search goes on past
+    its usual share of the budget."""
+    budget = 12.0
+    report = _tune_converging(tmp_path, monkeypatch, "cosine", [], budget)
     assert report["search_extended"]
     reserve = auto.RESERVE_S + 0.02 * budget
     usual_end = auto.SEARCH_FRACTION * (budget - reserve)
@@ -237,18 +237,8 @@ def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_pat
 def test_a_converged_constant_lr_leader_is_annealed_in_the_time_left(tmp_path, monkeypatch) -> None:
     """A constant-lr winner that plateaued is resumed with its lr decayed to the end (cosine in time, no early
     stop) instead of handing the time to more trials."""
-    from genrec.training import auto
-
     calls: list = []
-    monkeypatch.setattr(auto, "train", _converging_train(calls))
-    _only_schedule(monkeypatch, "constant")
-    shop = load_synthetic("tiny", 0)
-    data_stats(shop)
-    budget = 12.0
-    t0 = time.perf_counter()
-    auto.tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), seed=1), budget_s=budget, dataset=shop)
-    assert time.perf_counter() - t0 <= budget * 1.1
-    report = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    report = _tune_converging(tmp_path, monkeypatch, "constant", calls, 12.0)
     assert not report["search_extended"]
     assert report["final"]["resumed"] and report["final"]["annealed"]
     final = calls[-1]
