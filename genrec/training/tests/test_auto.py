@@ -201,7 +201,6 @@ def _converging_train(calls: list):
 
 
 def _only_schedule(monkeypatch, schedule: str) -> None:
-
     real = auto.search_space
 
     def space(st):
