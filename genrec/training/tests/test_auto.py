@@ -80,6 +80,8 @@ def test_search_space_follows_the_data() -> None:
     big = search_space(_stats(items=FULL_SOFTMAX_MAX_ITEMS + 1, median_len=6.0, p90_len=14.0, has_attributes=True))
     assert set(big.losses) == {"sampled", "in-batch"} and big.attributes == (False, True)
     assert big.dropout[0] >= 0.3 and max(big.max_lens) <= 40  # short histories: short windows, more dropout
+    # trials compare settings at a constant lr; the schedule (a cosine anneal) is the final run's
+    assert small.schedules == big.schedules == ("constant",) and small.default["schedule"] == "constant"
 
 
 def test_the_same_seed_samples_the_same_settings() -> None:
