@@ -85,17 +85,6 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         "hstu-large-d96-ema": EMA + ["--patience", "15", "--dim", "96", "--time-budget", "75"],
         "hstu-large-d128-ema": EMA + ["--patience", "15", "--dim", "128", "--time-budget", "65"],
         "auto": AUTO,
-        # the d96 EMA setting trained at its constant lr until validation stalls (6 epochs), then resumed with the
-        # lr annealed by a cosine to the end of a 75-minute budget (what auto's final run does; see RESUMES)
-        "hstu-large-d96-ema-anneal": [
-            *swap(EMA, epochs="1000"),
-            "--dim",
-            "96",
-            "--patience",
-            "6",
-            "--time-budget",
-            "50",
-        ],
     },
     "amazon-beauty": {
         **{m: COMMON + ["--time-budget", "15", *BEAUTY] for m in ("sasrec", "hstu", "hstu-large")},
@@ -160,16 +149,6 @@ STOPPED: dict[str, dict[str, list[str]]] = {
         "hstu-attr-d96x4-len10-crop-ema": [*SHORT, "--patience", "15", "--layers", "4", "--crop", "random"],
     },
 }
-# rows trained in two commands: the row's own, then this one resuming its run folder (last.pt) with other flags;
-# the first command's test score is overwritten unread by the second's
-RESUMES: dict[str, dict[str, list[str]]] = {
-    "ml-1m": {
-        "hstu-large-d96-ema-anneal": swap(
-            SETTINGS["ml-1m"]["hstu-large-d96-ema-anneal"], patience="1000", time_budget="75"
-        )
-        + ["--schedule", "cosine"],
-    },
-}
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
 REFITS: dict[str, dict[str, str]] = {
     "ml-1m": {
@@ -200,17 +179,9 @@ def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
     ][model]
 
 
-def commands(dataset: str, model: str, run_dir: Path) -> list[list[str]]:
-    """The commands that train a row: its train command, then for a RESUMES row the same run folder resumed."""
-    first = train_command(dataset, model, run_dir)
-    if model not in RESUMES.get(dataset, {}):
-        return [first]
-    return [first, [*first[:8], *RESUMES[dataset][model]]]  # genrec train --model M --dataset D --out RUN ...
-
-
 def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[str, Any] | None:
     run_dir = runs / f"{dataset}-{model}"
-    cmds = commands(dataset, model, run_dir)
+    cmd = train_command(dataset, model, run_dir)
     if not (run_dir / "metrics.json").exists():
         if collect_only:
             return None
@@ -218,8 +189,7 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
 
         from genrec.cli import app
 
-        for cmd in cmds:
-            get_command(app).main(cmd[1:], standalone_mode=False)
+        get_command(app).main(cmd[1:], standalone_mode=False)
     m = json.loads((run_dir / "metrics.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())
     chosen = {}
@@ -240,7 +210,7 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
         "seq_per_s": round(sum(h["seq_per_s"] for h in history) / len(history), 1),
         "best_valid": m["best_valid"],
         "fit": m.get("fit") or fit_of(dataset, model),
-        "command": " && ".join(shlex.join(cmd) for cmd in cmds),
+        "command": shlex.join(cmd),
     }
 
 

@@ -21,9 +21,8 @@ def test_every_sequential_record_says_what_it_was_fitted_on() -> None:
     ]
     assert hand
     for r in hand:
-        want = sequential.commands(r["dataset"], r["model"], Path("runs/bench") / f"{r['dataset']}-{r['model']}")
-        got = r["command"].split(" && ")
-        assert [_flags(c) for c in got] == [_flags(shlex.join(w)) for w in want], r["model"]
+        want = sequential.train_command(r["dataset"], r["model"], Path("runs/bench") / f"{r['dataset']}-{r['model']}")
+        assert _flags(r["command"]) == _flags(shlex.join(want)), r["model"]
     old_beauty = [r for r in hand if r["dataset"] == "amazon-beauty" and r["model"] in ("sasrec", "hstu", "hstu-large")]
     assert old_beauty and all("--max-len 50 --dropout 0.5 --dim 64" in r["command"] for r in old_beauty)
 
@@ -95,16 +94,3 @@ def test_a_section_keeps_the_rows_of_runs_whose_folders_are_elsewhere(tmp_path) 
     assert "| hstu-large | 0.1482 | 12 | 0.1500 |" in lines  # its row as it was
     assert "| hstu |  | 3 | 0.1000 |" in lines  # the present run from its history (3 epochs, none at 10)
     assert sum(line.startswith(head) for line in lines) == 1
-
-
-def test_a_resumed_row_is_its_first_command_then_the_same_run_folder_resumed_with_other_flags(tmp_path) -> None:
-    _run(tmp_path / "ml-1m-hstu-large-d96-ema-anneal", "train")
-    rec = sequential.run_model("ml-1m", "hstu-large-d96-ema-anneal", tmp_path, collect_only=True)
-    first, then = (_flags(c) for c in rec["command"].split(" && "))
-    assert first[0] == then[0] == ["genrec", "train"]
-    assert then[1]["--out"] == first[1]["--out"] == str(tmp_path / "ml-1m-hstu-large-d96-ema-anneal")
-    assert first[1]["--patience"] == "6" and "--schedule" not in first[1]
-    assert then[1]["--schedule"] == "cosine" and int(then[1]["--patience"]) >= 1000
-    assert float(then[1]["--time-budget"]) > float(first[1]["--time-budget"])  # the budget counts both commands
-    same = {k: v for k, v in first[1].items() if k not in ("--patience", "--time-budget")}
-    assert {k: then[1][k] for k in same} == same  # the same setting resumed
