@@ -13,7 +13,7 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
     final    the winning trial's run folder is copied to the output and resumed (same optimizer, same epoch
              numbering) while epochs fit. A constant-lr winner is annealed: its lr follows a cosine from where the
              trial left it down to the floor at the end of the time left, with no early stop (ML-1M's 60-min run:
-             validation 0.1854 -> 0.1901; Beauty's did not pass its trial's best epoch, see sequential.md). The
+             validation 0.1876 -> 0.1918; Beauty's did not pass its trial's best epoch, see sequential.md). The
              space's trials all run at a constant lr (search_space says why); given a space with cosine trials,
              a cosine winner keeps its schedule stretched to the new end (a warm restart) while validation still
              improves, and one that converged is not resumed. best.pt stays the best validation epoch, so the final model scores at least
