@@ -16,8 +16,8 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
              validation 0.1876 -> 0.1918; Beauty's did not pass its trial's best epoch, see sequential.md). The
              space's trials all run at a constant lr (search_space says why); given a space with cosine trials,
              a cosine winner keeps its schedule stretched to the new end (a warm restart) while validation still
-             improves, and one that converged is not resumed. best.pt stays the best validation epoch, so the final model scores at least
-             the winning trial's validation NDCG@10.
+             improves, and one that converged is not resumed. best.pt stays the best validation epoch, so the
+             final model scores at least the winning trial's validation NDCG@10.
 A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
 MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow").
 Reproducible: the same seed samples the same settings in the same order for the same results; with time slices
