@@ -289,6 +289,7 @@ class ServerState:
             on_batch=lambda n: metrics.batch_size.observe(n),
             prepare=self.contexts,
             threads=max(1, config.model_processes),
+            overlap=config.model_processes > 0,
         )
 
     def served(self, model: ServingModel) -> ServingModel | RemoteModel:

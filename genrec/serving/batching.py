@@ -11,6 +11,12 @@ With a `prepare` function the queued work is a raw request, and the pipeline thr
 RequestContexts first (the server reads every user's live history in one store round trip there): the
 asyncio endpoint submits and awaits, and no thread per request waits in between (at 100 req/s the pool's
 threads took 37% of the server's CPU samples, mostly waking up to hand a context over; py-spy).
+
+With overlap=True (the stages run in model processes) preparing and running are two steps on their own
+threads: a prepare thread reads the store and builds contexts for whatever is queued while the model
+processes run the previous batch, and each run thread takes every context prepared by the time its process
+is free. The store round trip, the contexts and the pickling then leave the critical path instead of
+idling the model process for them once per batch.
 """
 
 from __future__ import annotations
@@ -33,15 +39,22 @@ def _as_contexts(pipeline: Any, requests: list[Any]) -> list[RequestContext | Ba
 
 class MicroBatcher:
     def __init__(
-        self, max_requests: int = 32, on_batch: Any = None, prepare: Prepare | None = None, threads: int = 1
+        self,
+        max_requests: int = 32,
+        on_batch: Any = None,
+        prepare: Prepare | None = None,
+        threads: int = 1,
+        overlap: bool = False,
     ) -> None:
         self.max_requests = int(max_requests)
         # pipeline threads: more than one only when the stages run elsewhere (model processes), so that
         # each process has a batch while this process waits on the pipes
         self.threads = int(threads)
+        self.overlap = bool(overlap)  # prepare the next batch while the current one runs (see the docstring)
         self.on_batch = on_batch  # called with each batch's size (a metric)
         self.prepare: Prepare = prepare or _as_contexts
         self._queue: queue.SimpleQueue[tuple[Any, Any, Future] | None] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[tuple[Any, Any, Future] | None] = queue.SimpleQueue()  # overlap: contexts
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
@@ -62,7 +75,8 @@ class MicroBatcher:
 
     def close(self) -> None:
         with self._lock:
-            for _ in self._workers:
+            # one stop per thread that reads the request queue; the prepare thread passes them on
+            for _ in range(1 if self.overlap else len(self._workers)):
                 self._queue.put(None)
             for t in self._workers:
                 t.join(timeout=10)
@@ -72,45 +86,71 @@ class MicroBatcher:
         if not self._workers:
             with self._lock:
                 if not self._workers:
-                    workers = [threading.Thread(target=self._loop, name=f"genrec-batcher-{i}", daemon=True) for i in range(self.threads)]  # fmt: skip
+                    run = self._loop_run if self.overlap else self._loop
+                    workers = [threading.Thread(target=run, name=f"genrec-batcher-{i}", daemon=True) for i in range(self.threads)]  # fmt: skip
+                    if self.overlap:
+                        workers.append(threading.Thread(target=self._loop_prepare, name="genrec-prepare", daemon=True))  # fmt: skip
                     for t in workers:
                         t.start()
                     self._workers = workers
 
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_requests:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:  # close(): finish this batch, then stop
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
-            # a reload may leave requests of the old and the new pipeline in one batch: one run per pipeline
-            by_pipe: dict[int, list[tuple[Any, Any, Future]]] = {}
-            for item in batch:
-                by_pipe.setdefault(id(item[0]), []).append(item)
-            for group in by_pipe.values():
-                self._run_group(group, self.prepare)
+    def _take(self, source: queue.SimpleQueue) -> list[tuple[Any, Any, Future]] | None:
+        """The next item and everything queued behind it (up to max_requests); None once closed."""
+        first = source.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.max_requests:
+            try:
+                nxt = source.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:  # close(): finish this batch, then stop
+                source.put(None)
+                break
+            batch.append(nxt)
+        return batch
 
     @staticmethod
-    def _run_group(group: list[tuple[Any, Any, Future]], prepare: Prepare) -> None:
+    def _by_pipeline(batch: list[tuple[Any, Any, Future]]) -> list[list[tuple[Any, Any, Future]]]:
+        # a reload may leave requests of the old and the new pipeline in one batch: one run per pipeline
+        by_pipe: dict[int, list[tuple[Any, Any, Future]]] = {}
+        for item in batch:
+            by_pipe.setdefault(id(item[0]), []).append(item)
+        return list(by_pipe.values())
+
+    def _loop(self) -> None:
+        while (batch := self._take(self._queue)) is not None:
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            for group in self._by_pipeline(batch):
+                self._run_group(group, self.prepare)
+
+    def _loop_prepare(self) -> None:
+        while (batch := self._take(self._queue)) is not None:
+            for group in self._by_pipeline(batch):
+                for ctx, fut in self._prepare_group(group, self.prepare):
+                    self._ready.put((group[0][0], ctx, fut))
+        for _ in range(self.threads):
+            self._ready.put(None)
+
+    def _loop_run(self) -> None:
+        while (batch := self._take(self._ready)) is not None:
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            for group in self._by_pipeline(batch):
+                MicroBatcher._run_contexts(group[0][0], [(ctx, fut) for _, ctx, fut in group])
+
+    @staticmethod
+    def _prepare_group(group: list[tuple[Any, Any, Future]], prepare: Prepare) -> list[tuple[RequestContext, Future]]:
+        """The group's contexts with their futures; a request that cannot be prepared fails here."""
         # a request whose client went away was cancelled while queued (asyncio cancels the wrapped future):
         # drop it; the others' futures are running from here on, so a late cancel cannot fail set_result
         group = [item for item in group if item[2].set_running_or_notify_cancel()]
         if not group:
-            return
-        pipeline = group[0][0]
+            return []
         try:
-            made = prepare(pipeline, [req for _, req, _ in group])
+            made = prepare(group[0][0], [req for _, req, _ in group])
         except Exception as e:  # noqa: BLE001 - every request of the group fails with it (e.g. store down)
             made = [e] * len(group)
         ready: list[tuple[RequestContext, Future]] = []
@@ -119,7 +159,12 @@ class MicroBatcher:
                 fut.set_exception(ctx)
             else:
                 ready.append((ctx, fut))
-        MicroBatcher._run_contexts(pipeline, ready)
+        return ready
+
+    @staticmethod
+    def _run_group(group: list[tuple[Any, Any, Future]], prepare: Prepare) -> None:
+        if group:
+            MicroBatcher._run_contexts(group[0][0], MicroBatcher._prepare_group(group, prepare))
 
     @staticmethod
     def _run_contexts(pipeline: Any, ready: list[tuple[RequestContext, Future]]) -> None:

@@ -193,3 +193,43 @@ def test_two_pipeline_threads_run_two_batches_at_once() -> None:
     assert peak[0] == 2
     batcher.close()
     assert not batcher._workers
+
+
+def test_overlap_prepares_the_next_requests_while_a_batch_runs() -> None:
+    """overlap=True (stages in a model process): requests that arrive while a batch runs are prepared at once,
+    separately, and the next run takes all of them as one batch."""
+    prepared: list[list[str]] = []
+    ran: list[list[str]] = []
+    release = threading.Event()
+
+    def prepare(pipeline: object, reqs: list[str]) -> list:
+        prepared.append(list(reqs))
+        return [ValueError("bad") if r == "bad" else r for r in reqs]
+
+    class Slow:
+        def run_many(self, ctxs: list) -> list:
+            ran.append(list(ctxs))
+            release.wait(10)
+            return [c.upper() for c in ctxs]
+
+    batcher = MicroBatcher(max_requests=8, prepare=prepare, threads=1, overlap=True)
+    pipe = Slow()
+    first = batcher.submit(pipe, "a")
+    deadline = time.monotonic() + 10
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.005)
+    later = []
+    for r in ("b", "bad", "c"):
+        later.append(batcher.submit(pipe, r))
+        while sum(len(p) for p in prepared) < 1 + len(later) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert prepared == [["a"], ["b"], ["bad"], ["c"]]  # each prepared on arrival, while "a" still runs
+    assert ran == [["a"]]
+    with pytest.raises(ValueError, match="bad"):
+        later[1].result(10)  # failed in prepare, before any run
+    release.set()
+    assert first.result(10) == ("a", "A")
+    assert later[0].result(10) == ("b", "B") and later[2].result(10) == ("c", "C")
+    assert ran == [["a"], ["b", "c"]]  # the prepared requests ran as one batch
+    batcher.close()
+    assert not batcher._workers
