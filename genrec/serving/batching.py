@@ -15,8 +15,9 @@ threads took 37% of the server's CPU samples, mostly waking up to hand a context
 With overlap=True (the stages run in model processes) preparing and running are two steps on their own
 threads: a prepare thread reads the store and builds contexts for whatever is queued while the model
 processes run the previous batch, and each run thread takes every context prepared by the time its process
-is free. The store round trip, the contexts and the pickling then leave the critical path instead of
-idling the model process for them once per batch.
+is free. The store round trip and the contexts then leave the critical path instead of idling the model
+process once per batch (ML-1M stack, 1 worker, 200 req/s: p99 43 / 36 -> 32 / 27 ms, back-to-back runs).
+Not in-process: there the two threads only contend for the GIL (2 workers at 300 req/s: p99 41 -> 64 ms).
 """
 
 from __future__ import annotations
