@@ -164,8 +164,7 @@ class MicroBatcher:
 
     @staticmethod
     def _run_group(group: list[tuple[Any, Any, Future]], prepare: Prepare) -> None:
-        if group:
-            MicroBatcher._run_contexts(group[0][0], MicroBatcher._prepare_group(group, prepare))
+        MicroBatcher._run_contexts(group[0][0], MicroBatcher._prepare_group(group, prepare))
 
     @staticmethod
     def _run_contexts(pipeline: Any, ready: list[tuple[RequestContext, Future]]) -> None:
