@@ -13,11 +13,14 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
     final    the winning trial's run folder is copied to the output and resumed (same optimizer, same epoch
              numbering) while epochs fit. A constant-lr winner is annealed: its lr follows a cosine from where the
              trial left it down to the floor at the end of the time left, with no early stop (ML-1M's 60-min run:
-             validation 0.1876 -> 0.1918; Beauty's did not pass its trial's best epoch, see sequential.md). The
-             space's trials all run at a constant lr (search_space says why); given a space with cosine trials,
-             a cosine winner keeps its schedule stretched to the new end (a warm restart) while validation still
-             improves, and one that converged is not resumed. best.pt stays the best validation epoch, so the
-             final model scores at least the winning trial's validation NDCG@10.
+             validation 0.1876 -> 0.1918, a leader its slice stopped). The space's trials all run at a constant
+             lr (search_space says why); given a space with cosine trials, a cosine winner keeps its schedule
+             stretched to the new end (a warm restart) while validation still improves, and one that converged is
+             not resumed. best.pt stays the best validation epoch, so the final model scores at least the winning
+             trial's validation NDCG@10.
+    extended when the leader after the usual search converged inside its slice (short histories: Beauty), the
+             search goes on into the winner's share, keeping PATIENCE of its epochs for the anneal: two 60-min
+             Beauty runs annealed a converged leader for ~26 min and never passed its trial's best epoch.
 A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
 MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow").
 Reproducible: the same seed samples the same settings in the same order for the same results; with time slices
@@ -145,7 +148,10 @@ def search_space(st: DataStats) -> SearchSpace:
     # the lr schedule is the final run's: a cosine squeezed into a trial's slice decays over a horizon the setting
     # will not train on, which says little about it (the 4 cosine trials of the 60-min ML-1M and Beauty runs all
     # lost, HSTU-large's at 0.1404 against 0.1854); at a constant lr the trials compare the settings' pace
-    reasons.append("trials at a constant lr; the winner's lr is annealed by a cosine over the time left")
+    reasons.append(
+        "trials at a constant lr; the winner's lr is annealed by a cosine over the time left "
+        "(a leader that converged in its trial: over its patience, the rest to more trials)"
+    )
     default = dict(family="hstu", attributes=False, dim=dims[1], layers=2, dropout=round(sum(dropout) / 2, 2),
                    max_len=max_lens[len(max_lens) // 2], loss=losses[0], lr=1e-3, schedule="constant")  # fmt: skip
     return SearchSpace(FAMILIES, attributes, dims, (1, 4), dropout, max_lens, losses, (5e-4, 3e-3),
@@ -287,11 +293,12 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     runs: dict[int, tuple[RunResult, TrainConfig, EpochClock]] = {}
     skips = 0
     extended = False
+    keep = 0.0  # of an extended search: the time kept for the leader's anneal
     while True:
         while skips < MAX_SKIPS:
             now = time.perf_counter()
             if extended:  # the reserve grows with the validation time measured so far
-                search_end = min(search_end, deadline - reserve)
+                search_end = min(search_end, deadline - reserve - keep)
             left = search_end - now
             if left <= 0 or (runs and left < 0.5 * slice_s):
                 break
@@ -345,12 +352,15 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
                           f"{len(res.history):3d} ep  {stop}")  # fmt: skip
         done = [t for t in trials if t["state"] == "complete"]
         leader = max(done, key=lambda t: t["best_valid_ndcg10"]) if done else None
-        if extended or leader is None or leader["stop"] != "converged" or annealable(leader):
+        if extended or leader is None or leader["stop"] != "converged":
             break
-        # the leader converged with its lr decayed: training it further cannot use the time kept for that, more
-        # trials can
+        # the leader converged inside its slice: training it on cannot use the time kept for that, more trials
+        # can. A constant-lr leader keeps PATIENCE epochs for an anneal (the epochs it was given to improve at a
+        # constant lr); a longer one did not pay: on Beauty (60-min runs) 25.8 and 25.6 min of cosine never beat
+        # the converged trial's best epoch
+        keep = PATIENCE * leader["epoch_seconds"] if annealable(leader) else 0.0
         extended, skips = True, 0
-        search_end = deadline - reserve
+        search_end = deadline - reserve - keep
         console.print(f"  the leader (trial {leader['number']}) converged: searching on for "
                       f"{(search_end - time.perf_counter()) / 60:.1f} min")  # fmt: skip
     complete = [t for t in trials if t["state"] == "complete"]

@@ -235,12 +235,17 @@ def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_pat
     assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
 
 
-def test_a_converged_constant_lr_leader_is_annealed_in_the_time_left(tmp_path, monkeypatch) -> None:
-    """A constant-lr winner that plateaued is resumed with its lr decayed to the end (cosine in time, no early
-    stop) instead of handing the time to more trials."""
+def test_a_converged_constant_lr_leader_hands_most_of_its_time_to_trials_and_is_annealed(tmp_path, monkeypatch) -> None:
+    """A constant-lr leader that plateaued inside its slice: the search goes on past its usual share, keeping
+    PATIENCE of the leader's epochs, and the winner is resumed with its lr decayed to the end (cosine in time, no
+    early stop)."""
     calls: list = []
-    report = _tune_converging(tmp_path, monkeypatch, "constant", calls, 12.0)
-    assert not report["search_extended"]
+    budget = 12.0
+    report = _tune_converging(tmp_path, monkeypatch, "constant", calls, budget)
+    assert report["search_extended"]
+    reserve = auto.RESERVE_S + 0.02 * budget
+    usual_end = auto.SEARCH_FRACTION * (budget - reserve)
+    assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
     assert report["final"]["resumed"] and report["final"]["annealed"]
     final = calls[-1]
     assert final.out == str(tmp_path / "a") and final.schedule == "cosine" and final.patience >= final.epochs
