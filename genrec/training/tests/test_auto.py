@@ -45,6 +45,7 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
     assert chosen["family"] in FAMILIES and chosen["dim"] in space.dims and chosen["max_len"] in space.max_lens
     assert space.dropout[0] - 1e-9 <= chosen["dropout"] <= space.dropout[1] + 1e-9
     assert chosen["loss"] == "full"  # 200 items: a full softmax
+    assert chosen["temperature"] in space.temperatures
     best = max(complete, key=lambda t: t["best_valid_ndcg10"])
     assert report["chosen"]["trial"] == best["number"]  # chosen on validation
     # the final run continues the winner: its validation can only be as good or better
@@ -59,6 +60,7 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
     assert meta["train"]["model"] == chosen["family"] and model.config.max_len == chosen["max_len"]
     assert meta["train"]["ema"] == auto.EMA_DECAY  # the kept weights are the validated average
     assert model.config.dim == chosen["dim"] and meta["train"]["item_attributes"] == chosen["attributes"]
+    assert model.config.temperature == chosen["temperature"]
     assert "Chosen: trial" in (out / "tuning.md").read_text()
     assert (out / "tuning.png").stat().st_size > 1000
     assert "chosen" in proc.stdout and "test split" in proc.stdout
@@ -80,6 +82,9 @@ def test_search_space_follows_the_data() -> None:
     big = search_space(_stats(items=FULL_SOFTMAX_MAX_ITEMS + 1, median_len=6.0, p90_len=14.0, has_attributes=True))
     assert set(big.losses) == {"sampled", "in-batch"} and big.attributes == (False, True)
     assert big.dropout[0] >= 0.3 and max(big.max_lens) <= 40  # short histories: short windows, more dropout
+    # the first trial uses the catalog's attributes when it has them, and a temperature from the space
+    assert big.default["attributes"] and not small.default["attributes"]
+    assert small.default["temperature"] in small.temperatures and len(small.temperatures) > 1
     # trials compare settings at a constant lr; the schedule (a cosine anneal) is the final run's
     assert small.schedules == big.schedules == ("constant",) and small.default["schedule"] == "constant"
 
