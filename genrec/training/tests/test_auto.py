@@ -229,15 +229,19 @@ def _tune_converging(tmp_path: Path, monkeypatch, schedule: str, calls: list, bu
     return json.loads((tmp_path / "a" / "tuning.json").read_text())
 
 
+def _assert_search_went_past_its_usual_share(report: dict, budget: float) -> None:
+    assert report["search_extended"]
+    reserve = auto.RESERVE_S + 0.02 * budget
+    usual_end = auto.SEARCH_FRACTION * (budget - reserve)
+    assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
+
+
 def test_a_converged_cosine_leader_leaves_its_resume_time_to_more_trials(tmp_path, monkeypatch) -> None:
     """Curves that peak at epoch 2 converge early; with the lr already decayed (cosine), the search goes on past
     its usual share of the budget."""
     budget = 12.0
     report = _tune_converging(tmp_path, monkeypatch, "cosine", [], budget)
-    assert report["search_extended"]
-    reserve = auto.RESERVE_S + 0.02 * budget
-    usual_end = auto.SEARCH_FRACTION * (budget - reserve)
-    assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
+    _assert_search_went_past_its_usual_share(report, budget)
 
 
 def test_a_converged_constant_lr_leader_hands_most_of_its_time_to_trials_and_is_annealed(tmp_path, monkeypatch) -> None:
@@ -247,10 +251,7 @@ def test_a_converged_constant_lr_leader_hands_most_of_its_time_to_trials_and_is_
     calls: list = []
     budget = 12.0
     report = _tune_converging(tmp_path, monkeypatch, "constant", calls, budget)
-    assert report["search_extended"]
-    reserve = auto.RESERVE_S + 0.02 * budget
-    usual_end = auto.SEARCH_FRACTION * (budget - reserve)
-    assert max(t["curve"][0][0] for t in report["trials"] if t.get("curve")) > usual_end  # trials after it
+    _assert_search_went_past_its_usual_share(report, budget)
     assert report["final"]["resumed"] and report["final"]["annealed"]
     final = calls[-1]
     assert final.out == str(tmp_path / "a") and final.schedule == "cosine" and final.patience >= final.epochs
