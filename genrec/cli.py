@@ -237,7 +237,8 @@ def train(
             )
         )  # fmt: skip
     if model == "auto":
-        train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read)
+        targets = [t.strip() for t in target_events.split(",") if t.strip()] if target_events else None
+        train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read, event_inputs, targets)
         return
     from genrec.stack.cli import RANKING_MODELS, run_train
 
@@ -308,7 +309,7 @@ def process_seconds() -> float:
 
 def train_auto(
     dataset: str, out: Path, time_budget: float | None, batch_size: int, seed: int, threads: int | None, device: str,
-    restart: bool, read: object,
+    restart: bool, read: object, event_inputs: bool | None = None, target_events: list[str] | None = None,
 ) -> None:  # fmt: skip
     """`genrec train --model auto`: the setting chosen on validation within the budget (genrec/training/auto.py)."""
     from genrec.training.auto import tune
@@ -321,7 +322,8 @@ def train_auto(
 
     assert isinstance(read, ReadOptions)
     base = TrainConfig(model="auto", dataset=dataset, out=str(out), batch_size=batch_size, seed=seed, threads=threads,
-                       device=device, read=read.to_dict())  # fmt: skip
+                       device=device, read=read.to_dict(), event_inputs=event_inputs,
+                       target_events=target_events)  # fmt: skip
     # the budget holds for the command as a user times it: when `genrec` is the process (main() set
     # PROCESS_STARTED), the seconds it took to start count too; called in-process (a notebook, a test
     # runner), the budget counts from this call

@@ -7,7 +7,7 @@
                                 epochs, batch_size, lr, weight_decay, max_pairs_per_epoch, patience, seed,
                                 dim, emb_dim, hidden, temperature, history_len; auto: time_budget (minutes,
                                 required: the whole tuning, as `genrec train --model auto`), batch_size, seed,
-                                threads, device
+                                threads, device, event_inputs, target_events
     k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" | "auto" (exact up to
                                 65,536 items, faiss above; the default of two-tower, sequence models: exact)
     [ranking]                   optional; model = "wide-deep" | "dlrm" | "lr", trained on the retrievers'
@@ -51,7 +51,8 @@ TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len"
 RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
                      "only_retrieved", "lists_per_user")  # fmt: skip
 RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
-AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device")  # what `genrec train --model auto` takes
+# what `genrec train --model auto` takes
+AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device", "event_inputs", "target_events")
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
 DATA_KEYS = ("dataset", "seed", "threads")
 INDEX_KINDS = ("exact", "faiss", "auto")  # genrec.pipeline.stages.INDEX_KINDS, without importing torch (tested equal)
@@ -147,7 +148,11 @@ def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console:
     if (out / "tuning.json").exists() and (out / "manifest.json").exists():
         console.print(f"  {out}: auto run finished before, reused")
         return
-    kw = {k: r[k] for k in ("batch_size", "device") if k in r}
+    kw = {k: r[k] for k in ("batch_size", "device", "event_inputs") if k in r}
+    if isinstance(targets := r.get("target_events"), str):  # "purchase,cart" as on the command line
+        kw["target_events"] = [t.strip() for t in targets.split(",") if t.strip()]
+    elif targets is not None:
+        kw["target_events"] = targets
     base = TrainConfig(model="auto", dataset=ctx.name, out=str(out), seed=r.get("seed", data.get("seed", 42)),
                        threads=r.get("threads", data.get("threads")), **kw)  # fmt: skip
     tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True)

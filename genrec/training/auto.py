@@ -1,6 +1,6 @@
 """Automatic configuration: `genrec train --model auto --time-budget MIN`.
 
-The data's statistics (catalog size, history lengths, density, timestamps, item attributes) set a search space;
+The data's statistics (catalog size, history lengths, density, timestamps, item attributes, event types) set a search space;
 an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings inside it,
 each trial a `genrec train` run on a slice of the budget; the best trial by validation is then trained on in the
 time left and the test split is scored once. Nothing but the validation split chooses.
@@ -64,7 +64,7 @@ MAX_SKIPS = 5  # consecutive too-slow samples before the search ends
 # lifted validation NDCG@10 at every epoch of the runs compared (benchmarks/results/sequential.md), early ones
 # included, which is what the pruner compares
 EMA_DECAY = 0.998
-FAMILIES = ("hstu", "hstu-large", "sasrec")  # action tokens join the space once sequence models take them
+FAMILIES = ("hstu", "hstu-large", "sasrec")
 
 
 @dataclass
@@ -110,6 +110,7 @@ def data_stats(ds: Dataset) -> DataStats:
 class SearchSpace:
     families: tuple[str, ...]
     attributes: tuple[bool, ...]
+    events: tuple[bool, ...]  # each input event's type (view, cart, ...) as a token next to its item
     dims: tuple[int, ...]
     layers: tuple[int, int]  # sasrec / hstu; hstu-large keeps its 8 layers
     dropout: tuple[float, float]
@@ -122,7 +123,8 @@ class SearchSpace:
     reasons: list[str]  # why each range is what it is, for the report
 
 
-def search_space(st: DataStats) -> SearchSpace:
+def search_space(st: DataStats, event_inputs: bool | None = None) -> SearchSpace:
+    """event_inputs: the user's --event-inputs / --no-event-inputs (None: searched where the data has event types)."""
     reasons = []
     p90 = max(int(math.ceil(st.p90_len / 10) * 10), 20)
     cap = min(200, max(int(math.ceil(st.max_len / 10) * 10), 20))
@@ -145,6 +147,16 @@ def search_space(st: DataStats) -> SearchSpace:
     attributes = (False, True) if st.has_attributes else (False,)
     reasons.append("item attributes in the catalog: tried, first trial with them" if st.has_attributes
                    else "no item attributes")  # fmt: skip
+    if event_inputs and not st.has_event_types:
+        raise ValueError(f"--event-inputs needs an event_type column; {st.name} has none")
+    if not st.has_event_types:
+        events: tuple[bool, ...] = (False,)
+    elif event_inputs is None:
+        events = (True, False)  # the first trial with them: validation NDCG@10 x1.09 (HSTU, synthetic shop)
+        reasons.append("event types in the log: action tokens tried, first trial with them")
+    else:
+        events = (event_inputs,)
+        reasons.append(f"event types in the log: action tokens {'on' if event_inputs else 'off'} (as asked)")
     # a cosine logit spans 2 / temperature: 0.05 (HSTU's) lets the softmax be very sure of one item, a softer one
     # spreads the mass over similar items, which sparse histories cannot tell apart (Beauty, hand runs at 15 min:
     # validation NDCG@10 0.0715 at 0.05, 0.0729 at 0.1, 0.0636 at 0.15)
@@ -160,10 +172,10 @@ def search_space(st: DataStats) -> SearchSpace:
         "trials at a constant lr; the winner's lr is annealed by a cosine over the time left "
         "(a leader that converged in its trial: over its patience, the rest to more trials)"
     )
-    default = dict(family="hstu", attributes=st.has_attributes, dim=dims[1], layers=2,
+    default = dict(family="hstu", attributes=st.has_attributes, events=events[0], dim=dims[1], layers=2,
                    dropout=round(sum(dropout) / 2, 2), max_len=max_lens[len(max_lens) // 2], loss=losses[0], lr=1e-3,
                    schedule="constant", temperature=temperatures[len(temperatures) // 2])  # fmt: skip
-    return SearchSpace(FAMILIES, attributes, dims, (1, 4), dropout, max_lens, losses, (5e-4, 3e-3),
+    return SearchSpace(FAMILIES, attributes, events, dims, (1, 4), dropout, max_lens, losses, (5e-4, 3e-3),
                        ("constant",), temperatures, default, reasons)  # fmt: skip
 
 
@@ -171,6 +183,7 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     """One setting from the space (define-by-run: hstu-large has no depth to choose)."""
     p: dict[str, Any] = {"family": trial.suggest_categorical("family", space.families)}
     p["attributes"] = trial.suggest_categorical("attributes", space.attributes)
+    p["events"] = trial.suggest_categorical("events", space.events)
     p["dim"] = trial.suggest_categorical("dim", space.dims)
     if p["family"] != "hstu-large":
         p["layers"] = trial.suggest_int("layers", *space.layers)
@@ -196,8 +209,9 @@ def make_study(space: SearchSpace, seed: int) -> optuna.Study:
 
 def describe(p: dict[str, Any]) -> str:
     depth = f" x{p['layers']}" if "layers" in p else ""
+    tokens = (" +attr" if p["attributes"] else "") + (" +events" if p.get("events") else "")
     return (
-        f"{p['family']}{' +attr' if p['attributes'] else ''} d{p['dim']}{depth} drop {p['dropout']:.2f} "
+        f"{p['family']}{tokens} d{p['dim']}{depth} drop {p['dropout']:.2f} "
         f"len {p['max_len']} {p['loss']} t {p['temperature']:g} lr {p['lr']:.1e} {p['schedule']}"
     )
 
@@ -229,7 +243,7 @@ def trial_config(p: dict[str, Any], base: TrainConfig, out: Path, slice_s: float
         loss=p["loss"], max_len=p["max_len"], dim=p["dim"], num_layers=p.get("layers"), dropout=p["dropout"],
         temperature=p["temperature"], patience=PATIENCE, seed=base.seed, threads=base.threads, device=base.device,
         precision="bf16", schedule=p["schedule"], time_budget_s=slice_s, item_attributes=p["attributes"],
-        read=base.read, ema=EMA_DECAY,
+        read=base.read, ema=EMA_DECAY, event_inputs=p.get("events", False), target_events=base.target_events,
     )  # fmt: skip
 
 
@@ -287,7 +301,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         shutil.rmtree(out / "trials")
     ds = dataset or load_dataset(base.dataset, seed=base.seed, read=ReadOptions.from_dict(base.read))
     st = data_stats(ds)
-    space = search_space(st)
+    space = search_space(st, base.event_inputs)
     console.print(f"[bold]auto[/] on {st.name}: {st.users:,} users, {st.items:,} items, {st.events:,} events; "
                   f"budget {budget_s / 60:.1f} min")  # fmt: skip
     for r in space.reasons:

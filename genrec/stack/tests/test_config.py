@@ -135,6 +135,7 @@ threads = 1
 model = "auto"
 time_budget = 0.4
 k = 40
+target_events = "purchase,cart"
 """
 
 
@@ -153,6 +154,8 @@ def test_auto_retriever_is_tuned_within_its_budget(tmp_path) -> None:
     b = Bundle.open(tmp_path / "b")
     ((name, comp),) = b.components.items()
     assert comp.role == "retrieval" and comp.kind == tuning["chosen"]["params"]["family"]
+    assert comp.config["train"]["target_events"] == ["purchase", "cart"]  # every trial learned what was asked
+    assert comp.config["train"]["event_inputs"] == tuning["chosen"]["params"]["events"]
     assert b.pipeline[0] == {"stage": "retrieve", "component": name, "k": 40, "index": "exact"}
     assert wall < 24.0 + 30  # the tuning holds its budget; the rest is loading and writing one bundle
     t0 = time.perf_counter()  # a second call resumes: the finished tuning is reused, not run again

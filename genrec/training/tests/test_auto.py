@@ -89,6 +89,47 @@ def test_search_space_follows_the_data() -> None:
     assert small.schedules == big.schedules == ("constant",) and small.default["schedule"] == "constant"
 
 
+def test_action_tokens_are_searched_where_the_log_has_event_types_and_fixed_when_asked() -> None:
+    plain, typed = search_space(_stats()), search_space(_stats(has_event_types=True))
+    assert plain.events == (False,) and not plain.default["events"]
+    assert set(typed.events) == {True, False} and typed.default["events"]  # first trial with them
+    assert search_space(_stats(has_event_types=True), event_inputs=False).events == (False,)
+    with pytest.raises(ValueError, match="event_type"):
+        search_space(_stats(), event_inputs=True)
+    study = make_study(typed, 0)
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        seen.add(suggest(trial, typed)["events"])
+        study.tell(trial, 0.1)
+    assert seen == {True, False}
+
+
+def test_a_trial_trains_on_the_asked_targets_with_its_action_tokens(tmp_path, monkeypatch) -> None:
+    """--target-events and --event-inputs reach every trial: `genrec train --model auto` used to drop them."""
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    seen: list[TrainConfig] = []
+
+    def fake_tune(base: TrainConfig, budget_s: float, **kw) -> None:
+        seen.append(base)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(auto, "tune", fake_tune)
+    res = CliRunner().invoke(app, ["train", "--model", "auto", "--dataset", "synthetic:tiny", "--time-budget", "1",
+                                   "--target-events", "purchase, cart", "--no-event-inputs", "--out", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and "stop here" in res.output
+    assert seen[0].target_events == ["purchase", "cart"] and seen[0].event_inputs is False
+    space = search_space(_stats(has_event_types=True))
+    p = {**space.default, "events": True}
+    cfg = auto.trial_config(p, seen[0], tmp_path / "t", 60.0)
+    assert cfg.target_events == ["purchase", "cart"] and cfg.event_inputs is True
+    _, split, model = prepare(cfg, load_synthetic("tiny", 42))
+    assert model.config.num_event_types == 3  # view, cart, purchase as input tokens
+
+
 def test_the_same_seed_samples_the_same_settings() -> None:
     space = search_space(_stats(has_attributes=True))
 
@@ -210,8 +251,8 @@ def _converging_train(calls: list):
 def _only_schedule(monkeypatch, schedule: str) -> None:
     real = auto.search_space
 
-    def space(st):
-        sp = real(st)
+    def space(st, event_inputs=None):
+        sp = real(st, event_inputs)
         return dataclasses.replace(sp, schedules=(schedule,), default={**sp.default, "schedule": schedule})
 
     monkeypatch.setattr(auto, "search_space", space)
