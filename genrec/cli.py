@@ -134,8 +134,14 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+# the `genrec train` options `--model auto` takes; it chooses the others (dim, lr, loss, ...) on validation
+AUTO_OPTIONS = ("model", "dataset", "out", "batch_size", "seed", "threads", "device", "time_budget", "restart",
+                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "event_inputs", "target_events")  # fmt: skip
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     model: str = typer.Option(
         "hstu", help="auto (with --time-budget) | sasrec | hstu | hstu-large | two-tower | wide-deep | dlrm | lr"
     ),
@@ -212,6 +218,14 @@ def train(
 ) -> None:
     """Train a model; validation picks the epoch, the test split is scored once."""
     from genrec.data.io import ReadOptions
+
+    # by name: typer may run its own copy of click, whose ParameterSource is another class
+    given = [k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]  # fmt: skip
+    if model == "auto" and (chosen := [k for k in given if k not in AUTO_OPTIONS]):
+        flags = ", ".join("--" + k.replace("_", "-") for k in chosen)
+        console.print(f"[red]error:[/] --model auto chooses {flags} itself, on validation; drop "
+                      f"{'it' if len(chosen) == 1 else 'them'}, or name a model (--model hstu ...) to set them")  # fmt: skip
+        raise typer.Exit(2)
 
     try:
         read = ReadOptions(

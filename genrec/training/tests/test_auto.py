@@ -179,6 +179,17 @@ def test_auto_needs_a_time_budget() -> None:
     assert res.exit_code == 2 and "--time-budget" in res.output
 
 
+def test_auto_refuses_the_options_it_chooses_instead_of_ignoring_them() -> None:
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    args = ["train", "--model", "auto", "--dataset", "synthetic:tiny", "--time-budget", "1"]
+    res = CliRunner().invoke(app, [*args, "--dim", "64", "--lr", "0.01"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--model auto chooses --dim, --lr itself" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
     from genrec.training.auto import tune
 
