@@ -58,6 +58,7 @@ class ReadReport:
     catalog: str | None = None
     catalog_items: int = 0
     covered: int = 0  # the events' items that the catalog lists
+    positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
 
     @property
     def coverage(self) -> float | None:
@@ -79,6 +80,9 @@ class ReadReport:
             return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
         out = [f"read {Path(self.path).name}: {self.rows:,} rows, {self.users:,} users, {self.items:,} items"]
+        if self.positions:
+            cols = ", ".join(f"{k} = column {v}" for k, v in self.positions.items())
+            out.append(f"  no header row: {cols} (change with --columns NAME=POSITION)")
         if self.event_types:
             out.append("  event types: " + ", ".join(f"{k} {v:,}" for k, v in self.event_types.items()))
         if self.first is not None and self.last is not None:
@@ -219,7 +223,7 @@ def load_synthetic(size: str = "small", seed: int = 0, attributes: tuple[str, ..
 
 def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     """A user's event log (+ catalog), read with `read`, with a ReadReport of what became of its rows."""
-    from genrec.data.io import read_catalog, read_events
+    from genrec.data.io import event_columns, read_catalog, read_events
 
     read = read or ReadOptions()
     path = Path(path)
@@ -235,6 +239,8 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
             raise DataError(catalog, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
     seq = build_sequences(events, name=read.name or data_name(path))
     report = _report(path, events, seq, catalog, cat)
+    if (names := event_columns(path, read))["user_id"].isdigit():
+        report.positions = {k: v for k, v in names.items() if v.isdigit()}
     return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
 
 

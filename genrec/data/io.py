@@ -185,12 +185,12 @@ def read_events(path: str | Path, options: ReadOptions | None = None, now: float
     options = options or ReadOptions()
     path = Path(path)
     fmt = _format_of(path)
-    names = {c: options.columns.get(c, c) for c in EVENT_REQUIRED + EVENT_OPTIONAL}  # genrec -> file
+    names = event_columns(path, options)  # genrec -> file
     # Text formats: every event column as a string, parsed below. Parquet keeps its (unambiguous) types.
     raw, found = _read_table(path, fmt, options.sep, [names[c] for c in names], infer=False)
     _require_columns(found, path, [names[c] for c in EVENT_REQUIRED], options)
     df = raw.select(_ROW, *(pl.col(names[c]).alias(c) for c in names if names[c] in raw.columns))
-    loc = _Locator(path, fmt, names)
+    loc = _Locator(path, fmt, names, options.sep)
 
     out = {}
     for col in ("user_id", "item_id"):
@@ -201,6 +201,33 @@ def read_events(path: str | Path, options: ReadOptions | None = None, now: float
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
     return pl.DataFrame(out)
+
+
+def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:
+    """genrec column -> the file's column: options.columns, else genrec's own names. A delimited text file
+    without a header row has its columns named by position ("1", "2", ...); unless --columns says otherwise,
+    its first column is the user, the second the item and the last the timestamp (user, item[, rating],
+    timestamp: the layout of the public rating dumps)."""
+    names = {c: options.columns.get(c, c) for c in EVENT_REQUIRED + EVENT_OPTIONAL}
+    if _format_of(path) == "csv" and not csv_has_header(path, options.sep or sniff_separator(path)):
+        width = len(csv_header(path, options.sep or sniff_separator(path)))
+        if width >= 3:
+            for col, pos in (("user_id", 1), ("item_id", 2), ("timestamp", width)):
+                names[col] = options.columns.get(col, str(pos))
+    return names
+
+
+def csv_header(path: Path, sep: str) -> list[str]:
+    return pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
+
+
+_DATA_LIKE = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?|\d{4}-\d{2}-\d{2}([ T].*)?")
+
+
+def csv_has_header(path: Path, sep: str) -> bool:
+    """False when the first line reads as data, not names: one of its fields is a number or a date (names of
+    columns never are; a rating dump's first line, e.g. 'A1RS,B000,5.0,1199836800', is)."""
+    return not any(_DATA_LIKE.fullmatch(c.strip().strip('"')) for c in csv_header(path, sep))
 
 
 def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.DataFrame:
@@ -218,7 +245,7 @@ def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.Dat
     _require_columns(found, path, [id_col], options)
     if id_col != "item_id":
         df = df.drop("item_id", strict=False).rename({id_col: "item_id"})
-    loc = _Locator(path, fmt, {"item_id": id_col})
+    loc = _Locator(path, fmt, {"item_id": id_col}, options.sep)
     ids = _parse_ids(df, "item_id", loc)
     dup = (~ids.is_first_distinct()).arg_true()
     if len(dup):
@@ -348,10 +375,15 @@ def _read_table(
 
 
 def _read_csv(path: Path, sep: str, strings: list[str], infer: bool) -> pl.DataFrame:
-    header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
+    header = csv_header(path, sep)
+    has_header = csv_has_header(path, sep)
+    if not has_header:  # columns by position, 1-based as a person counts them
+        header = [str(i + 1) for i in range(len(header))]
     df = pl.read_csv(
         path,
         separator=sep,
+        has_header=has_header,
+        new_columns=None if has_header else header,
         infer_schema=infer,
         infer_schema_length=None,  # only used when infer=True: scan the whole file, never guess
         schema_overrides={c: pl.Utf8 for c in header if c.strip() in strings},
@@ -392,10 +424,11 @@ def _explain_read_failure(path: Path, fmt: str, sep: str | None, e: Exception) -
 
 
 def _find_ragged_line(path: Path, sep: str, ncols: int) -> tuple[int, int] | None:
-    """(1-based line, field count) of the first line whose field count is not ncols, or None.
+    """(1-based line, field count) of the first data line whose field count is not ncols, or None.
 
     Vectorised: read raw lines, drop quoted sections, count separators. Lines inside a multi-line
     quoted field (odd number of quotes) cannot be judged this way and are skipped."""
+    first = 1 if csv_has_header(path, sep) else 0  # 0-based index of the first data line
     lines = pl.read_csv(
         path, has_header=False, separator="\x00", quote_char=None, infer_schema=False, new_columns=["s"]
     ).with_row_index("i")
@@ -404,7 +437,7 @@ def _find_ragged_line(path: Path, sep: str, ncols: int) -> tuple[int, int] | Non
     fields = unquoted.str.count_matches(sep, literal=True) + 1
     bad = lines.select(
         pl.col("i"), fields.alias("n"), (s.str.count_matches('"', literal=True) % 2 == 0).alias("even")
-    ).filter(pl.col("n").is_not_null() & pl.col("even") & (pl.col("n") != ncols) & (pl.col("i") > 0))
+    ).filter(pl.col("n").is_not_null() & pl.col("even") & (pl.col("n") != ncols) & (pl.col("i") >= first))
     if bad.height == 0:
         return None
     return int(bad["i"][0]) + 1, int(bad["n"][0])
@@ -428,9 +461,10 @@ def _first_bad_json_line(path: Path) -> int | None:
 class _Locator:
     """Turns a 0-based record index into the number a user sees in the file, and a column into its file name."""
 
-    def __init__(self, path: Path, fmt: str, names: dict[str, str] | None = None) -> None:
+    def __init__(self, path: Path, fmt: str, names: dict[str, str] | None = None, sep: str | None = None) -> None:
         self.path, self.fmt = path, fmt
         self.unit = "row" if fmt == "parquet" else "line"
+        self.first_line = 2 if fmt != "csv" or csv_has_header(path, sep or sniff_separator(path)) else 1
         self.names = names or {}  # genrec name -> file column
 
     def column(self, col: str) -> str:
@@ -442,7 +476,7 @@ class _Locator:
             return r + 1
         if self.fmt == "jsonl":  # polars skips blank lines, so count them (error path only)
             return _jsonl_line_of_record(self.path, r)
-        return r + 2  # CSV: header is line 1; assumes no newlines inside quoted fields
+        return r + self.first_line  # CSV: the header (if any) is line 1; assumes no newlines inside quoted fields
 
     def error(self, message: str, df: pl.DataFrame, i: int, column: str) -> DataError:
         return DataError(self.path, message, row=self.number(df, i), column=self.column(column), unit=self.unit)
@@ -467,6 +501,8 @@ def _require_columns(found: list[str], path: Path, required: list[str], options:
                 hint = f"; --columns maps {mapped[col]} to it"
             else:
                 hint = f"; name another column with --columns {col}=FILE_COLUMN"
+            if found and all(c.isdigit() for c in found):
+                hint = f"; the file has no header, so its columns are named by position: --columns {col}=1 ..."
             if len(found) == 1 and any(sep in found[0] for sep in SEPARATORS):
                 hint += "; the whole header is one column: force the separator with --sep"
             raise DataError(path, f"missing required column (found columns: {listed}){hint}", column=col)

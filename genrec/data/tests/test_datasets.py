@@ -80,3 +80,16 @@ def test_missing_files_and_builtin_datasets(tmp_path):
         load_dataset("synthetic:tiny", read=ReadOptions(columns={"user_id": "customer_id"}))
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("ml-10m")
+
+
+def test_the_report_says_which_positions_a_headerless_file_was_read_from(tmp_path) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_text("".join(f"u{u},i{i},5.0,{1700000000 + 10 * i}\n" for u in range(3) for i in range(4)))
+    report = load_path(path).report
+    assert report.positions == {"user_id": "1", "item_id": "2", "timestamp": "4"}
+    assert any("no header row: user_id = column 1, item_id = column 2, timestamp = column 4" in line
+               for line in report.lines())  # fmt: skip
+    header = tmp_path / "named" / "events.csv"
+    header.parent.mkdir()
+    header.write_text("user_id,item_id,timestamp\n" + path.read_text().replace(",5.0", ""))
+    assert load_path(header).report.positions == {}

@@ -329,3 +329,23 @@ def test_read_options_round_trip_through_a_config_dict():
     assert ReadOptions.from_dict(d) == opts and ReadOptions.from_dict(None).is_default
     with pytest.raises(ValueError, match="unknown reading option"):
         ReadOptions.from_dict({"seperator": ";"})
+
+
+def test_a_rating_dump_without_a_header_is_read_by_position(tmp_path):
+    """user,item,rating,timestamp with no header row (the public rating dumps): first column the user, second
+    the item, last the timestamp; errors count lines from 1 and name the column by its position."""
+    dump = "A1RS,B000X,5.0,1199836800\nA1RS,B000Y,4.0,1199836900\nA2QQ,B000X,3.0,1199837000\n"
+    df = read_events(write(tmp_path, "ratings.csv", dump))
+    assert df["user_id"].to_list() == ["A1RS", "A1RS", "A2QQ"] and df["item_id"][1] == "B000Y"
+    assert df["timestamp"].to_list() == [1199836800, 1199836900, 1199837000]
+    raises_at(write(tmp_path, "bad.csv", dump + "A3,B1,2.0,12x\n"), 4, "4", "'12x'")
+    raises_at(write(tmp_path, "short.csv", dump + "A3,B1,2.0\n"), 4, None, "expected 4 fields, found 3")
+    raises_at(write(tmp_path, "first.csv", "A3,B1,2.0,12x\n" + dump), 1, "4", "'12x'")
+    # --columns names positions: here the item comes first and the rating is kept as the value
+    df = read_events(write(tmp_path, "swapped.tsv", dump.replace(",", "\t")),
+                     ReadOptions(columns={"item_id": "1", "user_id": "2", "value": "3"}))  # fmt: skip
+    assert df["item_id"][0] == "A1RS" and df["value"].to_list() == [5.0, 4.0, 3.0]
+    # a header whose names are not numbers or dates stays a header
+    assert read_events(write(tmp_path, "named.csv", HEADER + "1,a,1700000000\n"))["item_id"].to_list() == ["a"]
+    # two columns without a header: no timestamp to guess; the error says the columns go by position
+    raises_at(write(tmp_path, "pairs.csv", "u1,1700000000\n"), None, "user_id", "named by position")
