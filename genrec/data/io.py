@@ -1,8 +1,8 @@
 """Read and validate user-supplied event logs and item catalogs.
 
 Files are delimited text (.csv / .tsv / .txt, optionally .gz; the separator, one of , TAB ; |, is sniffed
-from the content whatever the extension), Parquet, or JSON lines. ReadOptions maps genrec's column names to
-the file's, forces a separator or a timestamp format. Every problem becomes one DataError that names the
+from the content whatever the extension), Parquet, or JSON lines (.jsonl / .ndjson / .json, optionally .gz).
+ReadOptions maps genrec's column names to the file's, forces a separator or a timestamp format. Every problem becomes one DataError that names the
 file, the row as the user would find it (CSV: the physical line, header = line 1; JSONL: the line; Parquet:
 the 1-based row) and the column as the file calls it, e.g.
 
@@ -41,8 +41,12 @@ _FORMATS = (
     (".txt", "csv"),
     (".parquet", "parquet"),
     (".pq", "parquet"),
+    (".jsonl.gz", "jsonl"),
+    (".ndjson.gz", "jsonl"),
+    (".json.gz", "jsonl"),  # one object per line (the Amazon review dumps); a JSON array is refused, see below
     (".jsonl", "jsonl"),
     (".ndjson", "jsonl"),
+    (".json", "jsonl"),
 )
 SEPARATORS = (",", "\t", ";", "|")  # what sniffing chooses from (and what --sep accepts)
 _SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -310,6 +314,12 @@ def _format_of(path: Path) -> str:
         raise DataError(path, f"unsupported file type (expected one of {known})")
     if path.stat().st_size == 0:
         raise DataError(path, "file is empty (0 bytes)")
+    if fmt == "jsonl":
+        with _open_text(path) as f:
+            start = f.read(4096).lstrip()[:1]
+        if start == "[":
+            raise DataError(path, "a JSON array; genrec reads JSON lines (one object per line): convert it, e.g. "
+                            "with `jq -c '.[]' FILE > events.jsonl`")  # fmt: skip
     return fmt
 
 
@@ -443,9 +453,18 @@ def _find_ragged_line(path: Path, sep: str, ncols: int) -> tuple[int, int] | Non
     return int(bad["i"][0]) + 1, int(bad["n"][0])
 
 
+def _open_text(path: Path):  # noqa: ANN202
+    """The file as text, gunzipped when it is gzip (by its magic bytes, whatever its name)."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
 def _first_bad_json_line(path: Path) -> int | None:
     """Error path only: the first line that is not a JSON object."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         for i, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -484,7 +503,7 @@ class _Locator:
 
 def _jsonl_line_of_record(path: Path, record: int) -> int:
     seen = -1
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         for i, line in enumerate(f, start=1):
             seen += bool(line.strip())
             if seen == record:

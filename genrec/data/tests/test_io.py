@@ -349,3 +349,23 @@ def test_a_rating_dump_without_a_header_is_read_by_position(tmp_path):
     assert read_events(write(tmp_path, "named.csv", HEADER + "1,a,1700000000\n"))["item_id"].to_list() == ["a"]
     # two columns without a header: no timestamp to guess; the error says the columns go by position
     raises_at(write(tmp_path, "pairs.csv", "u1,1700000000\n"), None, "user_id", "named by position")
+
+
+def test_gzipped_json_lines_as_the_review_dumps_ship_them(tmp_path):
+    """Amazon's review dumps: one JSON object per line, .json.gz, with their own column names and nested fields."""
+    rows = [{"reviewerID": "A1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1300000000, "style": {"Size:": "1"}},
+            {"reviewerID": "A2", "asin": "B2", "overall": 4.0, "unixReviewTime": 1300000100}]  # fmt: skip
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path = tmp_path / "Beauty.json.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+    names = ReadOptions(columns={"user_id": "reviewerID", "item_id": "asin", "timestamp": "unixReviewTime"})
+    df = read_events(path, names)
+    assert df["item_id"].to_list() == ["B1", "B2"] and df["timestamp"][1] == 1300000100
+    with gzip.open(bad := tmp_path / "bad.jsonl.gz", "wt") as f:
+        f.write(text + "{not json\n")
+    with pytest.raises(DataError, match=r"bad.jsonl.gz, line 3: not a valid JSON object"):
+        read_events(bad, names)
+    array = write(tmp_path, "array.json", json.dumps(rows))
+    with pytest.raises(DataError, match=r"array.json: a JSON array; genrec reads JSON lines"):
+        read_events(array, names)
