@@ -136,7 +136,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 # the `genrec train` options `--model auto` takes; it chooses the others (dim, lr, loss, ...) on validation
 AUTO_OPTIONS = ("model", "dataset", "out", "batch_size", "seed", "threads", "device", "time_budget", "restart",
-                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "event_inputs", "target_events")  # fmt: skip
+                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "event_inputs",
+                "target_events")  # fmt: skip
 
 
 @app.command()
@@ -206,6 +207,9 @@ def train(
         help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
     ),
     name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
+    k_core: int = typer.Option(
+        0, help="keep only users and items with at least K rows, repeatedly (the 5-core of published splits)"
+    ),
     event_inputs: bool | None = typer.Option(
         None,
         "--event-inputs/--no-event-inputs",
@@ -230,7 +234,7 @@ def train(
     try:
         read = ReadOptions(
             columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
-            catalog=str(catalog) if catalog else None, attributes=attributes, name=name,
+            catalog=str(catalog) if catalog else None, attributes=attributes, name=name, k_core=k_core,
         )  # fmt: skip
     except ValueError as e:
         console.print(f"[red]error:[/] {e}")

@@ -58,6 +58,8 @@ class ReadReport:
     catalog: str | None = None
     catalog_items: int = 0
     covered: int = 0  # the events' items that the catalog lists
+    k_core: int = 0  # > 1: the rows kept are the log's k-core
+    rows_read: int = 0  # rows in the file (before the k-core)
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
 
     @property
@@ -80,6 +82,9 @@ class ReadReport:
             return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
         out = [f"read {Path(self.path).name}: {self.rows:,} rows, {self.users:,} users, {self.items:,} items"]
+        if self.k_core > 1:
+            out.append(f"  {self.k_core}-core: {self.rows:,} of {self.rows_read:,} rows kept (users and items with at "
+                       f"least {self.k_core} rows, repeatedly)")  # fmt: skip
         if self.positions:
             cols = ", ".join(f"{k} = column {v}" for k, v in self.positions.items())
             out.append(f"  no header row: {cols} (change with --columns NAME=POSITION)")
@@ -227,7 +232,8 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
 
     read = read or ReadOptions()
     path = Path(path)
-    events = read_events(path, read)
+    stats: dict = {}
+    events = read_events(path, read, stats=stats)
     catalog = find_catalog(path, read)
     cat = read_catalog(catalog, read) if catalog else None
     if read.attributes is not None:
@@ -239,6 +245,7 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
             raise DataError(catalog, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
     seq = build_sequences(events, name=read.name or data_name(path))
     report = _report(path, events, seq, catalog, cat)
+    report.k_core, report.rows_read = read.k_core, stats["rows_read"]
     if (names := event_columns(path, read))["user_id"].isdigit():
         report.positions = {k: v for k, v in names.items() if v.isdigit()}
     return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
@@ -290,7 +297,7 @@ def _report(
 
 
 def _looks_like_path(name: str) -> bool:
-    suffixes = (".csv", ".tsv", ".txt", ".gz", ".parquet", ".pq", ".jsonl", ".ndjson")
+    suffixes = (".csv", ".tsv", ".txt", ".gz", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
     return "/" in name or "\\" in name or name.lower().endswith(suffixes)
 
 

@@ -80,6 +80,7 @@ class ReadOptions:
     attributes: tuple[str, ...] | None = None
     name: str | None = None
     max_future_skew_s: float = MAX_FUTURE_SKEW_S
+    k_core: int = 0  # > 1: keep only users and items with at least this many rows, repeatedly (published splits: 5)
 
     def __post_init__(self) -> None:
         columns = self.columns
@@ -103,6 +104,8 @@ class ReadOptions:
             object.__setattr__(self, "attributes", tuple(self.attributes))
         if self.max_future_skew_s < 0:
             raise ValueError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
+        if isinstance(self.k_core, bool) or not isinstance(self.k_core, int) or self.k_core < 0:
+            raise ValueError(f"k_core must be a whole number >= 0, got {self.k_core!r}")
 
     @property
     def is_default(self) -> bool:
@@ -178,12 +181,15 @@ def _rebuild_error(path: Path, message: str, row: int | None, column: str | None
 # ---------------------------------------------------------------------------------------------------
 
 
-def read_events(path: str | Path, options: ReadOptions | None = None, now: float | None = None) -> pl.DataFrame:
+def read_events(
+    path: str | Path, options: ReadOptions | None = None, now: float | None = None, stats: dict | None = None
+) -> pl.DataFrame:
     """Validated event log in file order.
 
     Columns: user_id (Utf8), item_id (Utf8), timestamp (Int64 unix seconds), plus event_type (Utf8) and
     value (Float64) when the file has them, under genrec's names whatever `options.columns` maps them from.
     A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
+    With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read".
     Raises DataError on the first problem found.
     """
     options = options or ReadOptions()
@@ -204,7 +210,25 @@ def read_events(path: str | Path, options: ReadOptions | None = None, now: float
         out["event_type"] = _parse_ids(df, "event_type", loc)
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
-    return pl.DataFrame(out)
+    events = pl.DataFrame(out)
+    if stats is not None:
+        stats["rows_read"] = events.height
+    if options.k_core > 1:
+        events = k_core(events, options.k_core)
+        if events.height == 0:
+            raise DataError(path, f"no rows left in the {options.k_core}-core (every user or item has fewer "
+                            f"than {options.k_core} rows once the others are dropped); lower --k-core")  # fmt: skip
+    return events
+
+
+def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
+    """The rows whose user and item both have at least k rows, dropping users and items until that holds for
+    every one left (the "5-core" of the published Amazon splits). File order is kept."""
+    while True:
+        kept = events.filter((pl.len().over("user_id") >= k) & (pl.len().over("item_id") >= k))
+        if kept.height == events.height:
+            return kept
+        events = kept
 
 
 def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:

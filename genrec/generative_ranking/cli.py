@@ -41,6 +41,7 @@ def train(
         None, help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' (default: epoch s or ms, ISO 8601)"
     ),
     catalog: Path | None = typer.Option(None, help="item catalog file (default: catalog.* beside the events)"),
+    k_core: int = typer.Option(0, help="keep only users and items with at least K rows, repeatedly"),
 ) -> None:
     """Train on all events but each user's last 5, report per-task AUC / logloss and NDCG@10 on those."""
     import torch
@@ -50,7 +51,7 @@ def train(
 
     try:  # the reading options of `genrec train` (genrec.data.io.ReadOptions)
         read = ReadOptions(columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
-                           catalog=str(catalog) if catalog else None)  # fmt: skip
+                           catalog=str(catalog) if catalog else None, k_core=k_core)  # fmt: skip
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     setup(threads)

@@ -93,3 +93,13 @@ def test_the_report_says_which_positions_a_headerless_file_was_read_from(tmp_pat
     header.parent.mkdir()
     header.write_text("user_id,item_id,timestamp\n" + path.read_text().replace(",5.0", ""))
     assert load_path(header).report.positions == {}
+
+
+def test_the_report_counts_the_rows_a_k_core_kept(tmp_path) -> None:
+    path = tmp_path / "shop" / "events.csv"
+    path.parent.mkdir()
+    rows = [f"u{u},i{i},{1700000000 + 10 * i}" for u in range(4) for i in range(5)] + ["u9,i0,1700000000"]
+    path.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    report = load_path(path, ReadOptions(k_core=3)).report
+    assert (report.rows, report.rows_read, report.users) == (20, 21, 4)
+    assert "  3-core: 20 of 21 rows kept (users and items with at least 3 rows, repeatedly)" in report.lines()

@@ -369,3 +369,20 @@ def test_gzipped_json_lines_as_the_review_dumps_ship_them(tmp_path):
     array = write(tmp_path, "array.json", json.dumps(rows))
     with pytest.raises(DataError, match=r"array.json: a JSON array; genrec reads JSON lines"):
         read_events(array, names)
+
+
+def test_k_core_keeps_users_and_items_with_k_rows_repeatedly(tmp_path):
+    # u1..u3 rate a, b, c; u4 rates a, b, d; d has one row, so u4 falls to 2 rows once d goes, then out
+    rows = [(u, i) for u in ("u1", "u2", "u3") for i in "abc"] + [("u4", "a"), ("u4", "b"), ("u4", "d")]
+    path = write(
+        tmp_path, "events.csv", HEADER + "".join(f"{u},{i},{1700000000 + n}\n" for n, (u, i) in enumerate(rows))
+    )
+    assert read_events(path).height == 12
+    stats: dict = {}
+    core = read_events(path, ReadOptions(k_core=3), stats=stats)
+    assert stats["rows_read"] == 12 and core.height == 9 and set(core["user_id"]) == {"u1", "u2", "u3"}
+    assert core["timestamp"].is_sorted()  # file order kept
+    with pytest.raises(DataError, match="no rows left in the 4-core"):
+        read_events(path, ReadOptions(k_core=4))
+    with pytest.raises(ValueError, match="k_core must be a whole number"):
+        ReadOptions(k_core=-1)
