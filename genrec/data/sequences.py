@@ -8,7 +8,7 @@ Optional per-event arrays (timestamps, event types, values) share the same offse
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -191,6 +191,14 @@ class Split:
     train_events: np.ndarray | None = None  # (sum train,) event type of each training event (1-based)
     train_targets: np.ndarray | None = None  # (sum train,) bool: may this event be a training target (None: all)
     ends: dict[str, np.ndarray] | None = None  # "valid" / "test" -> (E,) target positions into data.items
+
+    def sample_users(self, n: int, seed: int = 0) -> Split:
+        """The same split evaluated on n of its users (a fixed random sample; all of them if n >= E)."""
+        if n >= len(self.eval_users):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self.eval_users), n, replace=False))
+        ends = {k: v[keep] for k, v in self.ends.items()} if self.ends is not None else None
+        return replace(self, eval_users=self.eval_users[keep], ends=ends)
 
     def eval_inputs(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(users, input end positions (exclusive, into data.items), target items) for a split."""

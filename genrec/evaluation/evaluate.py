@@ -5,6 +5,7 @@ A scorer maps a Batch of input windows to (B, num_items + 1) scores (column 0 = 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -29,6 +30,28 @@ def evaluation_ranks(
         scores[torch.from_numpy(rows), torch.from_numpy(np.concatenate(seen))] = float("-inf")
         ranks.append(ranks_from_scores(scores, targets).numpy())
     return np.concatenate(ranks) if ranks else np.zeros(0)
+
+
+def estimate_eval_seconds(
+    scorer: Scorer, split: Split, which: str, max_len: int, batch_size: int = 256, device: str = "cpu"
+) -> float:
+    """Seconds evaluation_ranks will take, from two of its batches timed: the second (short histories; the first
+    pays one-off costs) and the last (the longest), their mean times the number of batches. Used to keep a time
+    budget's room for a validation not yet run; on the high side where the cost grows with the history."""
+    n_batches = -(-len(split.eval_users) // batch_size)
+    if n_batches <= 2:
+        return 0.0  # a small split: about as long as timing it
+    timed = []
+    for k, (batch, targets, seen) in enumerate(eval_batches(split, which, batch_size, max_len)):
+        if k not in (1, n_batches - 1):
+            continue
+        t = time.perf_counter()
+        scores = scorer(batch.to(torch.device(device))).float().cpu()
+        rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+        scores[torch.from_numpy(rows), torch.from_numpy(np.concatenate(seen))] = float("-inf")
+        ranks_from_scores(scores, targets)
+        timed.append(time.perf_counter() - t)
+    return float(np.mean(timed)) * n_batches
 
 
 def evaluate_scorer(

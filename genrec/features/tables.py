@@ -366,7 +366,8 @@ class AttributeTokenizer:
             if len(seen) == 0:
                 continue
             edges = np.unique(np.quantile(seen, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1]))
-            enc = CategoryEncoder().fit(_buckets(raw.num[name], edges.tolist())[i] for i in fit_rows)
+            buckets = _buckets(raw.num[name], edges.tolist())  # once: per fitted row it was quadratic
+            enc = CategoryEncoder().fit(buckets[i] for i in fit_rows)
             fields.append(AttributeField(f"{name}_bucket", "bucket", name, list(enc.vocab), base, edges.tolist()))
             base += enc.size
         for name in raw.multi:

@@ -151,6 +151,11 @@ class SequentialModel(nn.Module):
         """(num_items + 1, D) L2-normalised item embeddings (row 0 is padding)."""
         return F.normalize(self.item_vectors(), dim=-1)
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """(..., D) rows of item_table() for `items`, computed for those items only: a sampled loss over a
+        200k-item catalog needs a few thousand rows per step, not the whole table and its gradient."""
+        return F.normalize(self.item_vectors(items), dim=-1)
+
     def user_states(
         self,
         items: torch.Tensor,

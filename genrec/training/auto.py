@@ -50,7 +50,7 @@ from rich.table import Table
 
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.io import ReadOptions
-from genrec.training.trainer import RunResult, TrainConfig, train, write_json
+from genrec.training.trainer import RunResult, TrainConfig, train, valid_users, write_json
 
 FULL_SOFTMAX_MAX_ITEMS = 50_000  # above this a (N, V) logit matrix per batch costs more than it teaches
 SHORT_HISTORY = 20  # median events per user below which histories count as short (stronger dropout)
@@ -162,6 +162,9 @@ def search_space(st: DataStats, event_inputs: bool | None = None) -> SearchSpace
     # validation NDCG@10 0.0715 at 0.05, 0.0729 at 0.1, 0.0636 at 0.15)
     temperatures = (0.05, 0.075, 0.1)
     reasons.append(f"softmax temperature in {list(temperatures)} (logit = cosine / temperature)")
+    if (n_valid := valid_users(TrainConfig(), st.users, st.items)) < st.users:
+        reasons.append(f"{st.users:,} users x {st.items:,} items: validation scores a fixed sample of {n_valid:,} "
+                       "users (the test split: all of them)")  # fmt: skip
     if st.has_timestamps:
         reasons.append("timestamps: HSTU's time buckets carry them")
     reasons.append(f"every trial validates a weight EMA (decay {EMA_DECAY} per step)")
@@ -363,8 +366,10 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
                 study.tell(trial, value)
-            epoch_s = [h["seconds"] + h["eval_seconds"] for h in res.history]
-            costs.add(p, float(np.median(clock.walls)))
+            # a whole epoch's seconds: an epoch the slice cut (fraction < 1) counts at its full length
+            full = [h["seconds"] * (1 / h.get("fraction", 1.0) - 1) for h in res.history]
+            epoch_s = [h["seconds"] + h["eval_seconds"] + f for h, f in zip(res.history, full, strict=True)]
+            costs.add(p, float(np.median([w + f for w, f in zip(clock.walls, full, strict=True)])))
             reserve = max(reserve, RESERVE_S + 0.02 * budget_s + 2.5 * max(h["eval_seconds"] for h in res.history))
             runs[trial.number] = (res, cfg, clock)
             trials.append({

@@ -26,8 +26,9 @@ does. With `ema`, validation, the kept best weights and `on_best` all see the av
 
 The time budget covers everything the loop runs (training, validation, checkpoints, callbacks): before each epoch
 the loop stops if the last epoch's cost would overrun the budget (less `reserve_evals` validations' time, for a
-caller that scores the test split after the loop). A task with long epochs can also stop early inside one when
-`ep.time_left()` runs out.
+caller that scores the test split after the loop). A task with long epochs stops early inside one when
+`ep.time_left()` runs out (the sequence trainer does: one epoch of a 3M-event log can outlast a tuning trial's
+slice); before the first validation its time comes from `estimate_eval`.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ def fit(
     on_epoch: Callable[[list[dict[str, Any]]], bool | None] | None = None,
     describe: Callable[[dict[str, Any]], str] | None = None,
     console: Console | None = None,
+    estimate_eval: Callable[[], float] | None = None,
 ) -> LoopResult:
     """Train `model` epoch by epoch (see the module doc). Returns with the best epoch's weights in `model`.
 
@@ -242,6 +244,8 @@ def fit(
     on_epoch(history): after each epoch's checkpoint, the records so far (this epoch's last); returning True
         stops the run (e.g. pruning a trial).
     describe(record): the middle of the epoch's printed line (default: loss and the validation metric).
+    estimate_eval(): seconds one validation will take, asked once under a time budget before any validation was
+        timed (e.g. one batch timed and scaled): the first epoch keeps that much of the budget free for it.
     """
     if cfg.metric is not None and validate is None:
         raise ValueError(f"metric {cfg.metric!r} needs a validate function")
@@ -276,6 +280,10 @@ def fit(
     def averaged() -> Any:  # validate, keep and save what the run will hand back
         return ema.applied(model) if ema is not None else nullcontext()
 
+    if estimate_eval is not None and cfg.time_budget_s is not None and last_eval == 0.0:
+        t = time.perf_counter()
+        last_eval = estimate_eval()
+        elapsed += time.perf_counter() - t
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"))
     progress = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
     carry = 0.0

@@ -12,6 +12,7 @@ in-batch  the batch's distinct targets as negatives, each logit corrected by -lo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,10 +111,13 @@ def _logit_bound(states: torch.Tensor, table: torch.Tensor, temperature: float) 
     return math.prod(norms) / temperature * 1.01 + 1.0  # margin for bf16 rounding of the products
 
 
+Table = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]  # (V + 1, D), or item ids -> their (..., D) rows
+
+
 def next_item_loss(
     states: torch.Tensor,
     targets: torch.Tensor,
-    table: torch.Tensor,
+    table: Table,
     temperature: float,
     kind: str = "sampled",
     num_negatives: int = 128,
@@ -121,28 +125,39 @@ def next_item_loss(
     generator: torch.Generator | None = None,
     offsets: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    num_items: int | None = None,
 ) -> torch.Tensor:
-    """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, offsets: (B + 1,)
-    the jagged sequence bounds (sampled loss; None = one sequence), mask: (N,) bool, the positions whose target
-    counts (target events such as purchases; None = all). Returns the mean loss over the counted positions."""
-    if kind in ("full", "sampled"):
+    """states: (N, D), targets: (N,) in 1..V, table: (V + 1, D) with row 0 = padding, or (sampled and in-batch
+    losses, with num_items) a function from item ids to their rows, so that only the rows used are computed;
+    offsets: (B + 1,) the jagged sequence bounds (sampled loss; None = one sequence), mask: (N,) bool, the
+    positions whose target counts (target events such as purchases; None = all). Returns the mean loss over
+    the counted positions."""
+    if callable(table) and (kind == "full" or num_items is None):
+        raise ValueError("a table given as a function needs kind='sampled' or 'in-batch' and num_items")
+    rows = table if callable(table) else table.__getitem__
+    if kind == "full":
         scaled = states / temperature  # (N, D): the temperature applied before the products, not to the logits
         pos = (scaled * table[targets]).sum(-1).float()  # (N,)
         bound = _logit_bound(states, table, temperature)
-        if kind == "full":
-            no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
-            lse = _ProductLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
-            return _mean(lse - pos, mask)
-        num_items = table.shape[0] - 1
+        no_hits = torch.zeros(0, dtype=torch.long, device=states.device)
+        lse = _ProductLogSumExp.apply(scaled[None], table[1:][None], no_hits, bound)[0]  # (N,) over the catalog
+        return _mean(lse - pos, mask)
+    if kind == "sampled":
+        num_items = num_items if num_items is not None else table.shape[0] - 1
         if offsets is None:
             offsets = torch.tensor([0, len(targets)], device=states.device)
         lengths = offsets[1:] - offsets[:-1]
         B, n = len(lengths), int(lengths.max())
         neg = torch.randint(1, num_items + 1, (B, num_negatives), generator=generator).to(states.device)  # (B, K)
+        used = rows(torch.cat([targets, neg.view(-1)]))  # (N + B K, D): one call, one id-dropout draw
+        tgt_rows, neg_rows = used[: len(targets)], used[len(targets) :].view(B, num_negatives, -1)
+        scaled = states / temperature  # (N, D): the temperature applied before the products, not to the logits
+        pos = (scaled * tgt_rows).sum(-1).float()  # (N,)
+        bound = _logit_bound(states, used, temperature)
         idx = padded_index(offsets, n)
         tgt = to_padded(targets, idx, B, n)  # (B, n), 0 on padding
         hits = accidental_hits(neg, tgt, num_items)  # flat indices into (B, n, K)
-        neg_lse = _ProductLogSumExp.apply(to_padded(scaled, idx, B, n), table[neg], hits, bound)  # (B, n)
+        neg_lse = _ProductLogSumExp.apply(to_padded(scaled, idx, B, n), neg_rows, hits, bound)  # (B, n)
         # loss = logsumexp([pos, negatives]) - pos, reduced per row in the padded layout; only (N,) is unpadded
         lse = torch.logaddexp(pos, to_jagged(neg_lse, idx))
         return _mean(lse - pos, mask)
@@ -152,7 +167,7 @@ def next_item_loss(
             if len(targets) == 0:
                 return states.sum() * 0.0
         uniq, label = torch.unique(targets, return_inverse=True)  # (M,), (N,)
-        logits = states @ table[uniq].T / temperature  # (N, M)
+        logits = states @ rows(uniq).T / temperature  # (N, M)
         if log_q is not None:
             logits = logits - log_q[uniq][None, :]
         return F.cross_entropy(logits, label)

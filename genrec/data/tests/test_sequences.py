@@ -108,3 +108,17 @@ def test_target_event_split_holds_out_the_last_two_purchases() -> None:
         leave_one_out(seq, target_events=["buy"])
     with pytest.raises(ValueError, match="needs an event_type column"):
         leave_one_out(build_sequences(log(rows)), target_events=["purchase"])
+
+
+def test_validation_on_a_fixed_sample_of_users() -> None:
+    from genrec.data.datasets import load_synthetic
+
+    seq = load_synthetic("tiny", 0).sequences
+    for split in (leave_one_out(seq), leave_one_out(seq, target_events=["purchase"])):
+        sub = split.sample_users(50, seed=1)
+        assert len(sub.eval_users) == 50 and set(sub.eval_users) <= set(split.eval_users)
+        assert np.array_equal(sub.eval_users, split.sample_users(50, seed=1).eval_users)  # fixed by the seed
+        users, ends, targets = sub.eval_inputs("valid")
+        full = dict(zip(split.eval_users, zip(*split.eval_inputs("valid")[1:], strict=True), strict=True))
+        assert all(full[u] == (e, t) for u, e, t in zip(users, ends, targets, strict=True))  # same targets
+        assert split.sample_users(10**6) is split

@@ -74,6 +74,21 @@ def test_time_budget_holds_with_validation_included(reserve: int, epochs_run: in
     assert all(h["eval_seconds"] >= 0.15 for h in res.history)
 
 
+def test_the_first_epoch_keeps_the_estimated_validation_time_free() -> None:
+    """Before any validation was timed, estimate_eval's seconds are kept out of the first epoch's time_left."""
+    left: list[float] = []
+
+    def train_epoch(ep: Epoch) -> dict[str, float]:
+        left.append(ep.time_left())
+        return {}
+
+    cfg = LoopConfig(epochs=1, metric="AUC", time_budget_s=10.0)
+    fit(torch.nn.Linear(2, 1), train_epoch, cfg, lambda: {"AUC": 0.5}, console=QUIET, estimate_eval=lambda: 4.0)
+    assert left[0] == pytest.approx(6.0, abs=0.2)
+    fit(torch.nn.Linear(2, 1), train_epoch, cfg, lambda: {"AUC": 0.5}, console=QUIET)
+    assert left[1] == pytest.approx(10.0, abs=0.2)  # nothing to go on: the whole budget
+
+
 class Dropped(torch.nn.Module):
     """Dropout (torch's RNG) in front of a linear layer: a resume must restore the RNG to replay the run."""
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -308,3 +309,55 @@ def test_event_inputs_default_on_when_the_data_has_event_types(tmp_path) -> None
                                        "--max-len", "8", "--dim", "16", "--threads", "1", "--out", str(out), *flag])  # fmt: skip
         assert res.exit_code == 0, res.output
         assert Bundle.open(out).component(role="retrieval").config["model"]["num_event_types"] == types
+
+
+def test_an_epoch_longer_than_the_budget_stops_inside_and_the_budget_holds(shop, tmp_path) -> None:
+    """One epoch of a big log can outlast a tuning trial's slice: the epoch stops when the time left would not
+    fit the validation, which still runs, and the call ends within its budget."""
+    import time
+
+    cfg = small_cfg(tmp_path / "run", model="hstu", dim=128, num_layers=4, max_len=100, threads=1, batch_size=16)
+    whole = train(dataclasses.replace(cfg, out=str(tmp_path / "whole"), epochs=1), dataset=shop, score_test=False)
+    epoch_s = whole.history[0]["seconds"]
+    budget = epoch_s / 2 + whole.history[0]["eval_seconds"]
+    t0 = time.perf_counter()
+    res = train(dataclasses.replace(cfg, time_budget_s=budget), dataset=shop, score_test=False)
+    wall = time.perf_counter() - t0
+    assert len(res.history) == 1 and 0.1 < res.history[0]["fraction"] < 0.9
+    assert res.best_valid and wall <= 1.15 * budget + 1.0  # + loading the model and data
+    assert whole.history[0]["fraction"] == 1.0
+
+
+def test_validation_scores_every_user_up_to_a_cost_then_a_fixed_sample() -> None:
+    from genrec.training.trainer import MIN_VALID_USERS, VALID_SCORES, valid_users
+
+    assert valid_users(TrainConfig(), 6_040, 3_416) == 6_040  # ML-1M: every user
+    assert valid_users(TrainConfig(), 22_363, 12_101) == 22_363  # Amazon Beauty: every user
+    assert valid_users(TrainConfig(), 100_000, 200_000) == VALID_SCORES // 200_000 == 10_000
+    assert valid_users(TrainConfig(), 100_000, 10**7) == MIN_VALID_USERS
+    assert valid_users(TrainConfig(valid_users=300), 100_000, 50) == 300
+
+
+@pytest.mark.parametrize("kind", ["sampled", "in-batch"])
+def test_a_loss_over_the_rows_used_equals_the_loss_over_the_whole_table(kind) -> None:
+    """model.item_rows (only the targets' and negatives' rows) gives the loss and gradients of item_table()."""
+    from genrec.models.sequential import SequentialConfig, SequentialModel
+
+    torch.manual_seed(0)
+    model = SequentialModel(SequentialConfig(num_items=500, dim=16, num_attribute_tokens=20, attributes_per_item=2))
+    model.set_item_attributes(torch.randint(0, 21, (501, 2)))
+    model.eval()  # no id dropout: both paths see the same vectors
+    states = torch.nn.functional.normalize(torch.randn(12, 16), dim=-1)
+    targets, offsets = torch.randint(1, 501, (12,)), torch.tensor([0, 5, 12])
+    grads = []
+    for table in (model.item_table(), model.item_rows):
+        model.zero_grad()
+        loss = next_item_loss(states, targets, table, 0.1, kind, 32, generator=torch.Generator().manual_seed(1),
+                              offsets=offsets, num_items=500)  # fmt: skip
+        loss.backward()
+        grads.append((loss.item(), model.item_emb.weight.grad.clone(), model.attr_emb.weight.grad.clone()))
+    (l0, g0, a0), (l1, g1, a1) = grads
+    assert l0 == pytest.approx(l1, rel=1e-5)
+    assert torch.allclose(g0, g1, atol=1e-6) and torch.allclose(a0, a1, atol=1e-6)
+    with pytest.raises(ValueError, match="needs kind='sampled'"):
+        next_item_loss(states, targets, model.item_rows, 0.1, "full")
