@@ -56,12 +56,14 @@ def gather_windows(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np
 
 
 def train_batches(
-    split: Split, batch_size: int, max_len: int, seed: int, crop: str = "last", pool: int = 32
-) -> Iterator[Batch]:
+    split: Split, batch_size: int, max_len: int, seed: int, crop: str = "last", pool: int = 32,
+    max_users: int | None = None,
+) -> Iterator[Batch]:  # fmt: skip
     """One epoch of next-item training batches, deterministic for (seed).
 
     Each user contributes its last max_len + 1 training events (crop='random': a random window, so long
     histories are seen in full across epochs): inputs are events [0, n-1), targets events [1, n).
+    max_users: the epoch trains a random sample of this many users (another per seed) instead of all.
     """
     rng = np.random.default_rng(seed)
     starts, ends = split.train_offsets[:-1], split.train_offsets[1:]
@@ -71,6 +73,7 @@ def train_batches(
         np.cumsum(split.train_targets, out=has[1:])
         users = users[has[ends[users]] - has[starts[users] + 1] > 0]
     rng.shuffle(users)
+    users = users[:max_users]
     s, e = starts[users], ends[users]
     span = np.minimum(e - s, max_len + 1)
     if crop == "random":

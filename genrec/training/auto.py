@@ -60,6 +60,13 @@ MIN_EPOCHS = 2  # a trial must fit at least this many epochs
 PATIENCE = 8  # epochs without a better validation NDCG@10: converged
 RESERVE_S = 5.0  # fixed part of the time kept for the end of the call
 MAX_SKIPS = 5  # consecutive too-slow samples before the search ends
+# a trial's slice should hold this many validated epochs; on a log too big for that, a trial's epoch trains a
+# random sample of users (TrainConfig.epoch_users), never fewer than MIN_EPOCH_USERS
+EPOCHS_PER_SLICE = 6
+MIN_EPOCH_USERS = 2_000
+# seconds per CostModel.proxy unit before any trial was timed, on 2 threads: the slowest of the 60-min ML-1M and
+# Beauty runs' trials (1.4e-11 .. 3.9e-11) rounded up; a trial's measurement replaces it
+PRIOR_SECONDS_PER_UNIT = 4e-11
 # every trial validates a weight EMA (decay per step, warmed up over the first steps): on ML-1M and Beauty it
 # lifted validation NDCG@10 at every epoch of the runs compared (benchmarks/results/sequential.md), early ones
 # included, which is what the pruner compares
@@ -213,31 +220,52 @@ def make_study(space: SearchSpace, seed: int) -> optuna.Study:
 def describe(p: dict[str, Any]) -> str:
     depth = f" x{p['layers']}" if "layers" in p else ""
     tokens = (" +attr" if p["attributes"] else "") + (" +events" if p.get("events") else "")
+    sample = f" epochs of {p['epoch_users']:,} users" if p.get("epoch_users") else ""
     return (
         f"{p['family']}{tokens} d{p['dim']}{depth} drop {p['dropout']:.2f} "
-        f"len {p['max_len']} {p['loss']} t {p['temperature']:g} lr {p['lr']:.1e} {p['schedule']}"
+        f"len {p['max_len']} {p['loss']} t {p['temperature']:g} lr {p['lr']:.1e} {p['schedule']}{sample}"
     )
 
 
 class CostModel:
-    """Seconds per epoch (training + validation + saving) ~ ratio x a FLOP-like count, ratio measured per family."""
+    """Seconds per epoch (training + validation + saving) ~ ratio x a FLOP-like count, ratio measured per family.
+    An epoch over a sample of users (p["epoch_users"]) counts that share of the training tokens; validation
+    counts the users it scores (trainer.valid_users)."""
 
-    def __init__(self, st: DataStats) -> None:
+    def __init__(self, st: DataStats, threads: int | None = None) -> None:
         self.st, self.ratios = st, {}
+        self.valid_users = valid_users(TrainConfig(), st.users, st.items)
+        self.prior = PRIOR_SECONDS_PER_UNIT * 2 / max(1, min(2, threads or 2))
 
     def proxy(self, p: dict[str, Any]) -> float:
         tokens = float(np.minimum(self.st.train_lengths, p["max_len"]).sum())
+        if p.get("epoch_users"):
+            tokens *= min(p["epoch_users"], self.st.users) / max(self.st.users, 1)
         layers = p.get("layers", 8)
         encoder = layers * (12 * p["dim"] ** 2 + 2 * p["max_len"] * p["dim"])
         outputs = (self.st.items if p["loss"] == "full" else 128) * p["dim"]
-        return tokens * (3 * (encoder + outputs)) + self.st.users * (encoder + self.st.items * p["dim"])
+        return tokens * (3 * (encoder + outputs)) + self.valid_users * (encoder + self.st.items * p["dim"])
 
     def add(self, p: dict[str, Any], epoch_seconds: float) -> None:
         self.ratios.setdefault(p["family"], []).append(epoch_seconds / self.proxy(p))
 
-    def epoch_seconds(self, p: dict[str, Any]) -> float | None:
+    def epoch_seconds(self, p: dict[str, Any], prior: bool = False) -> float | None:
+        """Predicted seconds of p's epoch; None before any trial was timed, unless prior (then a guess)."""
         ratios = self.ratios.get(p["family"]) or [r for rs in self.ratios.values() for r in rs]
-        return float(np.median(ratios)) * self.proxy(p) if ratios else None
+        if not ratios:
+            return self.prior * self.proxy(p) if prior else None
+        return float(np.median(ratios)) * self.proxy(p)
+
+    def epoch_users(self, p: dict[str, Any], slice_s: float) -> int | None:
+        """Users per trial epoch so that p's slice holds EPOCHS_PER_SLICE epochs; None: every user fits."""
+        whole = self.epoch_seconds({**p, "epoch_users": None}, prior=True)
+        assert whole is not None
+        if EPOCHS_PER_SLICE * whole <= slice_s or self.st.users <= MIN_EPOCH_USERS:
+            return None
+        valid = self.epoch_seconds({**p, "epoch_users": 1}, prior=True) or 0.0  # about the validation alone
+        train_s = max(whole - valid, 1e-9)
+        share = max(slice_s / EPOCHS_PER_SLICE - valid, 0.0) / train_s
+        return int(min(self.st.users, max(MIN_EPOCH_USERS, share * self.st.users)))
 
 
 def trial_config(p: dict[str, Any], base: TrainConfig, out: Path, slice_s: float) -> TrainConfig:
@@ -247,6 +275,7 @@ def trial_config(p: dict[str, Any], base: TrainConfig, out: Path, slice_s: float
         temperature=p["temperature"], patience=PATIENCE, seed=base.seed, threads=base.threads, device=base.device,
         precision="bf16", schedule=p["schedule"], time_budget_s=slice_s, item_attributes=p["attributes"],
         read=base.read, ema=EMA_DECAY, event_inputs=p.get("events", False), target_events=base.target_events,
+        epoch_users=p.get("epoch_users"),
     )  # fmt: skip
 
 
@@ -310,7 +339,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     for r in space.reasons:
         console.print(f"  {r}")
     study = make_study(space, base.seed)
-    costs = CostModel(st)
+    costs = CostModel(st, base.threads)
     deadline = t0 + budget_s
     # test + popularity scoring, the report, the interpreter's exit (seconds with torch loaded); grows with the
     # measured validation time
@@ -332,6 +361,8 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
                 break
             trial = study.ask()
             p = suggest(trial, space)
+            if users := costs.epoch_users(p, slice_s):
+                p["epoch_users"] = users  # a big log: the trial's epochs train a sample of users each
             predicted = costs.epoch_seconds(p)
             if predicted is not None and MIN_EPOCHS * predicted > min(left, slice_s):
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -122,3 +122,14 @@ def test_validation_on_a_fixed_sample_of_users() -> None:
         full = dict(zip(split.eval_users, zip(*split.eval_inputs("valid")[1:], strict=True), strict=True))
         assert all(full[u] == (e, t) for u, e, t in zip(users, ends, targets, strict=True))  # same targets
         assert split.sample_users(10**6) is split
+
+
+def test_an_epoch_over_a_sample_of_users() -> None:
+    from genrec.data.datasets import load_synthetic
+
+    split = leave_one_out(load_synthetic("tiny", 0).sequences)
+    every = sum(b.num_sequences for b in train_batches(split, 32, 20, seed=1))
+    assert sum(b.num_sequences for b in train_batches(split, 32, 20, seed=1, max_users=50)) == 50 < every
+    first = {tuple(b.items.tolist()) for b in train_batches(split, 64, 20, seed=1, max_users=50)}
+    other = {tuple(b.items.tolist()) for b in train_batches(split, 64, 20, seed=2, max_users=50)}
+    assert first != other  # another seed (epoch), another sample

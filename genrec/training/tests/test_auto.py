@@ -309,3 +309,19 @@ def test_a_converged_constant_lr_leader_hands_most_of_its_time_to_trials_and_is_
     assert final.out == str(tmp_path / "a") and final.schedule == "cosine" and final.patience >= final.epochs
     assert all(c.schedule == "constant" for c in calls[:-1])  # the trials themselves as sampled
     assert "lr annealed" in (tmp_path / "a" / "tuning.md").read_text()
+
+
+def test_a_big_log_gets_trial_epochs_over_a_sample_of_users() -> None:
+    """When a whole epoch would not fit EPOCHS_PER_SLICE validated epochs in a slice, a trial's epoch trains a
+    sample of users; a log the size of ML-1M or Beauty trains every user each epoch."""
+    big = _stats(users=100_000, items=200_000, events=3_000_000, train_lengths=np.full(100_000, 28))
+    small = _stats()
+    costs = auto.CostModel(big)
+    p = {**search_space(big).default}
+    users = costs.epoch_users(p, slice_s=140.0)
+    assert users is not None and auto.MIN_EPOCH_USERS <= users < big.users
+    chunk = costs.epoch_seconds({**p, "epoch_users": users}, prior=True)
+    assert chunk * auto.EPOCHS_PER_SLICE <= 140.0 * 1.01 or users == auto.MIN_EPOCH_USERS
+    assert auto.CostModel(small).epoch_users({**search_space(small).default}, slice_s=140.0) is None
+    cfg = auto.trial_config({**p, "epoch_users": users}, TrainConfig(), Path("x"), 140.0)
+    assert cfg.epoch_users == users and "epochs of" in auto.describe({**p, "epoch_users": users})
