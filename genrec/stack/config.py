@@ -1,6 +1,8 @@
 """`genrec pipeline train --config pipeline.toml --out BUNDLE`: the whole stack from one file, into one bundle.
 
-    [data]                      dataset = "ml-1m" | "synthetic:small" | PATH, seed = 42, threads = 1
+    [data]                      dataset = "ml-1m" | "synthetic:small" | PATH, seed = 42, threads = 1; a file is
+                                read as `genrec train` reads it: columns = {user_id = "customer_id"}, sep,
+                                timestamp_format, catalog, attributes, name, k_core
     [[retrieval]]               one table per retriever, in stage order
     model = "hstu"              sasrec | hstu | hstu-large: every `genrec train` flag is a key (epochs, lr,
                                 max_len, dim, layers, heads, loss, time_budget (minutes), ...); two-tower:
@@ -54,7 +56,9 @@ RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
 # what `genrec train --model auto` takes
 AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device", "event_inputs", "target_events")
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
-DATA_KEYS = ("dataset", "seed", "threads")
+# how to read a user's log, as `genrec train`'s reading flags (genrec.data.io.ReadOptions, tested equal)
+READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core")
+DATA_KEYS = ("dataset", "seed", "threads", *READ_KEYS)
 INDEX_KINDS = ("exact", "faiss", "auto")  # genrec.pipeline.stages.INDEX_KINDS, without importing torch (tested equal)
 POPULAR_KEYS = ("fill_factor",)
 RERANK_KEYS = ("exclude_seen", "exclude_purchased", "exclude_out_of_stock", "max_per_category", "boosts")
@@ -87,6 +91,18 @@ def _check_keys(path: Path, where: str, got: dict[str, Any], known: tuple[str, .
             raise ConfigError(f"{path}: {where}: unknown key {key!r} (known: {', '.join(sorted(set(known)))})")
 
 
+def read_options(path: Path, data: dict[str, Any]) -> Any:
+    """The [data] table's reading keys as ReadOptions; a bad value is a ConfigError naming the file and key."""
+    from genrec.data.io import ReadOptions
+
+    read = {k: data[k] for k in READ_KEYS if k in data}
+    try:
+        return ReadOptions.from_dict(read)
+    except (ValueError, TypeError) as e:
+        key = next((k for k in read if k in str(e)), next(iter(read), "?"))
+        raise ConfigError(f"{path}: [data]: key {key!r}: {e}") from None
+
+
 def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     """Parse and validate a pipeline TOML file; every error is a ConfigError naming the file and key."""
     path = Path(path)
@@ -101,6 +117,7 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "dataset" not in data:
         raise ConfigError(f"{path}: [data]: key 'dataset' missing")
     _check_keys(path, "[data]", data, DATA_KEYS)
+    read_options(path, data)  # a bad reading key is an error now, not after the first component trained
     retrieval = cfg.get("retrieval")
     if not isinstance(retrieval, list) or not retrieval:
         raise ConfigError(f"{path}: [[retrieval]]: at least one retriever table is needed")
@@ -129,7 +146,8 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
 def _sequential_config(r: dict[str, Any], dataset: str, out: Path, data: dict[str, Any]) -> Any:
     from genrec.training.trainer import TrainConfig
 
-    kw: dict[str, Any] = {"threads": data.get("threads"), "seed": data.get("seed", 42)}
+    kw: dict[str, Any] = {"threads": data.get("threads"), "seed": data.get("seed", 42),
+                          "read": {k: data[k] for k in READ_KEYS if k in data}}  # fmt: skip
     for key, value in r.items():
         if key in STAGE_KEYS["retrieval"]:
             continue
@@ -154,7 +172,8 @@ def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console:
     elif targets is not None:
         kw["target_events"] = targets
     base = TrainConfig(model="auto", dataset=ctx.name, out=str(out), seed=r.get("seed", data.get("seed", 42)),
-                       threads=r.get("threads", data.get("threads")), **kw)  # fmt: skip
+                       threads=r.get("threads", data.get("threads")),
+                       read={k: data[k] for k in READ_KEYS if k in data}, **kw)  # fmt: skip
     tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True)
 
 
@@ -169,6 +188,7 @@ def _trained_two_tower(part: Path, opts: dict[str, Any]) -> bool:
 
 def train_pipeline(config: str | Path, out: str | Path, console: Console | None = None) -> Bundle:
     """Train every component the config declares and write them as ONE bundle at `out`."""
+    from genrec.data.datasets import load_dataset
     from genrec.pipeline.runs import Context
     from genrec.runtime import setup
     from genrec.stack.train import train_ranking_model
@@ -179,7 +199,9 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
     cfg = load_pipeline_config(path)
     data = cfg["data"]
     setup(data.get("threads"))
-    ctx = Context(data["dataset"], seed=data.get("seed", 42))
+    read = read_options(path, data)
+    ctx = Context(data["dataset"], seed=data.get("seed", 42),
+                  ds=load_dataset(data["dataset"], seed=data.get("seed", 42), read=read))  # fmt: skip
     work = out / "work"
     parts: list[Path] = []
     for r in cfg["retrieval"]:

@@ -65,6 +65,8 @@ def write(tmp_path: Path, text: str) -> Path:
         (('model = "sasrec"', 'model = "bert4rec"'), r"#1: key 'model' is 'bert4rec'", "tiny"),
         (("max_per_category = 2", "max_per_cat = 2"), r"\[rerank\]: unknown key 'max_per_cat'", "tiny"),
         (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'", "tiny"),
+        (("threads = 1", 'threads = 1\ncolumns = {shopper = "x"}'), r"\[data\]: key 'columns': .*'shopper'", "tiny"),
+        (("threads = 1", "threads = 1\nk_core = -2"), r"\[data\]: key 'k_core': k_core must be", "tiny"),
         (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'", "tiny"),
         (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing", "tiny"),
         (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss \| auto", "tiny"),
@@ -186,3 +188,39 @@ def test_every_genrec_train_setting_is_a_config_key():
     train = typer.main.get_command(cli_app).commands["train"]
     flags = {p.name for p in train.params} - set(NOT_SEQ_KEYS)
     assert flags <= set(SEQ_KEYS), sorted(flags - set(SEQ_KEYS))
+
+
+def test_a_log_with_its_own_column_names_trains_through_the_data_table(tmp_path) -> None:
+    """[data] takes `genrec train`'s reading keys: a shop's CSV with its own column names, 3-core."""
+    from genrec.data.io import ReadOptions
+    from genrec.data.synthetic import generate_shop, shop_config
+    from genrec.stack.config import READ_KEYS
+
+    assert set(READ_KEYS) == set(ReadOptions.__dataclass_fields__) - {"max_future_skew_s"}
+    shop = generate_shop(shop_config("tiny", seed=0))
+    names = {"user_id": "customer", "item_id": "product", "timestamp": "ts", "event_type": "kind"}
+    shop.events.rename(names).write_csv(tmp_path / "log.csv")
+    shop.catalog.rename({"item_id": "product"}).write_csv(tmp_path / "catalog.csv")
+    columns = ", ".join(f'{k} = "{v}"' for k, v in names.items())
+    config = write(
+        tmp_path,
+        f"""
+[data]
+dataset = "{tmp_path / "log.csv"}"
+columns = {{{columns}}}
+k_core = 3
+threads = 1
+
+[[retrieval]]
+model = "sasrec"
+epochs = 1
+max_len = 20
+dim = 16
+layers = 1
+k = 30
+""",
+    )
+    res = CliRunner().invoke(app, ["pipeline", "train", "--config", str(config), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    comp = Bundle.open(tmp_path / "b").component("sasrec")
+    assert comp.config["train"]["read"] == {"columns": names, "k_core": 3}
