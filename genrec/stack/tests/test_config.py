@@ -202,24 +202,9 @@ def test_a_log_with_its_own_column_names_trains_through_the_data_table(tmp_path)
     shop.events.rename(names).write_csv(tmp_path / "log.csv")
     shop.catalog.rename({"item_id": "product"}).write_csv(tmp_path / "catalog.csv")
     columns = ", ".join(f'{k} = "{v}"' for k, v in names.items())
-    config = write(
-        tmp_path,
-        f"""
-[data]
-dataset = "{tmp_path / "log.csv"}"
-columns = {{{columns}}}
-k_core = 3
-threads = 1
-
-[[retrieval]]
-model = "sasrec"
-epochs = 1
-max_len = 20
-dim = 16
-layers = 1
-k = 30
-""",
-    )
+    sasrec = "[[retrieval]]" + TINY.split("[[retrieval]]")[1]  # TINY's first retriever alone
+    data = f'[data]\ndataset = "{tmp_path / "log.csv"}"\ncolumns = {{{columns}}}\nk_core = 3\nthreads = 1\n\n'
+    config = write(tmp_path, data + sasrec)
     res = CliRunner().invoke(app, ["pipeline", "train", "--config", str(config), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     comp = Bundle.open(tmp_path / "b").component("sasrec")
