@@ -24,6 +24,7 @@ from genrec.features.ranking import RankingFeaturizer
 from genrec.models.two_tower import TwoTower
 from genrec.ranking.inference import ctr_metrics, predict, two_tower_scorer
 from genrec.training.loop import Epoch, LoopConfig, fit
+from genrec.training.losses import log_q
 
 
 @dataclass
@@ -93,13 +94,6 @@ def train_pairs(split: Split) -> tuple[np.ndarray, np.ndarray]:
     starts = d.offsets[:-1]
     pos, off = gather_windows(starts + 1, np.maximum(starts + np.diff(split.train_offsets), starts + 1))
     return np.repeat(np.arange(d.num_users), np.diff(off)), pos
-
-
-def log_q(split: Split) -> torch.Tensor:
-    """(num_items + 1,) log share of training events per item (unseen items get one pseudo-count)."""
-    counts = np.bincount(split.train_items, minlength=split.data.num_items + 1).astype(np.float64)
-    counts = np.maximum(counts, 1.0)
-    return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
 def fit_two_tower(

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrec.data.sequences import Split
 from genrec.ops.jagged import padded_index, to_jagged, to_padded
 
 LOSSES = ("full", "sampled", "in-batch")
@@ -172,6 +174,15 @@ def next_item_loss(
             logits = logits - log_q[uniq][None, :]
         return F.cross_entropy(logits, label)
     raise ValueError(f"unknown loss {kind!r}; choose from {', '.join(LOSSES)}")
+
+
+def log_q(split: Split) -> torch.Tensor:
+    """(num_items + 1,) log share of training targets per item (unseen items get one pseudo-count): the in-batch
+    softmax's correction, since a batch's items are its negatives, sampled as often as they are targets."""
+    items = split.train_items if split.train_targets is None else split.train_items[split.train_targets]
+    counts = np.bincount(items, minlength=split.data.num_items + 1).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
 def _mean(losses: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
