@@ -368,7 +368,7 @@ def evaluate(
     """Full-catalog metrics of a bundle's sequence model (seen items excluded), next to popularity."""
     from genrec.bundle import SEQUENTIAL_KINDS, Bundle, BundleError, load_sequential, write_json
     from genrec.data.sequences import leave_one_out
-    from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
+    from genrec.evaluation.evaluate import evaluate_model, evaluate_popularity
     from genrec.runtime import setup
 
     setup()
@@ -387,7 +387,7 @@ def evaluate(
         raise typer.Exit(2)
     data = leave_one_out(seq, valid_in_train=refit, target_events=comp.config.get("train", {}).get("target_events"))
     res = evaluate_model(model, data, split)
-    pop = evaluate_scorer(popularity_scorer(data), data, split, model.config.max_len)
+    pop = evaluate_popularity(data, split)
     write_json({"split": split, "metrics": res, "popularity": pop}, Path(run_dir) / f"eval_{split}.json")
     console.print(metrics_table(f"{split} split, {seq.name}", {comp.name: res, "popularity": pop}))
 

@@ -31,7 +31,7 @@ from genrec.bundle import write_json
 from genrec.data.datasets import load_dataset
 from genrec.data.sequences import leave_one_out
 from genrec.distributed.dlrm_next_item import DLRMNextItem, DLRMNextItemConfig
-from genrec.evaluation.evaluate import evaluate_model, evaluate_scorer, popularity_scorer
+from genrec.evaluation.evaluate import evaluate_model, evaluate_popularity
 from genrec.models import build_model
 from genrec.runtime import setup
 from genrec.training.loop import Epoch
@@ -130,7 +130,7 @@ def run_study(cfg: ScalingConfig, console: Console | None = None) -> dict[str, A
     console.print(f"scaling study on {ds.sequences.name}: {ds.sequences.num_users:,} users, {V:,} items, "
                   f"{cfg.epochs} epochs per size")  # fmt: skip
     t0 = time.perf_counter()
-    popularity = evaluate_scorer(popularity_scorer(split), split, "valid", cfg.max_len)["NDCG@10"]
+    popularity = evaluate_popularity(split, "valid")["NDCG@10"]
     families: dict[str, list[dict[str, Any]]] = {"hstu": [], "dlrm": []}
     for layers, dim in cfg.hstu_sizes:
         torch.manual_seed(cfg.seed)

@@ -87,7 +87,7 @@ class LoopConfig:
     patience: int | None = None  # stop after this many epochs without a better metric; None: never
     time_budget_s: float | None = None  # the whole loop, validation included, stays inside this
     ema: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (decay per step)
-    reserve_evals: int = 0  # keep this many validations' time of the budget free for the caller's final scoring
+    reserve_evals: float = 0  # keep this many validations' time of the budget free for the caller's final scoring
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -43,13 +43,7 @@ from genrec.data.batches import train_batches
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.io import ReadOptions
 from genrec.data.sequences import Split, leave_one_out
-from genrec.evaluation.evaluate import (
-    estimate_eval_seconds,
-    evaluate_model,
-    evaluate_scorer,
-    model_scorer,
-    popularity_scorer,
-)
+from genrec.evaluation.evaluate import estimate_eval_seconds, evaluate_model, evaluate_popularity, model_scorer
 from genrec.memory import keep_freed_memory
 from genrec.models import SequentialModel, build_model
 from genrec.runtime import flush_denormals, setup
@@ -381,7 +375,8 @@ def train(
         patience=cfg.patience,
         time_budget_s=budget,  # what is left of it after loading: the budget holds for the whole command
         ema=cfg.ema,
-        reserve_evals=1 if score_test else 0,  # the test split is scored after the loop (about one validation)
+        # the test split is scored after the loop: one validation's time per validated user it scores
+        reserve_evals=len(split.eval_users) / max(len(valid_split.eval_users), 1) if score_test and not refit else 0,
     )
     with flush_denormals():
         res = fit(
@@ -425,7 +420,7 @@ def finish(
     else:  # resumed after it had finished: the best weights are already in the bundle
         model.load_state_dict(Bundle.open(run).state_dict(cfg.model))
     test = evaluate_model(model, split, "test", cfg.eval_batch_size, str(device))
-    pop = evaluate_scorer(popularity_scorer(split), split, "test", model.config.max_len)
+    pop = evaluate_popularity(split, "test")
     best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
     metrics = {
         "dataset": split.data.name,
