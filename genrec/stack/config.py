@@ -45,10 +45,12 @@ SEQ_KEYS = ("epochs", "loss", "num_negatives", "batch_size", "lr", "weight_decay
             "heads", "dropout", "temperature", "patience", "crop", "item_attributes", "ema", "seed", "threads",
             "device", "precision", "time_budget", "schedule", "id_dropout", "event_inputs",
             "target_events")  # fmt: skip
+# how to read a user's log, as `genrec train`'s reading flags (genrec.data.io.ReadOptions, tested equal)
+READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core")
 # `genrec train` flags that are not training settings of one model: data reading ([data] / the dataset),
 # where the run goes, resuming and refits, scale-out
 NOT_SEQ_KEYS = ("model", "dataset", "out", "restart", "refit_from", "retrieval", "nproc_per_node", "sharding",
-                "columns", "sep", "timestamp_format", "catalog", "attributes", "name")  # fmt: skip
+                *READ_KEYS)  # fmt: skip
 TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len")
 RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
                      "only_retrieved", "lists_per_user")  # fmt: skip
@@ -56,8 +58,6 @@ RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
 # what `genrec train --model auto` takes
 AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device", "event_inputs", "target_events")
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
-# how to read a user's log, as `genrec train`'s reading flags (genrec.data.io.ReadOptions, tested equal)
-READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core")
 DATA_KEYS = ("dataset", "seed", "threads", *READ_KEYS)
 INDEX_KINDS = ("exact", "faiss", "auto")  # genrec.pipeline.stages.INDEX_KINDS, without importing torch (tested equal)
 POPULAR_KEYS = ("fill_factor",)
