@@ -149,7 +149,9 @@ class Workspace:
         elif sub in (["scaling"], ["genrank", "train"], ["train"]):
             args = set_option(args, "--dataset", TINY)  # their defaults are full datasets
         if sub in (["train"], ["genrank", "train"], ["scaling"]):
-            args = set_option(set_option(args, "--epochs", "1"), "--threads", "1")
+            args = set_option(args, "--threads", "1")
+            if option(args, "--model") != "auto":  # auto chooses its epochs (and refuses --epochs)
+                args = set_option(args, "--epochs", "1")
         if "--time-budget" in args:  # --model auto searches for as long as it is given
             args = set_option(args, "--time-budget", "1")
         if sub == ["quickstart"]:

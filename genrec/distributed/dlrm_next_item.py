@@ -135,6 +135,10 @@ class DLRMNextItem(nn.Module):
     def item_table(self) -> torch.Tensor:
         return F.normalize(self.cand.embedding_bags["t_cand"].weight, dim=-1)
 
+    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of item_table() for `items` (the trainer's sampled loss)."""
+        return F.normalize(self.cand.embedding_bags["t_cand"].weight[items], dim=-1)
+
     def user_states(
         self,
         items: torch.Tensor,
