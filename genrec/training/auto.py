@@ -148,7 +148,7 @@ def search_space(st: DataStats, event_inputs: bool | None = None) -> SearchSpace
         reasons.append(f"{st.items:,} items <= {FULL_SOFTMAX_MAX_ITEMS:,}: full softmax")
     else:
         losses = ("sampled", "in-batch")
-        reasons.append(f"{st.items:,} items > {FULL_SOFTMAX_MAX_ITEMS:,}: sampled or in-batch (log-Q) softmax")
+        reasons.append(f"{st.items:,} items > {FULL_SOFTMAX_MAX_ITEMS:,}: sampled or in-batch softmax")
     dims = (32, 48, 64) if st.events < 100_000 else (48, 64, 96) if st.events < 2_000_000 else (64, 96, 128)
     reasons.append(f"{st.events:,} events (density {st.density:.2e}): width in {list(dims)}")
     attributes = (False, True) if st.has_attributes else (False,)

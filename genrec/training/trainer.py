@@ -48,7 +48,7 @@ from genrec.memory import keep_freed_memory
 from genrec.models import SequentialModel, build_model
 from genrec.runtime import flush_denormals, setup
 from genrec.training.loop import Epoch, LoopConfig, fit
-from genrec.training.losses import log_q, next_item_loss
+from genrec.training.losses import next_item_loss
 
 LR_FLOOR = 0.02
 SCHEDULES = ("constant", "cosine")
@@ -207,7 +207,6 @@ def train_epoch(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     c = model.config
-    lq = log_q(split) if cfg.loss == "in-batch" else None  # popular items are more often in-batch negatives
     n_users = int((np.diff(split.train_offsets) >= 2).sum())
     if cfg.epoch_users:
         n_users = min(n_users, cfg.epoch_users)
@@ -231,7 +230,6 @@ def train_epoch(
                 offsets=None if cfg.shared_negatives else batch.offsets,
                 mask=batch.target_mask,
                 num_items=c.num_items,
-                log_q=lq,
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -361,22 +361,3 @@ def test_a_loss_over_the_rows_used_equals_the_loss_over_the_whole_table(kind) ->
     assert torch.allclose(g0, g1, atol=1e-6) and torch.allclose(a0, a1, atol=1e-6)
     with pytest.raises(ValueError, match="needs kind='sampled'"):
         next_item_loss(states, targets, model.item_rows, 0.1, "full")
-
-
-def test_the_in_batch_correction_counts_the_training_targets() -> None:
-    """log_q: log share of training targets per item, the in-batch softmax's sampling correction."""
-    import numpy as np
-
-    from genrec.data.sequences import leave_one_out
-    from genrec.training.losses import log_q
-
-    seq = load_synthetic("tiny", 0).sequences
-    split = leave_one_out(seq)
-    lq = log_q(split)
-    counts = np.bincount(split.train_items, minlength=seq.num_items + 1)
-    assert lq.shape == (seq.num_items + 1,) and torch.exp(lq).sum().item() == pytest.approx(1.0, abs=0.05)
-    top, rare = int(counts.argmax()), int(np.flatnonzero(counts == counts[counts > 0].min())[0])
-    assert lq[top] > lq[rare]
-    purchases = leave_one_out(seq, target_events=["purchase"])
-    bought = np.bincount(purchases.train_items[purchases.train_targets], minlength=seq.num_items + 1)
-    assert int(torch.argmax(log_q(purchases))) == int(bought.argmax())
