@@ -88,12 +88,12 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         # two side by side at 1 thread each (and a third process part of the time: ~70 seq/s, cut at 75 min
         # while still improving), then 0.075 for 80 minutes
         **{
-            f"hstu-large-d96-ema-t{t}": EMA + ["--patience", "15", "--dim", "96", "--temperature", f"0.{t}",
-                                               "--time-budget", "75"]
+            f"hstu-large-d96-ema-t{t}": EMA
+            + ["--patience", "15", "--dim", "96", "--temperature", f"0.{t}", "--time-budget", "75"]
             for t in ("075", "1")
         },  # fmt: skip
-        "hstu-large-d96-ema-t075-b80": EMA + ["--patience", "15", "--dim", "96", "--temperature", "0.075",
-                                              "--time-budget", "80"],  # fmt: skip
+        "hstu-large-d96-ema-t075-b80": EMA
+        + ["--patience", "15", "--dim", "96", "--temperature", "0.075", "--time-budget", "80"],  # fmt: skip
         "auto": AUTO,
     },
     "amazon-beauty": {
