@@ -1,7 +1,7 @@
 """Automatic configuration: `genrec train --model auto --time-budget MIN`.
 
-The data's statistics (catalog size, history lengths, density, timestamps, item attributes, event types) set a search space;
-an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings inside it,
+The data's statistics (catalog size, history lengths, density, timestamps, item attributes, event types) set a
+search space; an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings inside it,
 each trial a `genrec train` run on a slice of the budget; the best trial by validation is then trained on in the
 time left and the test split is scored once. Nothing but the validation split chooses.
 
@@ -23,7 +23,9 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
              search goes on into the winner's share, keeping PATIENCE of its epochs for the anneal: two 60-min
              Beauty runs annealed a converged leader for ~26 min and never passed its trial's best epoch.
 A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
-MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow").
+MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow"). On a big log a
+trial's epoch trains a sample of users, so that its slice holds EPOCHS_PER_SLICE validated epochs (4.1M rows,
+100,000 users, 20-min budget: epochs of 2,000-12,000 users; benchmarks/results/own_log_scale.md).
 Reproducible: the same seed samples the same settings in the same order for the same results; with time slices
 the number of epochs a trial gets depends on the machine's speed.
 
