@@ -1,9 +1,9 @@
 """Automatic configuration: `genrec train --model auto --time-budget MIN`.
 
 The data's statistics (catalog size, history lengths, density, timestamps, item attributes, event types) set a
-search space; an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings inside it,
-each trial a `genrec train` run on a slice of the budget; the best trial by validation is then trained on in the
-time left and the test split is scored once. Nothing but the validation split chooses.
+search space; an Optuna study (TPESampler(seed), MedianPruner on the per-epoch validation NDCG@10) tries settings
+inside it, each trial a `genrec train` run on a slice of the budget; the best trial by validation is then trained
+on in the time left and the test split is scored once. Nothing but the validation split chooses.
 
 Time: the whole call (loading, trials, final training, test scoring, report) holds the budget. Of the time left
 after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials and the rest to the winner:
