@@ -237,8 +237,9 @@ def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:
     its first column is the user, the second the item and the last the timestamp (user, item[, rating],
     timestamp: the layout of the public rating dumps)."""
     names = {c: options.columns.get(c, c) for c in EVENT_REQUIRED + EVENT_OPTIONAL}
-    if _format_of(path) == "csv" and not csv_has_header(path, options.sep or sniff_separator(path)):
-        width = len(csv_header(path, options.sep or sniff_separator(path)))
+    sep = (options.sep or sniff_separator(path)) if _format_of(path) == "csv" else ""
+    if sep and not csv_has_header(path, sep):
+        width = len(csv_header(path, sep))
         if width >= 3:
             for col, pos in (("user_id", 1), ("item_id", 2), ("timestamp", width)):
                 names[col] = options.columns.get(col, str(pos))
