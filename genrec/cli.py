@@ -197,7 +197,9 @@ def train(
         help="your file's column names, GENREC_NAME=FILE_COLUMN comma-separated, e.g. "
         "user_id=customer_id,item_id=product_id,timestamp=event_time,event_type=type",
     ),
-    sep: str | None = typer.Option(None, help="separator of a text file: , tab ; | (default: sniffed from the file)"),
+    sep: str | None = typer.Option(
+        None, help="separator of a text file: , tab ; | space (default: sniffed from the file)"
+    ),
     timestamp_format: str | None = typer.Option(
         None, help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' (default: epoch s or ms, ISO 8601)"
     ),

@@ -61,6 +61,8 @@ class ReadReport:
     k_core: int = 0  # > 1: the rows kept are the log's k-core
     rows_read: int = 0  # rows in the file (before the k-core)
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
+    recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
+    layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
 
     @property
     def coverage(self) -> float | None:
@@ -88,16 +90,25 @@ class ReadReport:
         if self.positions:
             cols = ", ".join(f"{k} = column {v}" for k, v in self.positions.items())
             out.append(f"  no header row: {cols} (change with --columns NAME=POSITION)")
+        if self.recognized:
+            cols = ", ".join(f"{k} = {v!r}" for k, v in self.recognized.items())
+            out.append(f"  columns recognised by name: {cols} (change with --columns NAME=COLUMN)")
+        if self.layout:
+            what = "user item pairs" if self.layout == "pairs" else "a user and their items per line"
+            out.append(f"  space-separated ids, {what}: no timestamps, each user's events in file order")
         if self.event_types:
             out.append("  event types: " + ", ".join(f"{k} {v:,}" for k, v in self.event_types.items()))
         if self.first is not None and self.last is not None:
             out.append(f"  time span: {day(self.first)} .. {day(self.last)}")
-        out.append(
-            f"  {self.merged:,} rows merged into the previous token (same user and item, consecutive: one visit), "
-            f"{self.duplicates:,} of them exact duplicates"
-        )
-        out.append(f"  {self.ties:,} rows share a user's timestamp with an earlier row (ties keep file order)")
-        out.append(f"  {self.events:,} events in the sequences ({self.rows - self.events:,} rows fewer, merged above)")
+        if not self.layout:  # an order-only file: nothing merged, no times to tie
+            out.append(
+                f"  {self.merged:,} rows merged into the previous token (same user and item, consecutive: one "
+                f"visit), {self.duplicates:,} of them exact duplicates"
+            )
+            out.append(f"  {self.ties:,} rows share a user's timestamp with an earlier row (ties keep file order)")
+            out.append(
+                f"  {self.events:,} events in the sequences ({self.rows - self.events:,} rows fewer, merged above)"
+            )
         if self.catalog is not None:
             out.append(
                 f"  catalog {Path(self.catalog).name}: {self.catalog_items:,} items, describes {self.covered:,} of "
@@ -228,7 +239,7 @@ def load_synthetic(size: str = "small", seed: int = 0, attributes: tuple[str, ..
 
 def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     """A user's event log (+ catalog), read with `read`, with a ReadReport of what became of its rows."""
-    from genrec.data.io import event_columns, read_catalog, read_events
+    from genrec.data.io import event_columns, read_catalog, read_events, whitespace_layout
 
     read = read or ReadOptions()
     path = Path(path)
@@ -243,19 +254,26 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
         if missing:
             listed = ", ".join(c for c in cat.columns if c != "item_id")
             raise DataError(catalog, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
-    seq = build_sequences(events, name=read.name or data_name(path))
+    # a published split's sequences are already what the models see: repeats stay, as in its protocol
+    layout = whitespace_layout(path, read)
+    seq = build_sequences(events, name=read.name or data_name(path), collapse_repeats=layout is None)
     report = _report(path, events, seq, catalog, cat)
     report.k_core, report.rows_read = read.k_core, stats["rows_read"]
-    if (names := event_columns(path, read))["user_id"].isdigit():
+    names = event_columns(path, read)
+    if names["user_id"].isdigit():
         report.positions = {k: v for k, v in names.items() if v.isdigit()}
+    report.recognized = {k: v for k, v in names.items() if v not in (k, read.columns.get(k)) and not v.isdigit()}
+    report.layout = layout
     return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
 
 
 def find_catalog(events: Path, read: ReadOptions) -> Path | None:
-    """read.catalog, else catalog.{parquet,csv,tsv,jsonl} beside the events, else None."""
+    """read.catalog, else catalog.{parquet,csv,tsv,jsonl} beside the events, else the published S3-Rec
+    splits' NAME_item2attributes.json beside NAME.txt, else None."""
     if read.catalog:
         return Path(read.catalog)
-    return next((events.parent / c for c in _CATALOGS if (events.parent / c).exists()), None)
+    names = (*_CATALOGS, events.name.split(".")[0] + "_item2attributes.json")
+    return next((events.parent / c for c in names if (events.parent / c).exists()), None)
 
 
 _CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl")
@@ -288,8 +306,8 @@ def _report(
         items=seq.num_items,
         events=len(seq.items),
         event_types=types,
-        first=int(ts.min()) if rows else None,
-        last=int(ts.max()) if rows else None,
+        first=int(ts.min()) if ts.null_count() < rows else None,
+        last=int(ts.max()) if ts.null_count() < rows else None,
         catalog=str(catalog) if cat is not None else None,
         catalog_items=cat.height if cat is not None else 0,
         covered=int(item_ids.is_in(cat["item_id"].implode()).sum()) if cat is not None else 0,

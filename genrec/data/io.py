@@ -1,8 +1,11 @@
 """Read and validate user-supplied event logs and item catalogs.
 
-Files are delimited text (.csv / .tsv / .txt, optionally .gz; the separator, one of , TAB ; |, is sniffed
-from the content whatever the extension), Parquet, or JSON lines (.jsonl / .ndjson / .json, optionally .gz).
-ReadOptions maps genrec's column names to the file's, forces a separator or a timestamp format. Every problem becomes one DataError that names the
+Files are delimited text (.csv / .tsv / .txt, optionally .gz; the separator, one of , TAB ; | or single spaces, is
+sniffed from the content whatever the extension), Parquet, or JSON lines (.jsonl / .ndjson / .json, optionally .gz),
+or the space-separated id files of published splits (user item pairs; a user and their items per line: no times,
+file order). Columns are found by genrec's names, then by names logs commonly use (COLUMN_NAMES: customer_id,
+visitorid, parent_asin, event, ...); ReadOptions maps genrec's names to the file's, forces a separator or a
+timestamp format. Every problem becomes one DataError that names the
 file, the row as the user would find it (CSV: the physical line, header = line 1; JSONL: the line; Parquet:
 the 1-based row) and the column as the file calls it, e.g.
 
@@ -49,7 +52,7 @@ _FORMATS = (
     (".json", "jsonl"),
 )
 SEPARATORS = (",", "\t", ";", "|")  # what sniffing chooses from (and what --sep accepts)
-_SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+_SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
 # A timestamp more than this far after the reader's clock is an error: a year-5138 typo would otherwise stay
 # a user's "latest" event forever. Shared with serving (the API applies the same rule to live events).
@@ -95,8 +98,8 @@ class ReadOptions:
         object.__setattr__(self, "columns", {k: v.strip() for k, v in columns.items()})
         if self.sep is not None:
             sep = _SEP_NAMES.get(self.sep.lower(), self.sep)
-            if sep not in SEPARATORS:
-                raise ValueError(f"sep: {self.sep!r} is not a separator genrec reads (use , tab ; or |)")
+            if sep not in (*SEPARATORS, " "):
+                raise ValueError(f"sep: {self.sep!r} is not a separator genrec reads (use , tab ; | or space)")
             object.__setattr__(self, "sep", sep)
         if isinstance(self.attributes, str):
             object.__setattr__(self, "attributes", tuple(a.strip() for a in self.attributes.split(",") if a.strip()))
@@ -195,6 +198,25 @@ def read_events(
     options = options or ReadOptions()
     path = Path(path)
     fmt = _format_of(path)
+    if (layout := whitespace_layout(path, options)) in ("lists", "pairs"):
+        if options.columns or options.timestamp_format:
+            given = "--columns" if options.columns else "--timestamp-format"
+            raise DataError(path, f"a file of space-separated user and item ids ({layout}) has no named columns "
+                            f"or times: {given} does not apply")  # fmt: skip
+        events = read_item_sequences(path, layout)
+    else:
+        events = _read_event_table(path, fmt, options, now)
+    if stats is not None:
+        stats["rows_read"] = events.height
+    if options.k_core > 1:
+        events = k_core(events, options.k_core)
+        if events.height == 0:
+            raise DataError(path, f"no rows left in the {options.k_core}-core (every user or item has fewer "
+                            f"than {options.k_core} rows once the others are dropped); lower --k-core")  # fmt: skip
+    return events
+
+
+def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | None) -> pl.DataFrame:
     names = event_columns(path, options)  # genrec -> file
     # Text formats: every event column as a string, parsed below. Parquet keeps its (unambiguous) types.
     raw, found = _read_table(path, fmt, options.sep, [names[c] for c in names], infer=False)
@@ -210,15 +232,7 @@ def read_events(
         out["event_type"] = _parse_ids(df, "event_type", loc)
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
-    events = pl.DataFrame(out)
-    if stats is not None:
-        stats["rows_read"] = events.height
-    if options.k_core > 1:
-        events = k_core(events, options.k_core)
-        if events.height == 0:
-            raise DataError(path, f"no rows left in the {options.k_core}-core (every user or item has fewer "
-                            f"than {options.k_core} rows once the others are dropped); lower --k-core")  # fmt: skip
-    return events
+    return pl.DataFrame(out)
 
 
 def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -231,19 +245,80 @@ def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
         events = kept
 
 
+# What public and shop logs call genrec's columns, in order of preference (compared lowercased without "_", "-"
+# or spaces): a log with a header gets its columns recognised by name; --columns overrides, the report says which
+COLUMN_NAMES = {
+    "user_id": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "reviewerid", "clientid",
+                "memberid", "accountid", "buyerid", "shopperid", "uid", "sessionid", "session"),
+    "item_id": ("itemid", "item", "productid", "product", "parentasin", "asin", "sku", "articleid", "article",
+                "goodsid", "offerid", "contentid", "movieid", "iid"),
+    "timestamp": ("timestamp", "time", "ts", "eventtime", "datetime", "unixreviewtime", "date", "eventdate",
+                  "createdat", "occurredat", "orderdate", "purchasedate", "clicktime"),
+    "event_type": ("eventtype", "event", "action", "actiontype", "behavior", "behaviour", "behaviortype",
+                   "interaction", "interactiontype", "type"),
+}  # fmt: skip
+# an Amazon product id (ASIN: 'B' + 9 letters/digits, or an ISBN-10): a headerless dump starting with it is
+# (item, user, rating, timestamp), the layout of the 2018 ratings files, not (user, item, ...) as the 2014 ones
+_ASIN = r"^(B[0-9A-Z]{9}|[0-9]{9}[0-9X])$"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def file_columns(path: Path, options: ReadOptions) -> list[str] | None:
+    """The column names of a file with a header (None: a delimited text file without one)."""
+    fmt = _format_of(path)
+    if fmt == "csv":
+        sep = options.sep or sniff_separator(path)
+        return csv_header(path, sep) if csv_has_header(path, sep) else None
+    try:
+        scan = pl.scan_parquet if fmt == "parquet" else pl.scan_ndjson
+        return scan(path).collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError):
+        return []  # unreadable: _read_table says why
+
+
 def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:
-    """genrec column -> the file's column: options.columns, else genrec's own names. A delimited text file
-    without a header row has its columns named by position ("1", "2", ...); unless --columns says otherwise,
-    its first column is the user, the second the item and the last the timestamp (user, item[, rating],
-    timestamp: the layout of the public rating dumps)."""
+    """genrec column -> the file's column: options.columns, else genrec's own name, else a name COLUMN_NAMES
+    knows for it (customer_id, visitorid, parent_asin, event, ...). A delimited text file without a header row
+    has its columns named by position ("1", "2", ...); unless --columns says otherwise, its first column is
+    the user, the second the item and the last the timestamp (user, item[, rating], timestamp: the layout of
+    the public rating dumps), or the first the item where it holds Amazon product ids (item, user, ...)."""
     names = {c: options.columns.get(c, c) for c in EVENT_REQUIRED + EVENT_OPTIONAL}
-    sep = (options.sep or sniff_separator(path)) if _format_of(path) == "csv" else ""
-    if sep and not csv_has_header(path, sep):
+    if whitespace_layout(path, options) in ("lists", "pairs"):
+        return names
+    found = file_columns(path, options)
+    if found is None:
+        sep = options.sep or sniff_separator(path)
         width = len(csv_header(path, sep))
         if width >= 3:
-            for col, pos in (("user_id", 1), ("item_id", 2), ("timestamp", width)):
+            user, item = (2, 1) if _item_first(path, sep) else (1, 2)
+            for col, pos in (("user_id", user), ("item_id", item), ("timestamp", width)):
                 names[col] = options.columns.get(col, str(pos))
+        return names
+    taken = set(options.columns.values()) | {c for c in names.values() if c in found}
+    for col in COLUMN_NAMES:
+        if col not in options.columns and names[col] not in found and (match := known_column(found, col, taken)):
+            names[col] = match
+            taken.add(match)
     return names
+
+
+def known_column(found: list[str], col: str, taken: set[str] | frozenset[str] = frozenset()) -> str | None:
+    """The first of `found` (a file's columns, not in `taken`) that COLUMN_NAMES knows as genrec's `col`."""
+    by_norm: dict[str, str] = {}
+    for c in found:
+        if c not in taken:
+            by_norm.setdefault(_norm(c), c)
+    return next((by_norm[a] for a in COLUMN_NAMES[col] if a in by_norm), None)
+
+
+def _item_first(path: Path, sep: str) -> bool:
+    """A headerless file whose first column holds Amazon product ids and whose second does not."""
+    head = pl.read_csv(path, separator=sep, has_header=False, n_rows=200, infer_schema=False)
+    first, second = (head[:, i].str.strip_chars() for i in (0, 1))
+    return bool(first.str.contains(_ASIN).all()) and not bool(second.str.contains(_ASIN).any())
 
 
 def csv_header(path: Path, sep: str) -> list[str]:
@@ -266,11 +341,16 @@ def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.Dat
     options = options or ReadOptions()
     path = Path(path)
     fmt = _format_of(path)
+    if fmt == "jsonl" and (mapping := _json_mapping(path)) is not None:
+        return mapping
     id_col = options.columns.get("item_id", "item_id")
+    names = file_columns(path, options) or []
+    if id_col not in names and "item_id" in names:
+        id_col = "item_id"  # the mapping names the events' column; this catalog uses genrec's name
+    elif id_col not in names and "item_id" not in options.columns:
+        id_col = known_column(names, "item_id") or id_col  # product_id, parent_asin, sku, ...
     # item_id stays text (ids like "007" must not become 7); attributes get polars' full-file inference
     df, found = _read_table(path, fmt, options.sep, [id_col], infer=True)
-    if id_col not in found and "item_id" in found:
-        id_col = "item_id"  # the mapping names the events' column; this catalog uses genrec's name
     _require_columns(found, path, [id_col], options)
     if id_col != "item_id":
         df = df.drop("item_id", strict=False).rename({id_col: "item_id"})
@@ -287,6 +367,29 @@ def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.Dat
             "item_id",
         )
     return df.drop(_ROW).with_columns(ids).select("item_id", pl.exclude("item_id"))
+
+
+def _json_mapping(path: Path) -> pl.DataFrame | None:
+    """A catalog written as one JSON object {item_id: [attribute, ...]} (the published S3-Rec splits'
+    *_item2attributes.json) as item_id + a multi-valued `attributes` column; None for JSON lines."""
+    with _open_text(path) as f:
+        head = f.read(1 << 16)
+    if not head.lstrip().startswith("{") or "\n" in head.strip():
+        return None  # JSON lines: one object per line
+    with _open_text(path) as f:
+        try:
+            obj = json.load(f)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, list) for v in obj.values()):
+        return None
+    bad = next((k for k, v in obj.items() if any(isinstance(x, (dict, list)) for x in v)), None)
+    if bad is not None:
+        raise DataError(path, f"item {bad!r}: attributes must be a list of names or ids, not nested")
+    return pl.DataFrame(
+        {"item_id": list(obj), "attributes": [[str(x) for x in v] for v in obj.values()]},
+        schema={"item_id": pl.Utf8, "attributes": pl.List(pl.Utf8)},
+    )
 
 
 def check_not_future(ts_seconds: Any, now: float | None = None, skew: float = MAX_FUTURE_SKEW_S) -> None:
@@ -348,18 +451,25 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def sniff_separator(path: Path) -> str:
-    """The separator of a delimited text file, from its first lines (quoted sections ignored): the candidate
-    that splits the header and gives every sampled line the same field count; ties go to the most fields."""
+def _head_lines(path: Path) -> list[str]:
+    """The first non-blank lines of a (possibly gzipped) text file, a line cut by the 64 KiB sample left out."""
     with open(path, "rb") as f:
         head = f.read(2)
     opener = gzip.open if head == b"\x1f\x8b" else open
     with opener(path, "rb") as f:
         chunk = f.read(1 << 16)
-    text = chunk.decode("utf-8", errors="replace")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in chunk.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     if len(lines) > 1 and len(chunk) == 1 << 16:
         lines = lines[:-1]  # possibly cut in the middle
+    return lines
+
+
+def sniff_separator(path: Path) -> str:
+    """The separator of a delimited text file, from its first lines (quoted sections ignored): the candidate
+    that splits the header and gives every sampled line the same field count; ties go to the most fields."""
+    if whitespace_layout(path) == "table":
+        return " "
+    lines = _head_lines(path)
     unquoted = [re.sub(r'"[^"]*"', "", ln) for ln in lines[:50]]
     best, best_key = None, None
     for sep in SEPARATORS:
@@ -372,6 +482,58 @@ def sniff_separator(path: Path) -> str:
     if best is None:  # one column: nothing to split; the extension's convention
         best = "\t" if ".tsv" in path.name.lower() else ","
     return best
+
+
+def _is_header(tokens: list[str]) -> bool:
+    """A first line of column names (every one a name COLUMN_NAMES knows, or genrec's own)."""
+    known = {_norm(c) for c in EVENT_REQUIRED + EVENT_OPTIONAL} | {a for v in COLUMN_NAMES.values() for a in v}
+    return all(_norm(t) in known for t in tokens)
+
+
+def whitespace_layout(path: Path, options: ReadOptions | None = None) -> str | None:
+    """How a text file with none of , TAB ; | lays out space-separated fields: "pairs" (user item, one event a
+    line, in order: SASRec's ml-1m.txt), "lists" (a user, then their items in order: the published S3-Rec
+    splits, Beauty.txt, Sports_and_Outdoors.txt), "table" (columns such as user item rating timestamp, single
+    spaces, the last a unix time); None for anything else (or with --sep)."""
+    if (options is not None and options.sep) or _format_of(path) != "csv":
+        return None
+    lines = _head_lines(path)[:200]
+    if lines and _is_header(lines[0].split()):
+        lines = lines[1:]
+    if not lines or any(c in ln for ln in lines for c in (*SEPARATORS, '"')):
+        return None
+    counts = [len(ln.split()) for ln in lines]
+    if min(counts) < 2:
+        return None
+    if max(counts) == 2:
+        return "pairs"
+    last_is_time = all(re.fullmatch(r"\d{9,13}(\.\d*)?", ln.split()[-1]) for ln in lines)
+    if len(set(counts)) == 1 and last_is_time and not any("  " in ln.strip() for ln in lines):
+        return "table"
+    return "lists"
+
+
+def read_item_sequences(path: Path, layout: str) -> pl.DataFrame:
+    """user_id, item_id and a null timestamp (order-only: file order within each user) per event of a "pairs"
+    or "lists" file (whitespace_layout)."""
+    users: list[str] = []
+    items: list[str] = []
+    with _open_text(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens or (line_no == 1 and _is_header(tokens)):
+                continue
+            if layout == "pairs":
+                if len(tokens) != 2:
+                    raise DataError(path, f"expected 2 fields (user item), found {len(tokens)}", row=line_no)
+                users.append(tokens[0])
+                items.append(tokens[1])
+            else:
+                users.extend([tokens[0]] * (len(tokens) - 1))
+                items.extend(tokens[1:])
+    if not users:
+        raise DataError(path, "file has no data rows")
+    return pl.DataFrame({"user_id": users, "item_id": items}).with_columns(timestamp=pl.lit(None, dtype=pl.Int64))
 
 
 def _read_table(

@@ -36,7 +36,9 @@ def train(
     columns: str | None = typer.Option(
         None, help="your file's column names, GENREC_NAME=FILE_COLUMN comma-separated, e.g. event_type=action"
     ),
-    sep: str | None = typer.Option(None, help="separator of a text file: , tab ; | (default: sniffed from the file)"),
+    sep: str | None = typer.Option(
+        None, help="separator of a text file: , tab ; | space (default: sniffed from the file)"
+    ),
     timestamp_format: str | None = typer.Option(
         None, help="strptime format of text timestamps, e.g. '%d/%m/%Y %H:%M' (default: epoch s or ms, ISO 8601)"
     ),

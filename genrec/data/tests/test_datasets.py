@@ -103,3 +103,27 @@ def test_the_report_counts_the_rows_a_k_core_kept(tmp_path) -> None:
     report = load_path(path, ReadOptions(k_core=3)).report
     assert (report.rows, report.rows_read, report.users) == (20, 21, 4)
     assert "  3-core: 20 of 21 rows kept (users and items with at least 3 rows, repeatedly)" in report.lines()
+
+
+def test_a_published_split_with_its_attribute_file_loads_as_it_is_published(tmp_path) -> None:
+    """S3-Rec's Toys.txt ('user item item ...') with Toys_item2attributes.json beside it: the catalog is found,
+    repeats stay (the split's protocol), the report says the file is order-only."""
+    import json
+
+    path = write(tmp_path / "Toys.txt", "1 5 6 6 7\n2 7 5 6\n3 6 7 5\n")
+    write(tmp_path / "Toys_item2attributes.json", json.dumps({"5": [1, 2], "6": [2], "7": [3]}))
+    ds = load_path(path)
+    assert ds.sequences.timestamps is None and len(ds.sequences.items) == 10  # 6, 6 kept
+    assert ds.catalog is not None and ds.catalog.height == 3 and ds.report.layout == "lists"
+    text = "\n".join(ds.report.lines())
+    assert "a user and their items per line: no timestamps" in text and "describes 3 of 3" in text
+    assert "merged" not in text
+
+
+def test_the_report_names_the_columns_it_recognised(tmp_path) -> None:
+    path = write(tmp_path / "events.csv", "visitorid,itemid,timestamp,event\nv1,i1,1700000000,view\n")
+    r = load_path(path).report
+    assert r.recognized == {"user_id": "visitorid", "item_id": "itemid", "event_type": "event"}
+    assert "columns recognised by name: user_id = 'visitorid'" in "\n".join(r.lines())
+    assert load_path(path, ReadOptions(columns={"user_id": "visitorid"})).report.recognized == {
+        "item_id": "itemid", "event_type": "event"}  # fmt: skip

@@ -137,10 +137,76 @@ def test_null_id_names_first_offending_line(tmp_path, column):
 
 
 def test_missing_column_lists_found_columns(tmp_path):
-    path = write(tmp_path, "events.csv", "user,item_id,timestamp\n1,a,1\n")
-    raises_at(path, None, "user_id", "'user'", "'item_id'", "'timestamp'")
-    jl = write_jsonl(tmp_path, "events.jsonl", [{"user_id": 1, "item": 2, "timestamp": 3}])
-    raises_at(jl, None, "item_id", "'item'")
+    path = write(tmp_path, "events.csv", "person,item_id,timestamp\n1,a,1\n")
+    raises_at(path, None, "user_id", "'person'", "'item_id'", "'timestamp'")
+    jl = write_jsonl(tmp_path, "events.jsonl", [{"user_id": 1, "thing": 2, "timestamp": 3}])
+    raises_at(jl, None, "item_id", "'thing'")
+
+
+def test_columns_are_recognised_by_the_names_logs_use(tmp_path):
+    """RetailRocket's events.csv, a shop export, Amazon's 2023 review dumps: no --columns needed; genrec's own
+    name wins over a known one, --columns over both, and a column is used once."""
+    rr = write(tmp_path, "rr.csv", "timestamp,visitorid,event,itemid,transactionid\n"
+               "1433221332117,257597,view,355908,\n1433224214164,992329,transaction,248676,4000\n")  # fmt: skip
+    df = read_events(rr)
+    assert df["user_id"].to_list() == ["257597", "992329"] and df["item_id"][1] == "248676"
+    assert df["event_type"].to_list() == ["view", "transaction"] and df["timestamp"][0] == 1433221332
+    shop = write(tmp_path, "shop.csv", "Customer ID,Product_Id,Event Time,item_id\nc1,p1,2024-01-31,i1\n")
+    df = read_events(shop)
+    assert (df["user_id"][0], df["item_id"][0]) == ("c1", "i1")  # item_id itself, not Product_Id
+    assert read_events(shop, ReadOptions(columns={"item_id": "Product_Id"}))["item_id"][0] == "p1"
+    amazon = write_jsonl(tmp_path, "reviews.jsonl", [
+        {"rating": 5.0, "asin": "B1", "parent_asin": "P1", "user_id": "AE1", "timestamp": 1588687728923}])  # fmt: skip
+    df = read_events(amazon)
+    assert (df["user_id"][0], df["item_id"][0], df["timestamp"][0]) == ("AE1", "P1", 1588687728)
+    old = write_jsonl(tmp_path, "old.json", [{"reviewerID": "A1", "asin": "B1", "unixReviewTime": 1300000000}])
+    assert read_events(old).row(0) == ("A1", "B1", 1300000000)
+    pq = tmp_path / "log.parquet"
+    pl.DataFrame({"customer_id": ["c"], "sku": ["s"], "ts": [1700000000], "action": ["buy"]}).write_parquet(pq)
+    assert read_events(pq).row(0) == ("c", "s", 1700000000, "buy")
+    cat = write(tmp_path, "products.csv", "parent_asin,brand\n007,x\n")
+    assert read_catalog(cat)["item_id"].to_list() == ["007"]  # the catalog's item id too, kept as text
+
+
+def test_headerless_amazon_ratings_with_the_item_first(tmp_path):
+    """Amazon's 2018 ratings files are item,user,rating,timestamp (2014's: user,item,...): a first column of
+    product ids (ASINs) is the item."""
+    dump = "B00004U9V2,A1RS9MZ1XHVLPY,5.0,1199836800\n0205616461,A2QQ5UBZEZ3VWE,4.0,1199836900\n"
+    df = read_events(write(tmp_path, "Beauty.csv", dump))
+    assert df["item_id"].to_list() == ["B00004U9V2", "0205616461"] and df["user_id"][0] == "A1RS9MZ1XHVLPY"
+    swapped = "\n".join(",".join([b, a, r, t]) for a, b, r, t in (ln.split(",") for ln in dump.split()))
+    assert read_events(write(tmp_path, "ratings_Beauty.csv", swapped))["item_id"][0] == "B00004U9V2"
+    forced = read_events(write(tmp_path, "f.csv", dump), ReadOptions(columns={"user_id": "1", "item_id": "2"}))
+    assert forced["user_id"][0] == "B00004U9V2"
+
+
+def test_space_separated_id_files_of_published_splits(tmp_path):
+    """SASRec's 'user item' pairs and S3-Rec's 'user item item ...' lines: order-only events in file order; a
+    space-separated table (user item rating time) is read by position."""
+    pairs = read_events(write(tmp_path, "ml-1m.txt", "1 1\n1 2\n2 3\n1 3\n"))
+    assert pairs["user_id"].to_list() == ["1", "1", "2", "1"] and pairs["item_id"].to_list() == ["1", "2", "3", "3"]
+    assert pairs["timestamp"].null_count() == 4
+    lists = read_events(write(tmp_path, "Toys.txt", "1 5 6 5\n2 7\n\n3 8 9 10\n"))
+    assert lists["user_id"].to_list() == ["1"] * 3 + ["2"] + ["3"] * 3
+    assert lists["item_id"][:3].to_list() == ["5", "6", "5"]  # a repeat stays: the file is the sequence
+    header = read_events(write(tmp_path, "h.txt", "user_id item_id\nu a\nu b\n"))
+    assert header["item_id"].to_list() == ["a", "b"]
+    table = read_events(write(tmp_path, "u.txt", "u1 i1 5 978300760\nu1 i2 3 978300761\n"))
+    assert table.row(1) == ("u1", "i2", 978300761)
+    raises_at(write(tmp_path, "bad.txt", "1 1\n1 2\n" * 300 + "1 2 3\n"), 601, None, "expected 2 fields")
+    with pytest.raises(DataError, match="--columns does not apply"):
+        read_events(tmp_path / "Toys.txt", ReadOptions(columns={"user_id": "1"}))
+    # --sep overrides the layout: one column per line is then the user... and no item: a clear error
+    raises_at(tmp_path / "ml-1m.txt", None, "user_id", reader=lambda p: read_events(p, ReadOptions(sep=",")))
+
+
+def test_a_json_object_of_item_attributes_is_a_catalog(tmp_path):
+    """S3-Rec's NAME_item2attributes.json, {item: [attribute ids]}: a catalog with a multi-valued column."""
+    path = write(tmp_path, "Toys_item2attributes.json", json.dumps({"5": [1, 2], "6": [2], "7": []}))
+    cat = read_catalog(path)
+    assert cat["item_id"].to_list() == ["5", "6", "7"] and cat["attributes"].to_list() == [["1", "2"], ["2"], []]
+    with pytest.raises(DataError, match="not nested"):
+        read_catalog(write(tmp_path, "nested.json", json.dumps({"5": [[1]]})))
 
 
 def test_empty_files(tmp_path):
