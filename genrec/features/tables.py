@@ -212,21 +212,36 @@ _ID_NAME = re.compile(r"(^|_)(id|ids|sku|uuid|url|ean|upc|gtin|isbn)$", re.IGNOR
 
 def catalog_attributes(catalog: pl.DataFrame, chosen: tuple[str, ...] | None = None) -> list[str]:
     """The catalog columns used as attributes: `chosen`, else every column except item_id, id-like names
-    (*_id, sku, url, ...) and free text (titles, descriptions: a text column with a distinct value for most of
-    more than 20 items teaches nothing its item id does not)."""
+    (*_id, sku, url, ...), records (JSON objects: Amazon's `details`, `images`) and free text (titles,
+    descriptions, lists of feature sentences: text with a distinct value for most of more than 20 values
+    teaches nothing its item id does not)."""
     if chosen is not None:
         return [c for c in chosen if c != "item_id"]
     out = []
     for col in catalog.columns:
         s = catalog[col]
-        if col == "item_id" or _ID_NAME.search(col) or s.null_count() == len(s):
+        if col == "item_id" or _ID_NAME.search(col) or s.null_count() == len(s) or _holds_records(s.dtype):
             continue
-        if s.dtype == pl.Utf8 and not _is_list_text(s):
-            distinct = s.n_unique()
-            if distinct > 20 and distinct > 0.5 * (len(s) - s.null_count()):
-                continue
-        out.append(col)
+        if isinstance(s.dtype, pl.List | pl.Array):
+            values = s.explode().drop_nulls()
+        elif s.dtype == pl.Utf8 and _is_list_text(s):
+            values = pl.Series([v for x in _as_lists(s) for v in x], dtype=pl.Utf8)
+        elif s.dtype == pl.Utf8:
+            values = s.drop_nulls()
+        else:
+            out.append(col)
+            continue
+        distinct = values.n_unique()
+        if len(values) and not (distinct > 20 and distinct > 0.5 * len(values)):
+            out.append(col)
     return out
+
+
+def _holds_records(dtype: pl.DataType) -> bool:
+    """A struct, or a list of them (or of lists): nothing one attribute value can stand for."""
+    if isinstance(dtype, pl.Struct):
+        return True
+    return isinstance(dtype, pl.List | pl.Array) and (_holds_records(dtype.inner) or dtype.inner.is_nested())
 
 
 def _is_list_text(s: pl.Series) -> bool:
@@ -256,6 +271,9 @@ def _catalog_items(ds: Dataset, items: RawTable) -> list:
     cat = ds.catalog
     for col in catalog_attributes(cat, ds.attributes):
         s = cat[col]
+        if _holds_records(s.dtype):
+            raise ValueError(f"catalog column {col!r} holds records (JSON objects or nested lists), not attribute "
+                             "values: flatten it into columns or leave it out of --attributes")  # fmt: skip
         if isinstance(s.dtype, pl.List | pl.Array) or (s.dtype == pl.Utf8 and _is_list_text(s)):
             try:
                 items.multi[col] = _scatter(n_items, rows, _as_lists(s), [])

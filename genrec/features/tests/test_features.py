@@ -149,11 +149,17 @@ def test_any_catalog_column_is_an_attribute_lists_numbers_and_default_choice(tmp
             "tags": [["red", "sale"] if i % 3 == 0 else ["blue"] for i in range(n)],  # a list column
             "genres": ["Action|Comedy" if i % 2 else "Drama" for i in range(n)],  # a list as text
             "weight_kg": [float(i) for i in range(n)],
+            # Amazon's 2023 metadata: records and lists of sentences are not attributes by default
+            "details": [{"Brand": f"b{i % 3}", "Weight": "1 oz"} for i in range(n)],
+            "images": [[{"large": f"https://x/{i}.jpg"}] for i in range(n)],
+            "features": [[f"Made of {i} parts", f"Lasts {i} years"] for i in range(n)],
         }
     )
     catalog.write_parquet(tmp_path / "catalog.parquet")
     ds = load_path(tmp_path / "events.csv")
     assert catalog_attributes(ds.catalog) == ["material", "tags", "genres", "weight_kg"]
+    with pytest.raises(ValueError, match="'details' holds records"):
+        raw_tables(load_path(tmp_path / "events.csv", ReadOptions(attributes="details")))
     items, _, _ = raw_tables(ds)
     v = ds.sequences.item_vocab
     assert set(items.cat) == {"material"} and set(items.multi) == {"tags", "genres"}
