@@ -208,7 +208,9 @@ def train(
         None,
         help="catalog columns used as item attributes, comma-separated (default: all but ids and free text)",
     ),
-    name: str | None = typer.Option(None, help="the data's name in the run (default: the events' folder)"),
+    name: str | None = typer.Option(
+        None, help="the data's name in the run (default: the file's name, or its folder's for events.csv, log.csv, ...)"
+    ),
     k_core: int = typer.Option(
         0, help="keep only users and items with at least K rows, repeatedly (the 5-core of published splits)"
     ),

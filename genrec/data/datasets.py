@@ -279,10 +279,15 @@ def find_catalog(events: Path, read: ReadOptions) -> Path | None:
 _CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl")
 
 
+_GENERIC_STEMS = {"events", "event", "log", "logs", "interactions", "ratings", "reviews", "clicks", "data", "train"}
+
+
 def data_name(path: Path) -> str:
-    """A run's data name: the events' folder ("shop" for shop/events.csv), else the file's stem."""
+    """A run's data name: the file's stem ("Toys" for data/Toys.txt), or for a generically named file the
+    events' folder ("shop" for shop/events.csv)."""
+    stem = path.name.split(".")[0]
     folder = path.resolve().parent.name
-    return folder or path.name.split(".")[0]
+    return folder if folder and stem.lower() in _GENERIC_STEMS else stem
 
 
 def _report(

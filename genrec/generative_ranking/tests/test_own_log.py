@@ -29,8 +29,11 @@ def test_own_log_with_any_event_names_matches_the_built_in_shop(tmp_path):
     np.testing.assert_array_equal(data.offsets, ref.offsets)
     np.testing.assert_array_equal(data.task_labels, ref.task_labels)
     assert set(data.item_attributes) == {"category", "brand", "price"}
+    # "action" is a name logs use for the event type: found without --columns
+    assert load_action_dataset(str(folder / "log.csv"), read=ReadOptions(columns={"user_id": "customer"})).tasks
+    renamed.drop("action").write_csv(folder / "views.csv", separator=";")
     with pytest.raises(ValueError, match="needs an event_type column"):
-        load_action_dataset(str(folder / "log.csv"), read=ReadOptions(columns={"user_id": "customer"}))
+        load_action_dataset(str(folder / "views.csv"), read=ReadOptions(columns={"user_id": "customer"}))
     with pytest.raises(DataError, match="file not found"):
         load_action_dataset(str(tmp_path / "none.csv"))
     with pytest.raises(ValueError, match="unknown action dataset"):
