@@ -63,6 +63,7 @@ class ReadReport:
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
     recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
     layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
+    parts: list[str] = field(default_factory=list)  # a published split's train, valid and test files, read as one
 
     @property
     def coverage(self) -> float | None:
@@ -84,6 +85,9 @@ class ReadReport:
             return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
         out = [f"read {Path(self.path).name}: {self.rows:,} rows, {self.users:,} users, {self.items:,} items"]
+        if self.parts:
+            out.append(f"  a published split read as one log: {' + '.join(self.parts)} (each user's last two "
+                       "events are its validation and test events again)")  # fmt: skip
         if self.k_core > 1:
             out.append(f"  {self.k_core}-core: {self.rows:,} of {self.rows_read:,} rows kept (users and items with at "
                        f"least {self.k_core} rows, repeatedly)")  # fmt: skip
@@ -239,7 +243,7 @@ def load_synthetic(size: str = "small", seed: int = 0, attributes: tuple[str, ..
 
 def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     """A user's event log (+ catalog), read with `read`, with a ReadReport of what became of its rows."""
-    from genrec.data.io import event_columns, read_catalog, read_events, whitespace_layout
+    from genrec.data.io import event_columns, read_catalog, read_events, split_parts, whitespace_layout
 
     read = read or ReadOptions()
     path = Path(path)
@@ -264,6 +268,8 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
         report.positions = {k: v for k, v in names.items() if v.isdigit()}
     report.recognized = {k: v for k, v in names.items() if v not in (k, read.columns.get(k)) and not v.isdigit()}
     report.layout = layout
+    if len(parts := split_parts(path)) > 1:
+        report.parts = [p.name for p in parts]
     return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
 
 

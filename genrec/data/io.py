@@ -197,15 +197,8 @@ def read_events(
     """
     options = options or ReadOptions()
     path = Path(path)
-    fmt = _format_of(path)
-    if (layout := whitespace_layout(path, options)) in ("lists", "pairs"):
-        if options.columns or options.timestamp_format:
-            given = "--columns" if options.columns else "--timestamp-format"
-            raise DataError(path, f"a file of space-separated user and item ids ({layout}) has no named columns "
-                            f"or times: {given} does not apply")  # fmt: skip
-        events = read_item_sequences(path, layout)
-    else:
-        events = _read_event_table(path, fmt, options, now)
+    parts = [_read_one(p, options, now) for p in split_parts(path)]
+    events = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
     if stats is not None:
         stats["rows_read"] = events.height
     if options.k_core > 1:
@@ -214,6 +207,28 @@ def read_events(
             raise DataError(path, f"no rows left in the {options.k_core}-core (every user or item has fewer "
                             f"than {options.k_core} rows once the others are dropped); lower --k-core")  # fmt: skip
     return events
+
+
+def split_parts(path: Path) -> list[Path]:
+    """The files of a published leave-last-out split when `path` is its train file (NAME.train.csv beside
+    NAME.valid.csv and NAME.test.csv: the Amazon Reviews 2023 benchmark's last_out files), read as one log
+    whose last two events per user are that split's validation and test events again; else [path]."""
+    m = re.fullmatch(r"(.+)\.train(\..+)", path.name)
+    if not m:
+        return [path]
+    parts = [path.with_name(f"{m[1]}.{part}{m[2]}") for part in ("train", "valid", "test")]
+    return parts if all(p.is_file() for p in parts) else [path]
+
+
+def _read_one(path: Path, options: ReadOptions, now: float | None) -> pl.DataFrame:
+    fmt = _format_of(path)
+    if (layout := whitespace_layout(path, options)) in ("lists", "pairs"):
+        if options.columns or options.timestamp_format:
+            given = "--columns" if options.columns else "--timestamp-format"
+            raise DataError(path, f"a file of space-separated user and item ids ({layout}) has no named columns "
+                            f"or times: {given} does not apply")  # fmt: skip
+        return read_item_sequences(path, layout)
+    return _read_event_table(path, fmt, options, now)
 
 
 def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | None) -> pl.DataFrame:

@@ -127,3 +127,22 @@ def test_the_report_names_the_columns_it_recognised(tmp_path) -> None:
     assert "columns recognised by name: user_id = 'visitorid'" in "\n".join(r.lines())
     assert load_path(path, ReadOptions(columns={"user_id": "visitorid"})).report.recognized == {
         "item_id": "itemid", "event_type": "event"}  # fmt: skip
+
+
+def test_a_published_train_valid_test_split_reads_as_one_log(tmp_path) -> None:
+    """Amazon Reviews 2023's last_out files: NAME.train.csv + .valid.csv + .test.csv; leave-one-out on the
+    joined log gives back the published validation and test events."""
+    from genrec.data.sequences import leave_one_out
+
+    head = "user_id,parent_asin,rating,timestamp\n"
+    write(tmp_path / "Toys.train.csv", head + "u1,a,5,1000\nu1,b,4,2000\nu2,b,3,1000\nu2,c,5,2000\n")
+    write(tmp_path / "Toys.valid.csv", head + "u1,c,5,3000\nu2,a,4,3000\n")
+    write(tmp_path / "Toys.test.csv", head + "u1,d,5,3000\nu2,d,2,4000\n")  # u1: a tie with valid, file order
+    ds = load_path(tmp_path / "Toys.train.csv")
+    assert ds.report.parts == ["Toys.train.csv", "Toys.valid.csv", "Toys.test.csv"] and ds.report.rows == 8
+    assert ds.sequences.name == "Toys" and "a published split read as one log" in "\n".join(ds.report.lines())
+    split, v = leave_one_out(ds.sequences), ds.sequences.item_vocab
+    assert [v.raw(i) for i in split.eval_inputs("valid")[2]] == ["c", "a"]
+    assert [v.raw(i) for i in split.eval_inputs("test")[2]] == ["d", "d"]
+    alone = write(tmp_path / "solo" / "Toys.train.csv", head + "u1,a,5,1000\n")
+    assert load_path(alone).report.parts == []  # no siblings: just the file
