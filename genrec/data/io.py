@@ -238,6 +238,7 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
     _require_columns(found, path, [names[c] for c in EVENT_REQUIRED], options)
     df = raw.select(_ROW, *(pl.col(names[c]).alias(c) for c in names if names[c] in raw.columns))
     loc = _Locator(path, fmt, names, options.sep)
+    loc.recognized = {c for c, v in names.items() if v != c and c not in options.columns and not v.isdigit()}
 
     out = {}
     for col in ("user_id", "item_id"):
@@ -687,6 +688,7 @@ class _Locator:
         self.unit = "row" if fmt == "parquet" else "line"
         self.first_line = 2 if fmt != "csv" or csv_has_header(path, sep or sniff_separator(path)) else 1
         self.names = names or {}  # genrec name -> file column
+        self.recognized: set[str] = set()  # genrec names whose file column was found by a known name
 
     def column(self, col: str) -> str:
         return self.names.get(col, col)
@@ -747,7 +749,10 @@ def _parse_ids(df: pl.DataFrame, col: str, loc: _Locator) -> pl.Series:
     s = s.str.strip_chars()
     bad = _first(s.is_null() | (s == ""))
     if bad is not None:
-        raise loc.error(f"missing {loc.column(col)}", df, bad, col)
+        hint = ""
+        if col in loc.recognized:  # e.g. Diginetica's userId, empty for most rows beside its sessionId
+            hint = f" (taken as {col} by its name; name another column with --columns {col}=COLUMN)"
+        raise loc.error(f"missing {loc.column(col)}{hint}", df, bad, col)
     return s
 
 

@@ -164,6 +164,10 @@ def test_columns_are_recognised_by_the_names_logs_use(tmp_path):
     pq = tmp_path / "log.parquet"
     pl.DataFrame({"customer_id": ["c"], "sku": ["s"], "ts": [1700000000], "action": ["buy"]}).write_parquet(pq)
     assert read_events(pq).row(0) == ("c", "s", 1700000000, "buy")
+    # Diginetica: userId is empty for most rows; the error says the column was a guess and how to name another
+    digi = write(tmp_path, "digi.csv", "sessionId;userId;itemId;timeframe;eventdate\n1;;81766;526309;2016-05-09\n")
+    raises_at(digi, 2, "userId", "taken as user_id by its name", "--columns user_id=COLUMN")
+    assert read_events(digi, ReadOptions(columns={"user_id": "sessionId"})).row(0) == ("1", "81766", 1462752000)
     cat = write(tmp_path, "products.csv", "parent_asin,brand\n007,x\n")
     assert read_catalog(cat)["item_id"].to_list() == ["007"]  # the catalog's item id too, kept as text
 
