@@ -273,9 +273,11 @@ COLUMN_NAMES = {
     "event_type": ("eventtype", "event", "action", "actiontype", "behavior", "behaviour", "behaviortype",
                    "interaction", "interactiontype", "type"),
 }  # fmt: skip
-# an Amazon product id (ASIN: 'B' + 9 letters/digits, or an ISBN-10): a headerless dump starting with it is
-# (item, user, rating, timestamp), the layout of the 2018 ratings files, not (user, item, ...) as the 2014 ones
+# Amazon's product ids (ASIN: 'B' + 9 letters/digits, or an ISBN-10) and reviewer ids ('A' + 9-40 letters/digits):
+# a headerless dump of ASINs then reviewer ids is (item, user, rating, timestamp), the layout of the 2018 ratings
+# files, not (user, item, ...) as the 2014 ones
 _ASIN = r"^(B[0-9A-Z]{9}|[0-9]{9}[0-9X])$"
+_REVIEWER = r"^A[0-9A-Z]{9,40}$"
 
 
 def _norm(name: str) -> str:
@@ -331,10 +333,10 @@ def known_column(found: list[str], col: str, taken: set[str] | frozenset[str] = 
 
 
 def _item_first(path: Path, sep: str) -> bool:
-    """A headerless file whose first column holds Amazon product ids and whose second does not."""
+    """A headerless file whose first column holds Amazon product ids and whose second Amazon reviewer ids."""
     head = pl.read_csv(path, separator=sep, has_header=False, n_rows=200, infer_schema=False)
     first, second = (head[:, i].str.strip_chars() for i in (0, 1))
-    return bool(first.str.contains(_ASIN).all()) and not bool(second.str.contains(_ASIN).any())
+    return bool(first.str.contains(_ASIN).all()) and bool(second.str.contains(_REVIEWER).all())
 
 
 def csv_header(path: Path, sep: str) -> list[str]:

@@ -182,6 +182,9 @@ def test_headerless_amazon_ratings_with_the_item_first(tmp_path):
     assert read_events(write(tmp_path, "ratings_Beauty.csv", swapped))["item_id"][0] == "B00004U9V2"
     forced = read_events(write(tmp_path, "f.csv", dump), ReadOptions(columns={"user_id": "1", "item_id": "2"}))
     assert forced["user_id"][0] == "B00004U9V2"
+    # 10-digit customer numbers before SKUs are a shop's (user, item, ...), not Amazon's item-first layout
+    shop = read_events(write(tmp_path, "shop.csv", "1234567890,SKU-1,5,1199836800\n"))
+    assert shop["user_id"][0] == "1234567890"
 
 
 def test_space_separated_id_files_of_published_splits(tmp_path):
