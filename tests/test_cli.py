@@ -90,3 +90,25 @@ def test_genrank_trains_on_an_own_log_with_event_types(tmp_path) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "purchase/auc" in res.output and "unknown action dataset" not in res.output
+
+
+def test_train_and_serve_from_a_published_split_file_with_its_attributes(tmp_path) -> None:
+    """S3-Rec's layout, as an external check would pass it: Toys.txt ('user item item ...') with
+    Toys_item2attributes.json beside it, no flags; the bundle then recommends from its own copy of the data."""
+    shop = generate_shop(shop_config("tiny", seed=3))
+    seqs = shop.events.group_by("user_id", maintain_order=True).agg("item_id")
+    folder = tmp_path / "s3rec"
+    folder.mkdir()
+    (folder / "Toys.txt").write_text("".join(f"{u} {' '.join(items)}\n" for u, items in seqs.iter_rows()))
+    attrs = {i: [c, b] for i, c, b in shop.catalog.select("item_id", "category", "brand").iter_rows()}
+    (folder / "Toys_item2attributes.json").write_text(json.dumps(attrs))
+    run = tmp_path / "run"
+    args = ["train", "--model", "hstu", "--dataset", str(folder / "Toys.txt"), "--out", str(run), "--epochs", "1",
+            "--item-attributes", "--dim", "16", "--threads", "1"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "a user and their items per line: no timestamps" in res.output and "Toys_item2attributes.json" in res.output
+    assert json.loads((run / "manifest.json").read_text())["data"]["summary"]["name"] == "Toys"
+    (folder / "Toys.txt").unlink()  # the bundle carries what it needs
+    res = runner.invoke(app, ["recommend", str(run), "--user", seqs["user_id"][0], "-k", "3"])
+    assert res.exit_code == 0, res.output
