@@ -326,7 +326,7 @@ def _report(
 
 
 def _looks_like_path(name: str) -> bool:
-    suffixes = (".csv", ".tsv", ".txt", ".gz", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+    suffixes = (".csv", ".tsv", ".txt", ".dat", ".gz", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
     return "/" in name or "\\" in name or name.lower().endswith(suffixes)
 
 

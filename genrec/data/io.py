@@ -1,6 +1,6 @@
 """Read and validate user-supplied event logs and item catalogs.
 
-Files are delimited text (.csv / .tsv / .txt, optionally .gz; the separator, one of , TAB ; | or single spaces, is
+Files are delimited text (.csv / .tsv / .txt / .dat, optionally .gz; the separator, one of , TAB ; | or single spaces, is
 sniffed from the content whatever the extension), Parquet, or JSON lines (.jsonl / .ndjson / .json, optionally .gz),
 or the space-separated id files of published splits (user item pairs; a user and their items per line: no times,
 file order). Columns are found by genrec's names, then by names logs commonly use (COLUMN_NAMES: customer_id,
@@ -39,9 +39,11 @@ _FORMATS = (
     (".csv.gz", "csv"),
     (".tsv.gz", "csv"),
     (".txt.gz", "csv"),
+    (".dat.gz", "csv"),
     (".csv", "csv"),
     (".tsv", "csv"),
     (".txt", "csv"),
+    (".dat", "csv"),  # Yoochoose's clicks, RecSys Challenge 2015
     (".parquet", "parquet"),
     (".pq", "parquet"),
     (".jsonl.gz", "jsonl"),
@@ -309,10 +311,8 @@ def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:
     found = file_columns(path, options)
     if found is None:
         sep = options.sep or sniff_separator(path)
-        width = len(csv_header(path, sep))
-        if width >= 3:
-            user, item = (2, 1) if _item_first(path, sep) else (1, 2)
-            for col, pos in (("user_id", user), ("item_id", item), ("timestamp", width)):
+        if len(csv_header(path, sep)) >= 3:
+            for col, pos in _positions(path, sep).items():
                 names[col] = options.columns.get(col, str(pos))
         return names
     taken = set(options.columns.values()) | {c for c in names.values() if c in found}
@@ -332,11 +332,36 @@ def known_column(found: list[str], col: str, taken: set[str] | frozenset[str] = 
     return next((by_norm[a] for a in COLUMN_NAMES[col] if a in by_norm), None)
 
 
-def _item_first(path: Path, sep: str) -> bool:
-    """A headerless file whose first column holds Amazon product ids and whose second Amazon reviewer ids."""
+# unix seconds or milliseconds of 2001-2033 (ids are often 9-13 digits too), ISO dates and datetimes
+_TIME_LIKE = r"^(1\d{9}(\.\d*)?|1\d{12}|\d{4}-\d{2}-\d{2}([ T].*)?)$"
+# words logs use for event types: a headerless column of a few words, one of them these, is the event type
+_ACTIONS = {"pv", "view", "click", "buy", "purchase", "order", "cart", "addtocart", "fav", "favorite", "like",
+            "wishlist", "transaction", "checkout", "removefromcart", "rate", "review"}  # fmt: skip
+
+
+def _positions(path: Path, sep: str) -> dict[str, int]:
+    """genrec column -> 1-based position in a headerless file, from its first 200 rows: the user first (the
+    item first where Amazon product ids come before reviewer ids), the time the last column that reads as one
+    (Yoochoose's clicks: session, ISO time, item, category), the item the next column after the user that is
+    not the time, and an event type where a later column holds a few words (Taobao's pv / cart / fav / buy)."""
     head = pl.read_csv(path, separator=sep, has_header=False, n_rows=200, infer_schema=False)
-    first, second = (head[:, i].str.strip_chars() for i in (0, 1))
-    return bool(first.str.contains(_ASIN).all()) and bool(second.str.contains(_REVIEWER).all())
+    cols = [head[:, i].str.strip_chars().drop_nulls() for i in range(head.width)]
+
+    def all_match(c: pl.Series, pattern: str) -> bool:
+        return len(c) > 0 and bool(c.str.contains(pattern).all())
+
+    if all_match(cols[0], _ASIN) and all_match(cols[1], _REVIEWER):
+        return {"user_id": 2, "item_id": 1, "timestamp": head.width}
+    times = [i for i in range(1, head.width) if all_match(cols[i], _TIME_LIKE)]
+    ts = times[-1] if times else head.width - 1
+    item = next(i for i in range(1, head.width) if i != ts)
+    out = {"user_id": 1, "item_id": item + 1, "timestamp": ts + 1}
+    for i in range(item + 1, head.width):
+        values = {_norm(v) for v in cols[i].unique().to_list()}
+        if i != ts and len(values) <= 10 and values & _ACTIONS:
+            out["event_type"] = i + 1
+            break
+    return out
 
 
 def csv_header(path: Path, sep: str) -> list[str]:

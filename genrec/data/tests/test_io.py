@@ -182,6 +182,15 @@ def test_headerless_amazon_ratings_with_the_item_first(tmp_path):
     assert read_events(write(tmp_path, "ratings_Beauty.csv", swapped))["item_id"][0] == "B00004U9V2"
     forced = read_events(write(tmp_path, "f.csv", dump), ReadOptions(columns={"user_id": "1", "item_id": "2"}))
     assert forced["user_id"][0] == "B00004U9V2"
+    # Yoochoose's clicks (session, ISO time, item, category) and Taobao's UserBehavior (user, item, category,
+    # behaviour, unix time): the time and the event type are found by what the columns hold
+    clicks = read_events(write(tmp_path, "yoochoose-clicks.dat",
+                               "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:54:09.868Z,214536500,S\n"))  # fmt: skip
+    assert clicks["item_id"].to_list() == ["214536502", "214536500"] and clicks["timestamp"][0] == 1396867869
+    taobao = read_events(
+        write(tmp_path, "UserBehavior.csv", "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,buy,1511561733\n")
+    )
+    assert taobao.row(1) == ("1", "2333346", 1511561733, "buy")
     # 10-digit customer numbers before SKUs are a shop's (user, item, ...), not Amazon's item-first layout
     shop = read_events(write(tmp_path, "shop.csv", "1234567890,SKU-1,5,1199836800\n"))
     assert shop["user_id"][0] == "1234567890"
