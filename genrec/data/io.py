@@ -293,8 +293,9 @@ def file_columns(path: Path, options: ReadOptions) -> list[str] | None:
         sep = options.sep or sniff_separator(path)
         return csv_header(path, sep) if csv_has_header(path, sep) else None
     try:
-        scan = pl.scan_parquet if fmt == "parquet" else pl.scan_ndjson
-        return scan(path).collect_schema().names()
+        if fmt == "parquet":
+            return pl.scan_parquet(path).collect_schema().names()
+        return pl.scan_ndjson(_as_json_lines(path)).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError):
         return []  # unreadable: _read_table says why
 
@@ -410,6 +411,32 @@ def read_catalog(path: str | Path, options: ReadOptions | None = None) -> pl.Dat
             "item_id",
         )
     return df.drop(_ROW).with_columns(ids).select("item_id", pl.exclude("item_id"))
+
+
+_CONVERTED: dict[tuple[str, float], Path] = {}  # (file, mtime) -> its JSON lines copy, once per process
+
+
+def _as_json_lines(path: Path) -> Path:
+    """`path`, or for lines of Python dict literals (Amazon's 2014 metadata, meta_*.json.gz: {'asin': ...})
+    a JSON lines copy of it in a temporary folder, line for line (errors keep their line numbers)."""
+    with _open_text(path) as f:
+        first = next((ln for ln in f if ln.strip()), "")
+    if not first.lstrip().startswith("{'"):
+        return path
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _CONVERTED:
+        import ast
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="genrec-")) / (path.name.split(".")[0] + ".jsonl")
+        with _open_text(path) as src, open(out, "w") as dst:
+            for n, line in enumerate(src, start=1):
+                try:
+                    dst.write(json.dumps(ast.literal_eval(line)) + "\n" if line.strip() else "\n")
+                except (ValueError, SyntaxError):
+                    raise DataError(path, "not a JSON object or a Python dict literal", row=n) from None
+        _CONVERTED[key] = out
+    return _CONVERTED[key]
 
 
 def _json_mapping(path: Path) -> pl.DataFrame | None:
@@ -592,14 +619,15 @@ def _read_table(
             df = _read_csv(path, sep or sniff_separator(path), strings, infer)
             names = [c for c in df.columns if c != _ROW]
         else:
+            source = path if fmt == "parquet" else _as_json_lines(path)
             scan = pl.scan_parquet if fmt == "parquet" else pl.scan_ndjson
-            names = scan(path).collect_schema().names()
+            names = scan(source).collect_schema().names()
             keep = names if infer else [c for c in names if c in strings]
             if fmt == "parquet":
                 lf = pl.scan_parquet(path, row_index_name=_ROW)
             else:
                 lf = pl.scan_ndjson(
-                    path,
+                    source,
                     schema_overrides={c: pl.Utf8 for c in strings if c in names},
                     infer_schema_length=None if infer else 100,
                     row_index_name=_ROW,

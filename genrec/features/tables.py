@@ -223,7 +223,10 @@ def catalog_attributes(catalog: pl.DataFrame, chosen: tuple[str, ...] | None = N
         if col == "item_id" or _ID_NAME.search(col) or s.null_count() == len(s) or _holds_records(s.dtype):
             continue
         if isinstance(s.dtype, pl.List | pl.Array):
-            values = s.explode().drop_nulls()
+            values = s
+            while isinstance(values.dtype, pl.List | pl.Array):  # Amazon 2014's categories: lists of lists
+                values = values.explode()
+            values = values.drop_nulls()
         elif s.dtype == pl.Utf8 and _is_list_text(s):
             values = pl.Series([v for x in _as_lists(s) for v in x], dtype=pl.Utf8)
         elif s.dtype == pl.Utf8:
@@ -238,10 +241,11 @@ def catalog_attributes(catalog: pl.DataFrame, chosen: tuple[str, ...] | None = N
 
 
 def _holds_records(dtype: pl.DataType) -> bool:
-    """A struct, or a list of them (or of lists): nothing one attribute value can stand for."""
+    """A struct, or lists of them: nothing one attribute value can stand for (lists of lists of values are
+    flattened into one list per item)."""
     if isinstance(dtype, pl.Struct):
         return True
-    return isinstance(dtype, pl.List | pl.Array) and (_holds_records(dtype.inner) or dtype.inner.is_nested())
+    return isinstance(dtype, pl.List | pl.Array) and _holds_records(dtype.inner)
 
 
 def _is_list_text(s: pl.Series) -> bool:
@@ -254,9 +258,14 @@ def _is_list_text(s: pl.Series) -> bool:
     return bool(t.str.contains("|", literal=True).any())
 
 
+def _flatten(x: list) -> list:
+    return [v for item in x for v in (_flatten(item) if isinstance(item, list) else [item])]
+
+
 def _as_lists(s: pl.Series) -> list[list[str]]:
     if isinstance(s.dtype, pl.List | pl.Array):
-        return [[str(v) for v in x if v is not None] if x is not None else [] for x in s.to_list()]
+        return [list(dict.fromkeys(str(v) for v in _flatten(x) if v is not None)) if x is not None else []
+                for x in s.to_list()]  # fmt: skip
     t = s.cast(pl.Utf8).str.strip_chars()
     if bool(t.drop_nulls().str.starts_with("[").all()):  # JSON arrays
         return [[str(v).strip() for v in json.loads(x)] if x else [] for x in t.to_list()]

@@ -216,6 +216,25 @@ def test_space_separated_id_files_of_published_splits(tmp_path):
     raises_at(tmp_path / "ml-1m.txt", None, "user_id", reader=lambda p: read_events(p, ReadOptions(sep=",")))
 
 
+def test_amazon_2014_metadata_of_python_dict_literals_is_a_catalog(tmp_path):
+    """meta_*.json.gz of 2014 holds {'asin': ...} literals, not JSON; categories are lists of lists."""
+    from genrec.features.tables import _as_lists, catalog_attributes
+
+    lines = [{"asin": f"B{i:09d}", "title": f"Lipstick number {i}", "brand": f"b{i % 3}", "price": 9.5 + i,
+              "imUrl": f"http://x/{i}.jpg", "related": {"also_bought": ["B1"]},
+              "categories": [["Beauty", "Makeup", f"c{i % 4}"], ["Beauty", "Gifts"]]} for i in range(30)]  # fmt: skip
+    path = tmp_path / "meta_Beauty.json.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(repr(r) + "\n" for r in lines))
+    cat = read_catalog(path)
+    assert cat["item_id"][3] == "B000000003" and cat.height == 30
+    assert catalog_attributes(cat) == ["brand", "price", "categories"]
+    assert _as_lists(cat["categories"])[1] == ["Beauty", "Makeup", "c1", "Gifts"]  # flattened, once each
+    with gzip.open(bad := tmp_path / "meta_bad.json.gz", "wt") as f:
+        f.write(repr(lines[0]) + "\n{'asin': \n")
+    raises_at(bad, 2, None, "not a JSON object or a Python dict literal", reader=read_catalog)
+
+
 def test_a_json_object_of_item_attributes_is_a_catalog(tmp_path):
     """S3-Rec's NAME_item2attributes.json, {item: [attribute ids]}: a catalog with a multi-valued column."""
     path = write(tmp_path, "Toys_item2attributes.json", json.dumps({"5": [1, 2], "6": [2], "7": []}))
