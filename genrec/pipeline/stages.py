@@ -606,6 +606,9 @@ def training_rows(
             progress.update(task, advance=len(u))
     if progress is not None and task is not None:
         progress.remove_task(task)
+    if not parts:
+        raise ValueError(f"no {which} lists for the ranker: retrieval (top {k}) found none of the {which} targets of "
+                         f"{len(u_all):,} users; train the retrievers longer or raise their k")  # fmt: skip
     return concat_rows(parts)
 
 

@@ -98,8 +98,6 @@ def train_ranker(ctx: Context, kind: str, out: Path, retrieval: list[str], conso
         )
         test_users = user_subset(ctx.split.eval_users, setup_opts.get("test_users", 2000), ccfg.seed + 2)
         te = training_rows(retrievers, feat, ctx.split, "test", test_users, seed=ccfg.seed + 2, progress=prog, **sample)
-    if min(len(tr), len(va)) == 0:
-        raise ValueError("no training lists: retrieval found none of the validation targets; check the retrieval runs")
     scaler = DenseScaler().fit(tr.dense)
     for rows in (tr, va, te):
         rows.dense = scaler.transform(rows.dense)

@@ -184,3 +184,19 @@ def test_auto_index_is_exact_for_small_catalogs_and_faiss_for_large():
     from genrec.stack import config
 
     assert config.INDEX_KINDS == INDEX_KINDS  # the config check accepts what the stage takes
+
+
+def test_ranker_lists_need_a_retrieved_target_or_say_so():
+    """Retrievers that find none of the targets (too little training, k too small) leave the ranker nothing
+    to learn from: a clear error, not an IndexError from joining no rows."""
+    from genrec.pipeline.stages import training_rows
+
+    class FindsNothing:
+        k, name = 10, "nothing"
+
+        def __call__(self, ctx: RequestContext, cands: Candidates) -> Candidates:
+            return cands
+
+    split = leave_one_out(load_synthetic("tiny").sequences)
+    with pytest.raises(ValueError, match="found none of the valid targets of 20 users"):
+        training_rows([FindsNothing()], None, split, "valid", split.eval_users[:20])
