@@ -578,8 +578,8 @@ def whitespace_layout(path: Path, options: ReadOptions | None = None) -> str | N
     if max(counts) == 2:
         return "pairs"
     last_is_time = all(re.fullmatch(r"\d{9,13}(\.\d*)?", ln.split()[-1]) for ln in lines)
-    if len(set(counts)) == 1 and last_is_time and not any("  " in ln.strip() for ln in lines):
-        return "table"
+    if len(set(counts)) == 1 and last_is_time:  # columns, not item lists; aligned with runs of spaces: unread
+        return None if any("  " in ln.strip() for ln in lines) else "table"
     return "lists"
 
 
