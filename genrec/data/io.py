@@ -18,6 +18,7 @@ error paths (finding the line of a broken JSON record) walk the file in Python.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -521,8 +522,15 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _head_lines(path: Path) -> list[str]:
-    """The first non-blank lines of a (possibly gzipped) text file, a line cut by the 64 KiB sample left out."""
+def _head_lines(path: Path) -> tuple[str, ...]:
+    """The first non-blank lines of a (possibly gzipped) text file, a line cut by the 64 KiB sample left out.
+    Read once per file version: sniffing, the layout and the column guess all look at them."""
+    st = path.stat()
+    return _read_head(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_head(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     with open(path, "rb") as f:
         head = f.read(2)
     opener = gzip.open if head == b"\x1f\x8b" else open
@@ -531,7 +539,7 @@ def _head_lines(path: Path) -> list[str]:
     lines = [ln for ln in chunk.decode("utf-8", errors="replace").splitlines() if ln.strip()]
     if len(lines) > 1 and len(chunk) == 1 << 16:
         lines = lines[:-1]  # possibly cut in the middle
-    return lines
+    return tuple(lines)
 
 
 def sniff_separator(path: Path) -> str:
@@ -554,10 +562,12 @@ def sniff_separator(path: Path) -> str:
     return best
 
 
+_KNOWN_NAMES = {_norm(c) for c in EVENT_REQUIRED + EVENT_OPTIONAL} | {a for v in COLUMN_NAMES.values() for a in v}
+
+
 def _is_header(tokens: list[str]) -> bool:
     """A first line of column names (every one a name COLUMN_NAMES knows, or genrec's own)."""
-    known = {_norm(c) for c in EVENT_REQUIRED + EVENT_OPTIONAL} | {a for v in COLUMN_NAMES.values() for a in v}
-    return all(_norm(t) in known for t in tokens)
+    return all(_norm(t) in _KNOWN_NAMES for t in tokens)
 
 
 def whitespace_layout(path: Path, options: ReadOptions | None = None) -> str | None:
