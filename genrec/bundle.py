@@ -52,7 +52,7 @@ MANIFEST = "manifest.json"
 # match training; a longer history keeps its most recent tokens (>= any model's window)
 HISTORY_LIMIT = 10_000
 ROLES = ("retrieval", "ranking")
-SEQUENTIAL_KINDS = ("sasrec", "hstu", "hstu-large")
+SEQUENTIAL_KINDS = ("sasrec", "hstu", "hstu-large", "ensemble")
 KINDS = (*SEQUENTIAL_KINDS, "two-tower", "dlrm", "wide-deep", "lr", "hstu-ranker")
 # a sequence model's attribute tokenizer (genrec.features.tables.AttributeTokenizer.to_dict), in its component
 ATTRIBUTES_FILE = "attributes.json"

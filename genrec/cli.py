@@ -397,6 +397,30 @@ def evaluate(
 
 
 @app.command()
+def ensemble(
+    runs: list[Path] = typer.Argument(..., help="two or more bundles written by `genrec train` on the same data"),
+    out: Path = typer.Option(..., help="the ensemble's bundle folder"),
+    max_members: int = typer.Option(3, help="most distinct runs kept (serving encodes a history once per member)"),
+    threads: int | None = typer.Option(None),
+) -> None:
+    """Average finished runs' scores with weights chosen on validation (greedy selection); test scored once."""
+    from genrec.training.ensemble import ensemble_runs
+
+    if max_members < 1:
+        raise fail(f"--max-members {max_members}: must be at least 1")
+    result = ensemble_runs(runs, out, max_members, threads, console)
+    from genrec.bundle import Bundle
+
+    members = Bundle.open(out).component("ensemble").config["ensemble"]["members"]
+    for m in members:
+        own = f"{m['valid']:.4f}" if m.get("valid") is not None else "-"
+        console.print(f"  {m['run']}: weight {m['weight']:.2f} (its own validation NDCG@10 {own})")
+    table = {"ensemble": result.test, "popularity": result.popularity_test}
+    console.print(metrics_table("test split (scored once)", table))
+    console.print(f"validation NDCG@10 {result.best_valid['NDCG@10']:.4f}; bundle in {out}")
+
+
+@app.command()
 def recommend(
     run_dir: Path = typer.Argument(..., help="a bundle written by `genrec train`"),
     user: str | None = typer.Option(None, "--user", "-u", help="raw user id from the training data"),

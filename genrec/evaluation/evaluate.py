@@ -22,13 +22,11 @@ def evaluation_ranks(
     scorer: Scorer, split: Split, which: str, max_len: int, batch_size: int = 256, device: str = "cpu"
 ) -> np.ndarray:
     """(E,) rank of each evaluated user's target in the full catalog, seen items excluded."""
-    ranks = [_batch_ranks(scorer, b, t, s, device) for b, t, s in eval_batches(split, which, batch_size, max_len)]
+    ranks = [batch_ranks(scorer, b, t, s, device) for b, t, s in eval_batches(split, which, batch_size, max_len)]
     return np.concatenate(ranks) if ranks else np.zeros(0)
 
 
-def _batch_ranks(
-    scorer: Scorer, batch: Batch, targets: torch.Tensor, seen: list[np.ndarray], device: str
-) -> np.ndarray:
+def batch_ranks(scorer: Scorer, batch: Batch, targets: torch.Tensor, seen: list[np.ndarray], device: str) -> np.ndarray:
     """(B,) ranks of one evaluation batch's targets: padding and each user's seen items excluded."""
     scores = scorer(batch.to(torch.device(device))).float().cpu()
     scores[:, 0] = float("-inf")
@@ -51,7 +49,7 @@ def estimate_eval_seconds(
         if k not in (1, n_batches - 1):
             continue
         t = time.perf_counter()
-        _batch_ranks(scorer, batch, targets, seen, device)
+        batch_ranks(scorer, batch, targets, seen, device)
         timed.append(time.perf_counter() - t)
     return float(np.mean(timed)) * n_batches
 

@@ -35,6 +35,11 @@ def build_model(name: str, num_items: int, **overrides: Any) -> SequentialModel:
 
 def model_from_config(cfg: dict[str, Any]) -> SequentialModel:
     cfg = dict(cfg)
+    if cfg.get("kind") == "EnsembleConfig":
+        from genrec.models.ensemble import Ensemble, EnsembleConfig
+
+        cfg.pop("kind")
+        return Ensemble(EnsembleConfig(**cfg))
     model_cls, cfg_cls = _KINDS[cfg.pop("kind")]
     return model_cls(cfg_cls(**cfg))
 

@@ -78,6 +78,11 @@ class SequentialModel(nn.Module):
             with torch.no_grad():
                 self.event_emb.weight[0].zero_()
 
+    @property
+    def uses_events(self) -> bool:
+        """Whether the model reads each input event's type (trained with --event-inputs)."""
+        return self.event_emb is not None
+
     def set_item_attributes(self, tokens: torch.Tensor) -> None:
         """tokens: (num_items + 1, A) int64 attribute tokens per item (0 = none)."""
         if self.attr_emb is None or tokens.shape != self.item_attrs.shape:

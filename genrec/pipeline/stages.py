@@ -150,7 +150,7 @@ class SequenceRetrieve(_Retrieve):
         uses_timestamps: bool = True,
     ) -> None:  # fmt: skip
         self.model, self.k, self.name, self.uses_timestamps = model.eval(), int(k), name, uses_timestamps
-        self.uses_events = model.event_emb is not None  # trained with --event-inputs: (item, action) tokens
+        self.uses_events = model.uses_events  # trained with --event-inputs: (item, action) tokens
         with torch.no_grad():
             self.table = model.item_table().detach()
         if resolve_index(index, len(self.table) - 1) == "faiss":

@@ -124,7 +124,7 @@ class Recommender:
         window = self.model.config.max_len - 1  # leave room for the candidate's own position inside max_len
         items = items[-window:]
         ts = ts[-window:] if ts is not None else None
-        ev = ev[-window:] if ev is not None and self.model.event_emb is not None else None
+        ev = ev[-window:] if ev is not None and self.model.uses_events else None
         cand = torch.tensor([self.item_vocab.index(c) for c in candidates], dtype=torch.long)
         if isinstance(self.model, HSTU) and ev is None:
             scores = score_candidates(self.model, items, ts, cand, micro_batch, request_time, head)

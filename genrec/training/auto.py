@@ -50,9 +50,23 @@ import optuna
 from rich.console import Console
 from rich.table import Table
 
+from genrec.bundle import load_checkpoint
 from genrec.data.datasets import Dataset, load_dataset
 from genrec.data.io import ReadOptions
-from genrec.training.trainer import RunResult, TrainConfig, train, valid_users, write_json
+from genrec.data.sequences import Split, leave_one_out
+from genrec.evaluation.evaluate import evaluate_model
+from genrec.models.sequential import SequentialModel
+from genrec.training.ensemble import MAX_MEMBERS, Candidate, build, select
+from genrec.training.trainer import (
+    RunResult,
+    TrainConfig,
+    new_model,
+    publish,
+    resolve_device,
+    train,
+    valid_users,
+    write_json,
+)
 
 FULL_SOFTMAX_MAX_ITEMS = 50_000  # above this a (N, V) logit matrix per batch costs more than it teaches
 SHORT_HISTORY = 20  # median events per user below which histories count as short (stronger dropout)
@@ -74,6 +88,12 @@ PRIOR_SECONDS_PER_UNIT = 4e-11
 # included, which is what the pruner compares
 EMA_DECAY = 0.998
 FAMILIES = ("hstu", "hstu-large", "sasrec")
+# the final model and up to this many other complete trials (best first) are the ensemble's candidates
+ENSEMBLE_TRIALS = 4
+# validations' worth of time the ensemble step takes, kept in the reserve: each candidate scored once, the
+# greedy search's rankings (~0.3 of a validation each, up to MAX_MEMBERS + 1 rounds over the candidates), the
+# ensemble's validation and its extra members' test scoring
+ENSEMBLE_EVALS = (ENSEMBLE_TRIALS + 1) * (1 + 0.3 * (MAX_MEMBERS + 1)) + 1 + (MAX_MEMBERS - 1) * 1.5
 
 
 @dataclass
@@ -353,6 +373,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     skips = 0
     extended = False
     keep = 0.0  # of an extended search: the time kept for the leader's anneal
+    eval_s = 0.0  # the longest validation measured
     while True:
         while skips < MAX_SKIPS:
             now = time.perf_counter()
@@ -403,7 +424,8 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
             full = [h["seconds"] * (1 / h.get("fraction", 1.0) - 1) for h in res.history]
             epoch_s = [h["seconds"] + h["eval_seconds"] + f for h, f in zip(res.history, full, strict=True)]
             costs.add(p, float(np.median([w + f for w, f in zip(clock.walls, full, strict=True)])))
-            reserve = max(reserve, RESERVE_S + 0.02 * budget_s + 2.5 * max(h["eval_seconds"] for h in res.history))
+            eval_s = max(eval_s, max(h["eval_seconds"] for h in res.history))
+            reserve = max(reserve, RESERVE_S + 0.02 * budget_s + (2.5 + ENSEMBLE_EVALS) * eval_s)
             runs[trial.number] = (res, cfg, clock)
             trials.append({
                 "number": trial.number, "params": p, "state": "pruned" if stop == "pruned" else "complete", "stop": stop,
@@ -431,10 +453,6 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         raise ValueError(f"no trial finished within {budget_s / 60:.1f} min; give a larger --time-budget")
     best = max(complete, key=lambda t: t["best_valid_ndcg10"])
     res, cfg, clock = runs[best["number"]]
-    for number in runs:  # only the winner's weights are kept
-        if number != best["number"]:
-            for f in (out / "trials" / f"{number:03d}").glob("*.pt"):
-                f.unlink()
     # the final run: the winner's folder resumed in --out with the time left
     for f in Path(cfg.out).iterdir():
         shutil.copy2(f, out / f.name)
@@ -450,7 +468,13 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     if resume:
         how = ", lr annealed to the end" if anneal else ""
         console.print(f"  final: trial {best['number']} resumed for up to {extra / 60:.1f} min{how}")
-    final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock)
+    final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock, score_test=False)
+    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])[:ENSEMBLE_TRIALS]
+    time_left = deadline - time.perf_counter() - RESERVE_S - (2.5 + MAX_MEMBERS) * eval_s
+    final, ensemble = ship(final, final_cfg, best, ds, [(t, runs[t["number"]][1]) for t in others], time_left,
+                           (ENSEMBLE_EVALS - MAX_MEMBERS) * eval_s, console)  # fmt: skip
+    for f in (out / "trials").glob("*/*.pt"):  # the shipped weights are in the bundle
+        f.unlink()
     report = {
         "dataset": st.name, "budget_s": budget_s, "wall_s": 0.0, "seed": base.seed,
         "stats": {k: v for k, v in asdict(st).items() if k != "train_lengths"},
@@ -461,6 +485,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         "final": {"resumed": resume, "annealed": resume and anneal, "best_epoch": final.best_epoch, "epochs": len(final.history),
                   "valid": final.best_valid, "test": final.test, "popularity": final.popularity_test,
                   "curve": final_clock.curve},
+        "ensemble": ensemble,
     }  # fmt: skip
     plot_tuning(report, out / "tuning.png")
     report["wall_s"] = round(time.perf_counter() - t0, 1)  # the report's own writing included
@@ -468,6 +493,47 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     write_json(report, out / "tuning.json")
     print_report(report, console)
     return final
+
+
+def load_run(cfg: TrainConfig, ds: Dataset, split: Split, weights: Path) -> SequentialModel:
+    model = new_model(cfg, ds, split)
+    model.load_state_dict(load_checkpoint(weights)["model"])
+    return model.eval()
+
+
+def ship(
+    final: RunResult, cfg: TrainConfig, best: dict[str, Any], ds: Dataset,
+    others: list[tuple[dict[str, Any], TrainConfig]], time_left: float, needed: float, console: Console,
+) -> tuple[RunResult, dict[str, Any]]:  # fmt: skip
+    """Write the bundle: the final run's best epoch, or the ensemble of it and other complete trials' best epochs
+    that scores higher on validation (genrec.training.ensemble); test scored once. Returns the result and the
+    ensemble step's record."""
+    split = leave_one_out(ds.sequences, target_events=list(cfg.target_events) if cfg.target_events else None)
+    model = load_run(cfg, ds, split, Path(cfg.out) / "best.pt")
+    record: dict[str, Any] = {"skipped": "no other complete trial"} if not others else {}
+    if others and needed > time_left:
+        record = {"skipped": f"about {needed:.0f} s needed, {max(time_left, 0):.0f} s left in the budget"}
+    valid_metrics = final.best_valid
+    if not record:
+        cands = [Candidate("final", model, {"trial": best["number"], "setting": describe(best["params"])})]
+        for t, c in others:
+            cands.append(Candidate(f"trial {t['number']}", load_run(c, ds, split, Path(c.out) / "best.pt"),
+                                   {"trial": t["number"], "setting": describe(t["params"])}))  # fmt: skip
+        valid = split.sample_users(valid_users(cfg, len(split.eval_users), ds.sequences.num_items), cfg.seed)
+        sel = select(cands, valid, MAX_MEMBERS, cfg.eval_batch_size, cfg.seed, console)
+        record = {"candidates": sel.singles, "steps": sel.steps, "valid_users": sel.users}
+        if list(sel.weights) != ["final"]:
+            model = build(cands, sel.weights)
+            valid_metrics = evaluate_model(model, valid, "valid", cfg.eval_batch_size)
+            members = [
+                {"name": c.name, **c.source, "weight": sel.weights[c.name]} for c in cands if c.name in sel.weights
+            ]
+            record.update(members=members, valid=valid_metrics)
+    extra = {"ensemble": record} if "members" in record else None
+    res = publish(Path(cfg.out), ds, split, model, cfg, final.history, final.best_epoch, valid_metrics,
+                  final.train_seconds, resolve_device(cfg.device), extra)  # fmt: skip
+    (Path(cfg.out) / "best.pt").unlink(missing_ok=True)
+    return res, record
 
 
 def annealable(t: dict[str, Any]) -> bool:
@@ -511,12 +577,27 @@ def render_markdown(r: dict[str, Any]) -> str:
         )
     c, f = r["chosen"], r["final"]
     lines += ["", f"Chosen: trial {c['trial']}, {c['setting']}: {c['why']}.", ""]
-    lines.append(
-        f"Final run ({_final_kind(f)}): best epoch {f['best_epoch']}, "
-        f"valid NDCG@10 {f['valid'].get('NDCG@10', float('nan')):.4f}; test (scored once) "
-        + ", ".join(f"{k} {v:.4f}" for k, v in f["test"].items())
-    )
+    final_valid = r["ensemble"].get("candidates", {}).get("final", f["valid"].get("NDCG@10", float("nan")))
+    lines += [
+        f"Final run ({_final_kind(f)}): best epoch {f['best_epoch']}, valid NDCG@10 {final_valid:.4f}.",
+        "",
+        f"Shipped: {shipped(r)}; test (scored once) " + ", ".join(f"{k} {v:.4f}" for k, v in f["test"].items()),
+    ]
     return "\n".join(lines) + "\n"
+
+
+def shipped(r: dict[str, Any]) -> str:
+    """What the bundle holds and why, from the ensemble step's record."""
+    e = r["ensemble"]
+    if "skipped" in e:
+        return f"the final run's best epoch (no ensemble tried: {e['skipped']})"
+    others = ", ".join(f"{n} {v:.4f}" for n, v in e["candidates"].items() if n != "final")
+    if "members" not in e:
+        return (f"the final run's best epoch: no mix with other trials ({others}) raised its validation "
+                f"NDCG@10 ({e['candidates']['final']:.4f})")  # fmt: skip
+    mix = " + ".join(f"{m['weight']:.2f} x {m['name']} ({m['setting']})" for m in e["members"])
+    return (f"an ensemble, {mix}: validation NDCG@10 {e['valid']['NDCG@10']:.4f} against the final run's "
+            f"{e['candidates']['final']:.4f} (members chosen greedily on validation among: final, {others})")  # fmt: skip
 
 
 def plot_tuning(r: dict[str, Any], path: Path) -> None:
@@ -554,4 +635,5 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     console.print(table)
     c = r["chosen"]
     console.print(f"[bold]chosen[/]: trial {c['trial']}, {c['setting']}: {c['why']}")
+    console.print(f"[bold]shipped[/]: {shipped(r)}")
     console.print(f"whole call {r['wall_s'] / 60:.2f} min of a {r['budget_s'] / 60:.2f} min budget")

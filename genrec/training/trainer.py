@@ -146,6 +146,10 @@ def refit_config(source: str | Path, out: str | Path, threads: int | None = None
     """The settings of a finished run, to retrain on train + validation for the epochs its validation chose."""
     src = Path(source)
     comp = Bundle.open(src).component(kinds=SEQUENTIAL_KINDS)  # BundleError: not a finished `genrec train` run
+    if comp.kind == "ensemble":
+        raise ValueError(
+            f"{src} is an ensemble: its weights were chosen on the validation events a refit trains on; refit a single run"
+        )
     meta = dict(comp.config["train"])
     if meta.get("fit", "train") != "train":
         raise ValueError(f"{src} is itself a refit; refit from the run that was validated")
@@ -283,6 +287,11 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
     targets = list(cfg.target_events) if cfg.target_events else None
     split = leave_one_out(ds.sequences, valid_in_train=cfg.fit == "train+valid", target_events=targets)
     torch.manual_seed(cfg.seed)
+    return ds, split, new_model(cfg, ds, split)
+
+
+def new_model(cfg: TrainConfig, ds: Dataset, split: Split) -> SequentialModel:
+    """cfg's model for ds, initialised (from the torch seed as it stands), with the catalog's attributes set."""
     kwargs = cfg.model_kwargs()
     event_vocab = ds.sequences.event_vocab
     if cfg.event_inputs and event_vocab is None:
@@ -301,7 +310,7 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None) -> tuple[Dataset, 
         # catalog items without training events: vectors from their attributes alone
         trained = np.bincount(split.train_items, minlength=ds.sequences.num_items + 1) > 0
         model.freeze_untrained_ids(torch.from_numpy(trained))
-    return ds, split, model
+    return model
 
 
 def train(
@@ -417,12 +426,35 @@ def finish(
         model.load_state_dict(load_checkpoint(best)["model"])
     else:  # resumed after it had finished: the best weights are already in the bundle
         model.load_state_dict(Bundle.open(run).state_dict(cfg.model))
+    best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
+    res = publish(run, ds, split, model, cfg, history, best_epoch, best_valid, elapsed, device)
+    best.unlink(missing_ok=True)
+    return res
+
+
+def publish(
+    run: Path,
+    ds: Dataset,
+    split: Split,
+    model: SequentialModel,
+    cfg: TrainConfig,
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    best_valid: dict[str, float],
+    elapsed: float,
+    device: torch.device,
+    extra_config: dict[str, Any] | None = None,
+) -> RunResult:
+    """Score `model` (its final weights) on the test split once, with popularity beside it; write the bundle with
+    it as the one retrieval component (named by its kind: cfg.model, or "ensemble")."""
+    from genrec.models.ensemble import Ensemble
+
+    kind = "ensemble" if isinstance(model, Ensemble) else cfg.model
     test = evaluate_model(model, split, "test", cfg.eval_batch_size, str(device))
     pop = evaluate_popularity(split, "test")
-    best_valid = next((h["valid"] or {} for h in history if h["epoch"] == best_epoch), {})
     metrics = {
         "dataset": split.data.name,
-        "model": cfg.model,
+        "model": kind,
         "split": "test",
         "metrics": test,
         "popularity": pop,
@@ -435,15 +467,14 @@ def finish(
     }
     write_json(metrics, run / "metrics.json")
     writer = BundleWriter(run, ds, command=sys.argv, data_name=cfg.dataset)
-    config = {"model": model.config.to_dict(), "train": asdict(cfg)}
+    config = {"model": model.config.to_dict(), "train": asdict(cfg), **(extra_config or {})}
     extra = {}
-    if cfg.item_attributes:  # what tokenizes the catalog row of an item added after training
+    if cfg.item_attributes and kind != "ensemble":  # what tokenizes the catalog row of an item added after training
         from genrec.features.tables import item_attribute_tokens
 
         extra[ATTRIBUTES_FILE] = json_bytes(item_attribute_tokens(ds, split)[1].to_dict())
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    writer.add_component(cfg.model, cfg.model, "retrieval", config, state, metrics, extra_files=extra)
+    writer.add_component(kind, kind, "retrieval", config, state, metrics, extra_files=extra)
     writer.set_metrics(metrics)
     writer.commit()
-    best.unlink(missing_ok=True)
     return RunResult(run, history, best_epoch, best_valid, test, pop, elapsed)

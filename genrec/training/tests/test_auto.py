@@ -57,15 +57,49 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
     assert math.isfinite(metrics["metrics"]["NDCG@10"]) and metrics["metrics"] == report["final"]["test"]
     model = load_sequential(out)  # a normal bundle: evaluate / recommend / serve work on it
     meta = Bundle.open(out).component(role="retrieval").config
-    assert meta["train"]["model"] == chosen["family"] and model.config.max_len == chosen["max_len"]
-    assert meta["train"]["ema"] == auto.EMA_DECAY  # the kept weights are the validated average
-    assert model.config.dim == chosen["dim"] and meta["train"]["item_attributes"] == chosen["attributes"]
+    assert meta["train"]["model"] == chosen["family"] and meta["train"]["ema"] == auto.EMA_DECAY
+    if "ensemble" in meta:  # its first member is the final run
+        model = model.members[0]
+    assert model.config.max_len == chosen["max_len"] and model.config.dim == chosen["dim"]
+    assert meta["train"]["item_attributes"] == chosen["attributes"]
     assert model.config.temperature == chosen["temperature"]
-    assert "Chosen: trial" in (out / "tuning.md").read_text()
+    assert "Chosen: trial" in (out / "tuning.md").read_text() and "Shipped: " in (out / "tuning.md").read_text()
     assert (out / "tuning.png").stat().st_size > 1000
     assert "chosen" in proc.stdout and "test split" in proc.stdout
-    for trial_dir in (out / "trials").iterdir():  # only the winner's weights are kept
-        assert bool(list(trial_dir.glob("*.pt"))) == (trial_dir.name == f"{best['number']:03d}")
+    assert not list((out / "trials").glob("*/*.pt"))  # the shipped weights are in the bundle, no copies left
+    ens = report["ensemble"]  # the final model alone, or an ensemble with other trials that validated higher
+    if "members" in ens:
+        assert meta["ensemble"]["members"] == ens["members"] and ens["members"][0]["name"] == "final"
+        assert ens["steps"][-1]["NDCG@10"] > ens["candidates"]["final"]
+    else:
+        assert "skipped" in ens or list(ens["steps"][-1]["members"]) == ["final"]
+
+
+def test_auto_ships_an_ensemble_of_its_final_run_and_trials_when_chosen(tmp_path, monkeypatch) -> None:
+    """With every addition accepted (MIN_GAIN < 0) the ensemble path runs end to end inside the budget: the
+    bundle holds the final run and other trials, weighted, and the report says so."""
+    from genrec.models.ensemble import Ensemble
+    from genrec.training import ensemble
+
+    monkeypatch.setattr(ensemble, "MIN_GAIN", -1.0)
+    shop = load_synthetic("tiny", 42)
+    out, budget = tmp_path / "auto", 30.0
+    t0 = time.perf_counter()
+    res = auto.tune(TrainConfig(model="auto", dataset="synthetic:tiny", out=str(out), threads=1), budget, shop)
+    assert time.perf_counter() - t0 <= 1.1 * budget
+    report = json.loads((out / "tuning.json").read_text())
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    if len(complete) < 2:
+        pytest.skip("one complete trial: nothing to ensemble")
+    members = report["ensemble"]["members"]
+    assert members[0]["name"] == "final" and len(members) >= 2
+    assert abs(sum(m["weight"] for m in members) - 1) < 1e-9
+    model = load_sequential(out)
+    assert isinstance(model, Ensemble) and len(model.members) == len(members)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "ensemble" and metrics["metrics"] == res.test == report["final"]["test"]
+    assert "Shipped: an ensemble" in (out / "tuning.md").read_text()
+    assert not list((out / "trials").glob("*/*.pt")) and not (out / "best.pt").exists()
 
 
 def _stats(**kw) -> DataStats:
@@ -197,6 +231,11 @@ def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
         tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), threads=1), budget_s=0.0)
 
 
+def _ship_as_trained(final, cfg, best, ds, others, time_left, needed, console):  # noqa: ARG001
+    """auto.ship for stand-in training (no weights to load): the final run's result as it came."""
+    return final, {"skipped": "stand-in training"}
+
+
 def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_path, monkeypatch) -> None:
     """The loop alone, with a stand-in for training: 50 ms epochs whose score depends on the setting."""
     from genrec.training.trainer import RunResult
@@ -221,6 +260,7 @@ def test_the_search_loop_holds_its_deadline_and_survives_a_failing_setting(tmp_p
         return RunResult(Path(cfg.out), history, best[0], {"NDCG@10": best[1]}, test, test, 0.05 * len(history))
 
     monkeypatch.setattr(auto, "train", fake_train)
+    monkeypatch.setattr(auto, "ship", _ship_as_trained)
     shop = load_synthetic("tiny", 0)
     data_stats(shop)  # imports warm: the budget below is for the loop
     t0 = time.perf_counter()
@@ -273,6 +313,7 @@ def _tune_converging(tmp_path: Path, monkeypatch, schedule: str, calls: list, bu
     """auto.tune on the tiny shop with converging stand-in trials of one lr schedule; checks the budget held and
     returns tuning.json."""
     monkeypatch.setattr(auto, "train", _converging_train(calls))
+    monkeypatch.setattr(auto, "ship", _ship_as_trained)
     _only_schedule(monkeypatch, schedule)
     shop = load_synthetic("tiny", 0)
     t0 = time.perf_counter()
