@@ -172,6 +172,20 @@ STOPPED: dict[str, dict[str, list[str]]] = {
 }
 # rows that go on from another row's finished run: row -> that row (its folder is copied, then resumed)
 RESUMES: dict[str, dict[str, str]] = {"ml-1m": {"hstu-large-d96-ema-t075-b80-anneal110": "hstu-large-d96-ema-t075-b80"}}
+# ensemble rows: row -> the run folders (rows, or kept folders) `genrec ensemble` chooses from on validation
+ENSEMBLES: dict[str, dict[str, list[str]]] = {
+    "ml-1m": {
+        # the four HSTU-large d96 runs and the 60-minute auto run of the single-model code (its folder kept
+        # beside the new auto row as ml-1m-auto-60-single): members and weights chosen on validation
+        "ensemble": [
+            "hstu-large-d96-ema-t075-b80",
+            "hstu-large-d96-ema-t1",
+            "hstu-large-d96-ema-t075-cos95",
+            "hstu-large-d96-ema-t075",
+            "auto-60-single",
+        ],  # fmt: skip
+    },
+}
 # refit rows: row -> the validated row whose settings and best epoch it retrains on train + valid
 REFITS: dict[str, dict[str, str]] = {
     "ml-1m": {
@@ -194,6 +208,9 @@ def preset_of(model: str) -> str:
 
 
 def train_command(dataset: str, model: str, run_dir: Path) -> list[str]:
+    if model in ENSEMBLES.get(dataset, {}):
+        members = [str(run_dir.parent / f"{dataset}-{m}") for m in ENSEMBLES[dataset][model]]
+        return ["genrec", "ensemble", *members, "--out", str(run_dir), "--threads", "2"]
     if model in REFITS.get(dataset, {}):
         source = run_dir.parent / f"{dataset}-{REFITS[dataset][model]}"
         return ["genrec", "train", "--refit-from", str(source), "--out", str(run_dir), "--threads", "1"]
@@ -219,7 +236,7 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
 
         get_command(app).main(cmd[1:], standalone_mode=False)
     m = json.loads((run_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
     chosen = {}
     if is_auto(model):  # the setting its search chose on validation
         tuning = json.loads((run_dir / "tuning.json").read_text())
@@ -234,13 +251,28 @@ def run_model(dataset: str, model: str, runs: Path, collect_only: bool) -> dict[
         "best_epoch": m["best_epoch"],
         "epochs": m["epochs"],
         "train_seconds": round(m["train_seconds"], 1),
-        "seconds_to_best_epoch": round(next(h["elapsed"] for h in history if h["epoch"] == m["best_epoch"]), 1),
-        "seq_per_s": round(sum(h["seq_per_s"] for h in history) / len(history), 1),
+        # an ensemble row trains nothing itself: train_seconds are its members'
+        "seconds_to_best_epoch": round(next(h["elapsed"] for h in history if h["epoch"] == m["best_epoch"]), 1)
+        if history else None,
+        "seq_per_s": round(sum(h["seq_per_s"] for h in history) / len(history), 1) if history else None,
+        **_ensemble_of(run_dir),
         "best_valid": m["best_valid"],
         "fit": m.get("fit") or fit_of(dataset, model),
         "command": shlex.join(cmd) if source is None else
         f"cp -r {shlex.quote(str(runs / f'{dataset}-{source}'))} {shlex.quote(str(run_dir))} && {shlex.join(cmd)}",
     }  # fmt: skip
+
+
+def _ensemble_of(run_dir: Path) -> dict[str, Any]:
+    """An ensemble bundle's members ({run or trial, setting, weight}) and the greedy path that chose them."""
+    if not (run_dir / "manifest.json").exists():
+        return {}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for comp in manifest["components"].values():
+        if "ensemble" in comp["config"]:
+            e = comp["config"]["ensemble"]
+            return {"ensemble": {"members": e["members"], "steps": e["steps"], "candidates": e["candidates"]}}
+    return {}
 
 
 def _resumed(run_dir: Path, source_dir: Path) -> bool:
@@ -356,11 +388,18 @@ def write(records: list[dict[str, Any]], extra: list[str] | None = None) -> None
             + " | ".join(f"{r['metrics'][m]:.4f}" for m in METRIC_NAMES)
             + f" | {valid}"
             + f" | {r['best_epoch'] or '-'} | {'-' if to_best is None else f'{to_best / 60:.1f}'}"
-            + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s', '-')} |"
+            + f" | {r['train_seconds'] / 60:.1f} | {r.get('seq_per_s') or '-'} |"
         )
     lines += ["", "Commands:", ""] + [
         f"- {r['dataset']} {r['model']}: `{r['command']}`"
         + (f" (chose {r['chosen']['setting']})" if "chosen" in r else "")
+        + (
+            " (members: "
+            + ", ".join(f"{m.get('run') or m['name']} x {m['weight']:.2f}" for m in r["ensemble"]["members"])
+            + ")"
+            if "ensemble" in r
+            else ""
+        )
         for r in records
     ]
     lines += [""] + (extra or [])
@@ -380,7 +419,8 @@ def main() -> None:
     records = {(r["dataset"], r["model"]): migrate(r, args.runs) for r in old}
     for dataset in args.datasets:
         for model in args.models:
-            if model != "popularity" and model not in {**SETTINGS[dataset], **REFITS.get(dataset, {})}:
+            rows = {**SETTINGS[dataset], **REFITS.get(dataset, {}), **ENSEMBLES.get(dataset, {})}
+            if model != "popularity" and model not in rows:
                 continue
             rec = (
                 popularity(dataset)

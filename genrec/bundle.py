@@ -358,7 +358,9 @@ def load_sequential(bundle: Bundle | str | Path, name: str | None = None) -> Seq
     try:
         model = model_from_config(comp.config["model"])
         model.load_state_dict(b.state_dict(comp))
-    except (KeyError, TypeError, RuntimeError) as e:
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # ValueError: an ensemble's members disagree
         raise BundleError(f"{comp.path}: weights do not fit components.{comp.name}.config.model ({e})") from None
     return model.eval()
 

@@ -69,6 +69,22 @@ def test_new_records_carry_fit_and_auto_records_their_chosen_setting(tmp_path) -
     )
 
 
+def test_an_ensemble_record_names_its_members_and_the_command_that_chose_them(tmp_path) -> None:
+    folder = tmp_path / "ml-1m-ensemble"
+    _run(folder, "train")
+    (folder / "history.json").unlink()  # an ensemble trains nothing itself
+    members = [{"run": "runs/bench/ml-1m-hstu-large-d96-ema-t075-b80", "weight": 0.75},
+               {"run": "runs/bench/ml-1m-auto-60-single", "weight": 0.25}]  # fmt: skip
+    ens = {"members": members, "steps": [{"members": {"a": 1}, "NDCG@10": 0.2}], "candidates": {"a": 0.2}}
+    manifest = {"components": {"ensemble": {"config": {"ensemble": ens}}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rec = sequential.run_model("ml-1m", "ensemble", tmp_path, collect_only=True)
+    assert rec["fit"] == "train" and rec["ensemble"]["members"] == members and rec["seq_per_s"] is None
+    words = shlex.split(rec["command"])
+    assert words[:2] == ["genrec", "ensemble"] and words[-4:] == ["--out", str(folder), "--threads", "2"]
+    assert words[2:-4] == [str(tmp_path / f"ml-1m-{m}") for m in sequential.ENSEMBLES["ml-1m"]["ensemble"]]
+
+
 def test_old_records_are_migrated() -> None:
     old = {"dataset": "amazon-beauty", "model": "sasrec", "command": "genrec train --model sasrec --dataset "
            "amazon-beauty --out runs/bench/amazon-beauty-sasrec --loss full"}  # fmt: skip

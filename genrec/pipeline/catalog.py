@@ -55,6 +55,8 @@ def add_catalog_items(
     index = torch.tensor([grown.index(i) for i in ids])
     out: dict[str, Any] = {}
     for name, model in components.items():
+        if bundle.components[name].kind == "ensemble":
+            raise ValueError(f"component {name} is an ensemble: new items need a bundle of single sequence models")
         tokenizer = load_attribute_tokenizer(bundle, name)
         if tokenizer is None or model.attr_emb is None:
             raise ValueError(f"component {name} was trained without item attributes (--item-attributes)")

@@ -22,6 +22,10 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
     extended when the leader after the usual search converged inside its slice (short histories: Beauty), the
              search goes on into the winner's share, keeping PATIENCE of its epochs for the anneal: two 60-min
              Beauty runs annealed a converged leader for ~26 min and never passed its trial's best epoch.
+    ensemble the final run's best epoch and up to ENSEMBLE_TRIALS other complete trials' best epochs are the
+             candidates of a greedy ensemble selection on validation (genrec.training.ensemble, at most
+             MAX_MEMBERS members); the bundle ships the ensemble when it validates higher than the final run
+             alone, else the final run. Its time is kept in the reserve (ENSEMBLE_EVALS validations).
 A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
 MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow"). On a big log a
 trial's epoch trains a sample of users, so that its slice holds EPOCHS_PER_SLICE validated epochs (4.1M rows,
@@ -30,8 +34,9 @@ Reproducible: the same seed samples the same settings in the same order for the 
 the number of epochs a trial gets depends on the machine's speed.
 
 Output folder (besides the chosen setting's bundle: manifest.json, components/, metrics.json, ...):
-    trials/NNN/     each trial's history.json, last.pt and best.pt (weights kept only for the winner, then copied)
-    tuning.json     statistics, search space and why, every trial (params, state, curve), the choice, test scores
+    trials/NNN/     each trial's history.json (its weights are removed once the bundle holds what ships)
+    tuning.json     statistics, search space and why, every trial (params, state, curve), the choice, the
+                    ensemble step (candidates' validation, greedy path, members), test scores
     tuning.md       the trials table and the choice
     tuning.png      validation NDCG@10 against time since the start, one line per trial and the final run
 """

@@ -106,3 +106,17 @@ def test_a_served_ensemble_answers_the_offline_pipelines_top_k(runs, tmp_path) -
                                                       "context": {"timestamp": ctx.request_time}}).json()  # fmt: skip
             assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
             np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_ensemble_bundle_whose_members_disagree_is_a_clear_error(runs, tmp_path) -> None:
+    _, a, b, _ = runs
+    out = tmp_path / "ens"
+    ensemble_runs([a, b], out, max_members=2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    model_cfg = manifest["components"]["ensemble"]["config"]["model"]
+    if len(model_cfg["members"]) < 2:
+        pytest.skip("one member chosen")
+    model_cfg["members"][1]["num_items"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"components/ensemble.*different catalogs"):
+        load_sequential(out)
