@@ -4,22 +4,19 @@ event vocabulary, a type the vocabulary lacks as the reserved "action unknown" c
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from genrec.bundle import Bundle
 from genrec.data.sequences import leave_one_out
 from genrec.pipeline.pipeline import Pipeline
-from genrec.serving.app import create_app
 from genrec.serving.config import ServeConfig
 from genrec.serving.pipeline import ServingModel
 from genrec.serving.store import StoredEvent
+from genrec.serving.tests.test_served_pipeline import assert_served_equals_offline
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +54,7 @@ def test_offline_queries_are_the_evaluation_states(event_run: Path) -> None:
 
 
 def test_served_top_k_equals_the_offline_pipeline(event_run: Path, tmp_path: Path) -> None:
-    offline = Pipeline.from_bundle(Bundle.open(event_run))
-    split = leave_one_out(offline.sequences)
-    u, e, _ = split.eval_inputs("test")
-    pick = np.random.default_rng(0).choice(len(u), 20, replace=False)
-    ctxs = offline.offline_contexts(split.data, u[pick], e[pick], k=10)
-    pages = offline.run_batch(ctxs)[-1]
-
-    served_dir = tmp_path / "served"  # its stored histories stop before each user's last event (the test input)
-    shutil.copytree(event_run, served_dir)
-    df = pl.read_parquet(served_dir / "histories.parquet").with_row_index("row")
-    last = df.group_by("user_id").agg(pl.col("row").max())["row"]
-    df.filter(~pl.col("row").is_in(last.implode())).drop("row").write_parquet(served_dir / "histories.parquet")
-    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}")
-    served = ServingModel.load(served_dir, cfg)
-    with TestClient(create_app(cfg, bundle=served)) as client:
-        for ctx, page in zip(ctxs, pages, strict=True):
-            body = client.post("/v1/recommend", json={"user_id": ctx.user_id, "k": 10,
-                                                      "context": {"timestamp": ctx.request_time}}).json()  # fmt: skip
-            assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
-            np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
+    assert_served_equals_offline(event_run, tmp_path, users=20)
 
 
 def test_a_live_event_type_changes_the_scores(event_run: Path) -> None:

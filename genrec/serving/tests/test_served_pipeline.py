@@ -29,6 +29,26 @@ def _without_last_events(src: Path, dst: Path) -> None:
     df.filter(~pl.col("row").is_in(last.implode())).drop("row").write_parquet(dst / "histories.parquet")
 
 
+def assert_served_equals_offline(bundle: Path, tmp_path: Path, users: int = 20) -> None:
+    """For a sample of test users, `/v1/recommend` from the bundle (its stored histories cut before each user's
+    last event) answers the offline pipeline's top-10: items and scores."""
+    offline = Pipeline.from_bundle(Bundle.open(bundle))
+    split = leave_one_out(offline.sequences)
+    u, e, _ = split.eval_inputs("test")
+    pick = np.random.default_rng(0).choice(len(u), users, replace=False)
+    ctxs = offline.offline_contexts(split.data, u[pick], e[pick], k=10)
+    pages = offline.run_batch(ctxs)[-1]
+    _without_last_events(bundle, tmp_path / "served")
+    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}")
+    served = ServingModel.load(tmp_path / "served", cfg)
+    with TestClient(create_app(cfg, bundle=served)) as client:
+        for ctx, page in zip(ctxs, pages, strict=True):
+            body = client.post("/v1/recommend", json={"user_id": ctx.user_id, "k": 10,
+                                                      "context": {"timestamp": ctx.request_time}}).json()  # fmt: skip
+            assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
+            np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("ranker", "model_processes"), [("dlrm", 0), ("wide-deep", 0), ("wide-deep", 1)])
 def test_served_top_k_equals_the_offline_pipeline(
     stacks: Path, tmp_path: Path, ranker: str, model_processes: int

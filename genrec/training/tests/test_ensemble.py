@@ -79,33 +79,12 @@ def test_ensemble_runs_refuses_runs_it_cannot_mix(runs, tmp_path) -> None:
 
 def test_a_served_ensemble_answers_the_offline_pipelines_top_k(runs, tmp_path) -> None:
     """`genrec serve BUNDLE` and `genrec pipeline evaluate BUNDLE` run the same stages on an ensemble bundle."""
-    import numpy as np
-    from fastapi.testclient import TestClient
-
-    from genrec.pipeline.pipeline import Pipeline
-    from genrec.serving.app import create_app
-    from genrec.serving.config import ServeConfig
-    from genrec.serving.pipeline import ServingModel
-    from genrec.serving.tests.test_served_pipeline import _without_last_events
+    from genrec.serving.tests.test_served_pipeline import assert_served_equals_offline
 
     _, a, b, _ = runs
-    out = tmp_path / "ens"
-    ensemble_runs([a, b], out, max_members=2)
-    offline = Pipeline.from_bundle(Bundle.open(out))
-    split = leave_one_out(offline.sequences)
-    u, e, _ = split.eval_inputs("test")
-    pick = np.random.default_rng(0).choice(len(u), 15, replace=False)
-    ctxs = offline.offline_contexts(split.data, u[pick], e[pick], k=10)
-    pages = offline.run_batch(ctxs)[-1]
-    _without_last_events(out, tmp_path / "served")
-    cfg = ServeConfig(store=f"sqlite:///{tmp_path / 'ev.db'}")
-    served = ServingModel.load(tmp_path / "served", cfg)
-    with TestClient(create_app(cfg, bundle=served)) as client:
-        for ctx, page in zip(ctxs, pages, strict=True):
-            body = client.post("/v1/recommend", json={"user_id": ctx.user_id, "k": 10,
-                                                      "context": {"timestamp": ctx.request_time}}).json()  # fmt: skip
-            assert [it["item_id"] for it in body["items"]] == [served.vocab.raw(int(i)) for i in page.items]
-            np.testing.assert_allclose([it["score"] for it in body["items"]], page.scores.numpy(), rtol=1e-5, atol=1e-6)
+    ensemble_runs([a, b], tmp_path / "ens", max_members=2)
+    assert isinstance(load_sequential(tmp_path / "ens"), Ensemble)
+    assert_served_equals_offline(tmp_path / "ens", tmp_path, users=15)
 
 
 def test_an_ensemble_bundle_whose_members_disagree_is_a_clear_error(runs, tmp_path) -> None:
