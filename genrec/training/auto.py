@@ -476,8 +476,11 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
     final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock, score_test=False)
     others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])[:ENSEMBLE_TRIALS]
     time_left = deadline - time.perf_counter() - RESERVE_S - (2.5 + MAX_MEMBERS) * eval_s
+    # what the step will take: each candidate's validation as measured, and the search's rankings
+    scored = [final.history, *(runs[t["number"]][0].history for t in others)]
+    needed = (1 + 0.3 * (MAX_MEMBERS + 1)) * sum(float(np.median([h["eval_seconds"] for h in hs])) for hs in scored)
     final, ensemble = ship(final, final_cfg, best, ds, [(t, runs[t["number"]][1]) for t in others], time_left,
-                           (ENSEMBLE_EVALS - MAX_MEMBERS) * eval_s, console)  # fmt: skip
+                           needed, console)  # fmt: skip
     for f in (out / "trials").glob("*/*.pt"):  # the shipped weights are in the bundle
         f.unlink()
     report = {

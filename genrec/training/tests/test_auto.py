@@ -76,12 +76,16 @@ def test_auto_picks_a_valid_setting_within_the_budget_and_writes_the_report(tmp_
 
 
 def test_auto_ships_an_ensemble_of_its_final_run_and_trials_when_chosen(tmp_path, monkeypatch) -> None:
-    """With every addition accepted (MIN_GAIN < 0) the ensemble path runs end to end inside the budget: the
-    bundle holds the final run and other trials, weighted, and the report says so."""
+    """With a selection that keeps the final run and another trial, the ensemble path runs end to end inside the
+    budget: the bundle holds both, weighted, and the report says so."""
     from genrec.models.ensemble import Ensemble
-    from genrec.training import ensemble
+    from genrec.training.ensemble import select
 
-    monkeypatch.setattr(ensemble, "MIN_GAIN", -1.0)
+    def keep_two(cands, split, *args, **kw):  # the real search, then its weights replaced by final + the next one
+        sel = select(cands, split, *args, **kw)
+        return dataclasses.replace(sel, weights={cands[0].name: 0.75, cands[1].name: 0.25})
+
+    monkeypatch.setattr(auto, "select", keep_two)
     shop = load_synthetic("tiny", 42)
     out, budget = tmp_path / "auto", 30.0
     t0 = time.perf_counter()
@@ -91,9 +95,11 @@ def test_auto_ships_an_ensemble_of_its_final_run_and_trials_when_chosen(tmp_path
     complete = [t for t in report["trials"] if t["state"] == "complete"]
     if len(complete) < 2:
         pytest.skip("one complete trial: nothing to ensemble")
+    if "skipped" in report["ensemble"]:  # tiny data: a slow last epoch can eat the second the step needs
+        pytest.skip(f"ensemble step skipped: {report['ensemble']['skipped']}")
+    assert "members" in report["ensemble"], report["ensemble"]
     members = report["ensemble"]["members"]
-    assert members[0]["name"] == "final" and len(members) >= 2
-    assert abs(sum(m["weight"] for m in members) - 1) < 1e-9
+    assert [m["name"] for m in members][0] == "final" and [m["weight"] for m in members] == [0.75, 0.25]
     model = load_sequential(out)
     assert isinstance(model, Ensemble) and len(model.members) == len(members)
     metrics = json.loads((out / "metrics.json").read_text())
