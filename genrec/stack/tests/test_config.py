@@ -155,7 +155,8 @@ def test_auto_retriever_is_tuned_within_its_budget(tmp_path) -> None:
     assert any(t["state"] == "complete" for t in tuning["trials"])
     b = Bundle.open(tmp_path / "b")
     ((name, comp),) = b.components.items()
-    assert comp.role == "retrieval" and comp.kind == tuning["chosen"]["params"]["family"]
+    shipped = "ensemble" if "members" in tuning["ensemble"] else tuning["chosen"]["params"]["family"]
+    assert comp.role == "retrieval" and comp.kind == shipped  # the chosen model, or its ensemble with trials
     assert comp.config["train"]["target_events"] == ["purchase", "cart"]  # every trial learned what was asked
     assert comp.config["train"]["event_inputs"] == tuning["chosen"]["params"]["events"]
     assert b.pipeline[0] == {"stage": "retrieve", "component": name, "k": 40, "index": "exact"}
