@@ -415,6 +415,8 @@ def ensemble(
     for m in members:
         own = f"{m['valid']:.4f}" if m.get("valid") is not None else "-"
         console.print(f"  {m['run']}: weight {m['weight']:.2f} (its own validation NDCG@10 {own})")
+    if len(members) == 1:
+        console.print("  no mix of the runs validated higher than the best one: the bundle holds it alone")
     table = {"ensemble": result.test, "popularity": result.popularity_test}
     console.print(metrics_table("test split (scored once)", table))
     console.print(f"validation NDCG@10 {result.best_valid['NDCG@10']:.4f}; bundle in {out}")
