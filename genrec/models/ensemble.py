@@ -86,7 +86,13 @@ class Ensemble(SequentialModel):
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         return torch.cat([m.item_vectors(items) for m in self.members], -1)
 
-    def encode(self, items, offsets, timestamps=None, events=None):  # noqa: ANN001, ANN201
+    def encode(
+        self,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError("an ensemble is scored (user_states), not trained")
 
     def user_states(
