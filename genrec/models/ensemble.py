@@ -57,8 +57,23 @@ def last_events(offsets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tens
     return index, new
 
 
+def window_states(
+    model: SequentialModel,
+    items: torch.Tensor,
+    offsets: torch.Tensor,
+    timestamps: torch.Tensor | None = None,
+    events: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, D) model.user_states over each sequence's last model.config.max_len events (a member's own window)."""
+    index, off = last_events(offsets, model.config.max_len)
+    ts = timestamps[index] if timestamps is not None else None
+    ev = events[index] if events is not None else None
+    return model.user_states(items[index], off, ts, ev)
+
+
 class Ensemble(SequentialModel):
-    """Members' states concatenated (each scaled by weight / temperature) against their concatenated tables."""
+    """Members' states concatenated (each scaled by weight / temperature) against their concatenated tables.
+    Scored, never trained: encode and the training-only item_rows stay the base class's."""
 
     config: EnsembleConfig  # type: ignore[assignment]
 
@@ -80,21 +95,6 @@ class Ensemble(SequentialModel):
     def item_table(self) -> torch.Tensor:
         return torch.cat([m.item_table() for m in self.members], -1)
 
-    def item_rows(self, items: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m.item_rows(items) for m in self.members], -1)
-
-    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.cat([m.item_vectors(items) for m in self.members], -1)
-
-    def encode(
-        self,
-        items: torch.Tensor,
-        offsets: torch.Tensor,
-        timestamps: torch.Tensor | None = None,
-        events: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        raise NotImplementedError("an ensemble is scored (user_states), not trained")
-
     def user_states(
         self,
         items: torch.Tensor,
@@ -103,13 +103,8 @@ class Ensemble(SequentialModel):
         events: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(sum N,) items, (B + 1,) offsets -> (B, sum D) weighted member states after each sequence's last event."""
-        out = []
-        for m, scale in zip(self.members, self._scales(), strict=True):
-            index, off = last_events(offsets, m.config.max_len)
-            ts = timestamps[index] if timestamps is not None else None
-            ev = events[index] if events is not None else None
-            out.append(m.user_states(items[index], off, ts, ev) * scale)
-        return torch.cat(out, -1)
+        return torch.cat([window_states(m, items, offsets, timestamps, events) * scale
+                          for m, scale in zip(self.members, self._scales(), strict=True)], -1)  # fmt: skip
 
     def with_item_attributes(self, tokens: torch.Tensor) -> SequentialModel:
         raise ValueError("an ensemble's catalog cannot grow: add items to its members' bundles and re-ensemble")

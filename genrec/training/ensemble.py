@@ -26,7 +26,7 @@ from genrec.data.batches import eval_batches
 from genrec.data.sequences import Split
 from genrec.evaluation.evaluate import batch_ranks, evaluate_model
 from genrec.evaluation.metrics import metrics_from_ranks
-from genrec.models.ensemble import Ensemble, EnsembleConfig, last_events
+from genrec.models.ensemble import Ensemble, EnsembleConfig, window_states
 from genrec.models.sequential import SequentialModel
 from genrec.training.trainer import RunResult
 
@@ -62,10 +62,7 @@ def _scores(model: SequentialModel, split: Split, max_len: int, batch_size: int)
     table = model.item_table()
     out = []
     for batch, _, _ in eval_batches(split, "valid", batch_size, max_len):
-        index, off = last_events(batch.offsets, model.config.max_len)
-        ts = batch.timestamps[index] if batch.timestamps is not None else None
-        ev = batch.events[index] if batch.events is not None else None
-        states = model.user_states(batch.items[index], off, ts, ev)
+        states = window_states(model, batch.items, batch.offsets, batch.timestamps, batch.events)
         out.append((states @ table.T / model.config.temperature).half())
     return out
 
@@ -152,6 +149,7 @@ def ensemble_runs(
         raise ValueError("an ensemble needs at least two runs")
     bundles = [Bundle.open(r) for r in runs]
     first = bundles[0]
+    base = dict(first.component(kinds=SEQUENTIAL_KINDS).config["train"])
     for r, b in zip(runs, bundles, strict=True):
         comp = b.component(kinds=SEQUENTIAL_KINDS)
         train_cfg = comp.config.get("train", {})
@@ -161,15 +159,12 @@ def ensemble_runs(
         if b.data.get("fingerprint") != first.data.get("fingerprint"):
             raise ValueError(f"{r} was trained on other data ({b.data.get('name')!r}, {b.data.get('summary')}) "
                              f"than {runs[0]} ({first.data.get('name')!r}, {first.data.get('summary')})")  # fmt: skip
-        if train_cfg.get("target_events") != first.component(kinds=SEQUENTIAL_KINDS).config["train"].get(
-            "target_events"
-        ):
+        if train_cfg.get("target_events") != base.get("target_events"):
             raise ValueError(f"{r}: predicts other event types than {runs[0]} (target_events differ)")
     out.mkdir(parents=True, exist_ok=True)
     seq = first.sequences()
     if not first.matches(seq):
         raise ValueError(f"{runs[0]}: its histories.parquet no longer rebuilds the training data (fingerprint)")
-    base = dict(first.component(kinds=SEQUENTIAL_KINDS).config["train"])
     cfg = TrainConfig(**{**base, "model": "ensemble", "out": str(out), "betas": tuple(base["betas"]),
                          "threads": threads or base.get("threads")})  # fmt: skip
     split = leave_one_out(seq, target_events=cfg.target_events)
