@@ -101,7 +101,8 @@ class _Retrieve:
         live = [i for i, c in enumerate(ctxs) if self.can_query(c)]
         if not live:
             return out
-        q = self.queries([ctxs[i] for i in live])  # (B, d)
+        with torch.inference_mode():  # ~15% less per-op overhead than no_grad on the small serving batches
+            q = self.queries([ctxs[i] for i in live]).clone()  # (B, d); the clone is a normal tensor again
         allowed = torch.stack([ctxs[i].allowed for i in live])  # (B, N+1)
         n = min(max(self.k, max(ctxs[i].k for i in live)), allowed.shape[1] - 1)
         every = None  # (B, N+1) every item's score, when exact search computed them anyway
@@ -392,11 +393,12 @@ class CTRRank:
         if not live:
             return out
         items = [cands[i].items.numpy() for i in live]
-        if self.factored is not None:
-            inputs = ranking_inputs(self.ranker.feat, [ctxs[i] for i in live], items, self.name)
-            probs = torch.sigmoid(self.factored.logits(*inputs)).numpy()
-        else:
-            probs = self.predict(self.rows([ctxs[i] for i in live], items))
+        with torch.inference_mode():  # the probabilities leave as numpy
+            if self.factored is not None:
+                inputs = ranking_inputs(self.ranker.feat, [ctxs[i] for i in live], items, self.name)
+                probs = torch.sigmoid(self.factored.logits(*inputs)).numpy()
+            else:
+                probs = self.predict(self.rows([ctxs[i] for i in live], items))
         pos = 0
         for i, x in zip(live, items, strict=True):
             out[i] = _ordered(cands[i], torch.from_numpy(probs[pos : pos + len(x)].copy()), self.name)
@@ -451,8 +453,9 @@ class HSTURank:
         items, actions, times = self.history_tokens(ctx)
         cand = torch.from_numpy(self.to_ranker[cands.items.numpy()])
         known = cand != PAD
-        probs = self.model.score(items, actions, times, cand.clamp(min=1))  # (C, T); unknown rows replaced below
-        scores = probs @ self.weights
+        with torch.inference_mode():
+            probs = self.model.score(items, actions, times, cand.clamp(min=1)).clone()  # (C, T)
+        scores = probs @ self.weights  # unknown rows replaced below
         if not bool(known.all()):
             floor = scores[known].min() - 1 if bool(known.any()) else torch.tensor(0.0)
             scores = torch.where(known, scores, floor)
