@@ -137,7 +137,7 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 # the `genrec train` options `--model auto` takes; it chooses the others (dim, lr, loss, ...) on validation
 AUTO_OPTIONS = ("model", "dataset", "out", "batch_size", "seed", "threads", "device", "time_budget", "restart",
                 "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "event_inputs",
-                "target_events")  # fmt: skip
+                "target_events", "max_members")  # fmt: skip
 
 
 @app.command()
@@ -175,6 +175,11 @@ def train(
     precision: str = typer.Option("fp32", help="fp32 | bf16 (autocast for training; evaluation stays fp32)"),
     time_budget: float | None = typer.Option(
         None, help="minutes of training before stopping; --model auto: minutes of the whole call, evaluation included"
+    ),
+    max_members: int = typer.Option(
+        3,
+        help="--model auto: most distinct models the bundle may average (1: the final run alone, one encoder "
+        "per request when served)",
     ),
     schedule: str = typer.Option(
         "constant", help="constant | cosine (lr decays over --time-budget if given, else over --epochs)"
@@ -234,6 +239,12 @@ def train(
         console.print(f"[red]error:[/] --model auto chooses {flags} itself, on validation; drop "
                       f"{'it' if len(chosen) == 1 else 'them'}, or name a model (--model hstu ...) to set them")  # fmt: skip
         raise typer.Exit(2)
+    if "max_members" in given and model != "auto":
+        console.print("[red]error:[/] --max-members is for --model auto (to average finished runs: genrec ensemble)")
+        raise typer.Exit(2)
+    if max_members < 1:
+        console.print(f"[red]error:[/] --max-members {max_members}: must be at least 1")
+        raise typer.Exit(2)
 
     try:
         read = ReadOptions(
@@ -260,7 +271,8 @@ def train(
         )  # fmt: skip
     if model == "auto":
         targets = [t.strip() for t in target_events.split(",") if t.strip()] if target_events else None
-        train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read, event_inputs, targets)
+        train_auto(dataset, out, time_budget, batch_size, seed, threads, device, restart, read, event_inputs, targets,
+                   max_members)  # fmt: skip
         return
     from genrec.stack.cli import RANKING_MODELS, run_train
 
@@ -332,6 +344,7 @@ def process_seconds() -> float:
 def train_auto(
     dataset: str, out: Path, time_budget: float | None, batch_size: int, seed: int, threads: int | None, device: str,
     restart: bool, read: object, event_inputs: bool | None = None, target_events: list[str] | None = None,
+    max_members: int = 3,
 ) -> None:  # fmt: skip
     """`genrec train --model auto`: the setting chosen on validation within the budget (genrec/training/auto.py)."""
     from genrec.training.auto import tune
@@ -352,7 +365,8 @@ def train_auto(
     started = PROCESS_STARTED if PROCESS_STARTED is not None else time.perf_counter()
     try:
         ds = read_dataset(dataset, seed, read)  # a user's file is read (and reported) as for any model
-        result = tune(base, time_budget * 60, dataset=ds, console=console, restart=restart, started=started)
+        result = tune(base, time_budget * 60, dataset=ds, console=console, restart=restart, started=started,
+                      max_members=max_members)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None

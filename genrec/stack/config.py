@@ -9,7 +9,7 @@
                                 epochs, batch_size, lr, weight_decay, max_pairs_per_epoch, patience, seed,
                                 dim, emb_dim, hidden, temperature, history_len; auto: time_budget (minutes,
                                 required: the whole tuning, as `genrec train --model auto`), batch_size, seed,
-                                threads, device, event_inputs, target_events
+                                threads, device, event_inputs, target_events, max_members (1..; default 3)
     k = 200                     the retrieve stage's candidates; index = "exact" | "faiss" | "auto" (exact up to
                                 65,536 items, faiss above; the default of two-tower, sequence models: exact)
     [ranking]                   optional; model = "wide-deep" | "dlrm" | "lr", trained on the retrievers'
@@ -48,15 +48,15 @@ SEQ_KEYS = ("epochs", "loss", "num_negatives", "batch_size", "lr", "weight_decay
 # how to read a user's log, as `genrec train`'s reading flags (genrec.data.io.ReadOptions, tested equal)
 READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core")
 # `genrec train` flags that are not training settings of one model: data reading ([data] / the dataset),
-# where the run goes, resuming and refits, scale-out
+# where the run goes, resuming and refits, scale-out; max_members: an auto retriever's key (AUTO_KEYS)
 NOT_SEQ_KEYS = ("model", "dataset", "out", "restart", "refit_from", "retrieval", "nproc_per_node", "sharding",
-                *READ_KEYS)  # fmt: skip
+                "max_members", *READ_KEYS)  # fmt: skip
 TWO_TOWER_MODEL_KEYS = ("dim", "emb_dim", "hidden", "temperature", "history_len")
 RANKER_SETUP_KEYS = ("k", "n_hard", "n_random", "max_users", "holdout", "history_len", "use_ann", "test_users",
                      "only_retrieved", "lists_per_user")  # fmt: skip
 RANKER_MODEL_KEYS = ("dim", "bottom", "top", "deep_layers", "dropout")
 # what `genrec train --model auto` takes
-AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device", "event_inputs", "target_events")
+AUTO_KEYS = ("time_budget", "batch_size", "seed", "threads", "device", "event_inputs", "target_events", "max_members")
 STAGE_KEYS = {"retrieval": ("model", "k", "index"), "ranking": ("model",)}
 DATA_KEYS = ("dataset", "seed", "threads", *READ_KEYS)
 INDEX_KINDS = ("exact", "faiss", "auto")  # genrec.pipeline.stages.INDEX_KINDS, without importing torch (tested equal)
@@ -131,6 +131,9 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         budget = r.get("time_budget")
         if model == "auto" and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
             raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'time_budget' (minutes, > 0) is required")
+        members = r.get("max_members", 1)
+        if model == "auto" and (isinstance(members, bool) or not isinstance(members, int) or members < 1):
+            raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'max_members' must be an integer >= 1")
         if r.get("index", "auto") not in INDEX_KINDS:
             raise ConfigError(f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss | auto")
     ranking = cfg.get("ranking")
@@ -174,7 +177,8 @@ def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console:
     base = TrainConfig(model="auto", dataset=ctx.name, out=str(out), seed=r.get("seed", data.get("seed", 42)),
                        threads=r.get("threads", data.get("threads")),
                        read={k: data[k] for k in READ_KEYS if k in data}, **kw)  # fmt: skip
-    tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True)
+    tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True,
+         max_members=r.get("max_members", 3))  # fmt: skip
 
 
 def _trained_two_tower(part: Path, opts: dict[str, Any]) -> bool:

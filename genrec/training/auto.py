@@ -25,7 +25,8 @@ after a reserve for test scoring and the report, SEARCH_FRACTION goes to trials 
     ensemble the final run's best epoch and up to ENSEMBLE_TRIALS other complete trials' best epochs are the
              candidates of a greedy ensemble selection on validation (genrec.training.ensemble, at most
              MAX_MEMBERS members); the bundle ships the ensemble when it validates higher than the final run
-             alone, else the final run. Its time is kept in the reserve (ENSEMBLE_EVALS validations).
+             alone, else the final run. Its time is kept in the reserve (ensemble_evals); max_members=1 (CLI
+             --max-members 1: one encoder per request when served) skips the step and its reserve.
 A setting whose predicted epoch time (a cost model calibrated on the trials so far) leaves no room for
 MIN_EPOCHS epochs in the search time left is skipped (recorded as pruned, reason "too slow"). On a big log a
 trial's epoch trains a sample of users, so that its slice holds EPOCHS_PER_SLICE validated epochs (4.1M rows,
@@ -95,10 +96,15 @@ EMA_DECAY = 0.998
 FAMILIES = ("hstu", "hstu-large", "sasrec")
 # the final model and up to this many other complete trials (best first) are the ensemble's candidates
 ENSEMBLE_TRIALS = 4
-# validations' worth of time the ensemble step takes, kept in the reserve: each candidate scored once, the
-# greedy search's rankings (~0.3 of a validation each, up to MAX_MEMBERS + 1 rounds over the candidates), the
-# ensemble's validation and its extra members' test scoring
-ENSEMBLE_EVALS = (ENSEMBLE_TRIALS + 1) * (1 + 0.3 * (MAX_MEMBERS + 1)) + 1 + (MAX_MEMBERS - 1) * 1.5
+
+
+def ensemble_evals(members: int) -> float:
+    """Validations' worth of time the ensemble step takes, kept in the reserve: each candidate scored once, the
+    greedy search's rankings (~0.3 of a validation each, up to members + 1 rounds over the candidates), the
+    ensemble's validation and its extra members' test scoring; none with one member (no step)."""
+    if members <= 1:
+        return 0.0
+    return (ENSEMBLE_TRIALS + 1) * (1 + 0.3 * (members + 1)) + 1 + (members - 1) * 1.5
 
 
 @dataclass
@@ -347,9 +353,13 @@ def _stop_reason(clock: EpochClock, res: RunResult) -> str:
 
 
 def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, console: Console | None = None,
-         restart: bool = False, started: float | None = None) -> RunResult:  # fmt: skip
+         restart: bool = False, started: float | None = None, max_members: int = MAX_MEMBERS) -> RunResult:  # fmt: skip
     """Choose a setting on validation within budget_s seconds, train it further, score the test split once.
-    started: the perf_counter() value the budget counts from (the CLI: its process start), default now."""
+    started: the perf_counter() value the budget counts from (the CLI: its process start), default now.
+    max_members: the most distinct models the shipped bundle may average (serving encodes a history once per
+    member); 1 ships the final run alone and keeps no time for the ensemble step."""
+    if max_members < 1:
+        raise ValueError(f"max_members must be at least 1, got {max_members}")
     t0 = time.perf_counter() if started is None else started
     console = console or Console()
     quiet = Console(quiet=True)
@@ -430,7 +440,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
             epoch_s = [h["seconds"] + h["eval_seconds"] + f for h, f in zip(res.history, full, strict=True)]
             costs.add(p, float(np.median([w + f for w, f in zip(clock.walls, full, strict=True)])))
             eval_s = max(eval_s, max(h["eval_seconds"] for h in res.history))
-            reserve = max(reserve, RESERVE_S + 0.02 * budget_s + (2.5 + ENSEMBLE_EVALS) * eval_s)
+            reserve = max(reserve, RESERVE_S + 0.02 * budget_s + (2.5 + ensemble_evals(max_members)) * eval_s)
             runs[trial.number] = (res, cfg, clock)
             trials.append({
                 "number": trial.number, "params": p, "state": "pruned" if stop == "pruned" else "complete", "stop": stop,
@@ -474,13 +484,14 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         how = ", lr annealed to the end" if anneal else ""
         console.print(f"  final: trial {best['number']} resumed for up to {extra / 60:.1f} min{how}")
     final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock, score_test=False)
-    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])[:ENSEMBLE_TRIALS]
-    time_left = deadline - time.perf_counter() - RESERVE_S - (2.5 + MAX_MEMBERS) * eval_s
+    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])
+    others = others[:ENSEMBLE_TRIALS] if max_members > 1 else []
+    time_left = deadline - time.perf_counter() - RESERVE_S - (2.5 + max_members) * eval_s
     # what the step will take: each candidate's validation as measured, and the search's rankings
     scored = [final.history, *(runs[t["number"]][0].history for t in others)]
-    needed = (1 + 0.3 * (MAX_MEMBERS + 1)) * sum(float(np.median([h["eval_seconds"] for h in hs])) for hs in scored)
+    needed = (1 + 0.3 * (max_members + 1)) * sum(float(np.median([h["eval_seconds"] for h in hs])) for hs in scored)
     final, ensemble = ship(final, final_cfg, best, ds, [(t, runs[t["number"]][1]) for t in others], time_left,
-                           needed, console)  # fmt: skip
+                           needed, console, max_members)  # fmt: skip
     for f in (out / "trials").glob("*/*.pt"):  # the shipped weights are in the bundle
         f.unlink()
     report = {
@@ -512,6 +523,7 @@ def load_run(cfg: TrainConfig, ds: Dataset, split: Split, weights: Path) -> Sequ
 def ship(
     final: RunResult, cfg: TrainConfig, best: dict[str, Any], ds: Dataset,
     others: list[tuple[dict[str, Any], TrainConfig]], time_left: float, needed: float, console: Console,
+    max_members: int = MAX_MEMBERS,
 ) -> tuple[RunResult, dict[str, Any]]:  # fmt: skip
     """Write the bundle: the final run's best epoch, or the ensemble of it and other complete trials' best epochs
     that scores higher on validation (genrec.training.ensemble); test scored once. Returns the result and the
@@ -519,6 +531,8 @@ def ship(
     split = leave_one_out(ds.sequences, target_events=list(cfg.target_events) if cfg.target_events else None)
     model = load_run(cfg, ds, split, Path(cfg.out) / "best.pt")
     record: dict[str, Any] = {"skipped": "no other complete trial"} if not others else {}
+    if max_members == 1:
+        record = {"skipped": "one member asked for (--max-members 1)"}
     if others and needed > time_left:
         record = {"skipped": f"about {needed:.0f} s needed, {max(time_left, 0):.0f} s left in the budget"}
     valid_metrics = final.best_valid
@@ -528,7 +542,7 @@ def ship(
             cands.append(Candidate(f"trial {t['number']}", load_run(c, ds, split, Path(c.out) / "best.pt"),
                                    {"trial": t["number"], "setting": describe(t["params"])}))  # fmt: skip
         valid = split.sample_users(valid_users(cfg, len(split.eval_users), ds.sequences.num_items), cfg.seed)
-        sel = select(cands, valid, MAX_MEMBERS, cfg.eval_batch_size, cfg.seed, console)
+        sel = select(cands, valid, max_members, cfg.eval_batch_size, cfg.seed, console)
         record = {"candidates": sel.singles, "steps": sel.steps, "valid_users": sel.users}
         if list(sel.weights) != ["final"]:
             model = build(cands, sel.weights)

@@ -75,6 +75,11 @@ def write(tmp_path: Path, text: str) -> Path:
         (("time_budget = 0.4\n", ""), r"#1 \(auto\): key 'time_budget' \(minutes, > 0\) is required", "auto"),
         (("time_budget = 0.4", "time_budget = 0"), r"key 'time_budget' \(minutes, > 0\) is required", "auto"),
         (("time_budget = 0.4", "time_budget = 0.4\nepochs = 3"), r"#1 \(auto\): unknown key 'epochs'", "auto"),
+        (
+            ("time_budget = 0.4", "time_budget = 0.4\nmax_members = 0"),
+            r"key 'max_members' must be an integer >= 1",
+            "auto",
+        ),
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path, edit, message, base) -> None:

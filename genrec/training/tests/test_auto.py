@@ -108,6 +108,39 @@ def test_auto_ships_an_ensemble_of_its_final_run_and_trials_when_chosen(tmp_path
     assert not list((out / "trials").glob("*/*.pt")) and not (out / "best.pt").exists()
 
 
+def test_max_members_one_ships_the_final_run_alone_and_keeps_no_time_for_the_ensemble(tmp_path, monkeypatch) -> None:
+    """--max-members 1 (one encoder per served request): no ensemble step runs, none of its time is reserved."""
+
+    def never(*args, **kw):
+        raise AssertionError("the ensemble selection ran with max_members=1")
+
+    monkeypatch.setattr(auto, "select", never)
+    assert auto.ensemble_evals(1) == 0.0 < auto.ensemble_evals(2) < auto.ensemble_evals(3)
+    out, budget = tmp_path / "auto", 20.0
+    t0 = time.perf_counter()
+    res = auto.tune(TrainConfig(model="auto", dataset="synthetic:tiny", out=str(out), threads=1), budget,
+                    load_synthetic("tiny", 42), max_members=1)  # fmt: skip
+    assert time.perf_counter() - t0 <= 1.1 * budget
+    report = json.loads((out / "tuning.json").read_text())
+    assert "--max-members 1" in report["ensemble"]["skipped"]
+    assert Bundle.open(out).component(role="retrieval").kind != "ensemble"
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == res.test
+    with pytest.raises(ValueError, match="max_members"):
+        auto.tune(TrainConfig(model="auto", dataset="synthetic:tiny", out=str(tmp_path / "b")), budget, max_members=0)
+
+
+def test_max_members_is_an_auto_option() -> None:
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--model", "hstu", "--max-members", "2"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "--max-members is for --model auto" in res.output
+    args = ["train", "--model", "auto", "--dataset", "synthetic:tiny", "--time-budget", "1", "--max-members", "0"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "must be at least 1" in res.output and "Traceback" not in res.output
+
+
 def _stats(**kw) -> DataStats:
     base = dict(name="x", users=1000, items=500, events=20_000, median_len=30.0, p90_len=80.0, max_len=400,
                 density=0.04, has_timestamps=False, has_event_types=False, has_attributes=False,
@@ -237,7 +270,7 @@ def test_a_budget_too_small_for_one_trial_is_a_clear_error(tmp_path) -> None:
         tune(TrainConfig(dataset="synthetic:tiny", out=str(tmp_path / "a"), threads=1), budget_s=0.0)
 
 
-def _ship_as_trained(final, cfg, best, ds, others, time_left, needed, console):  # noqa: ARG001
+def _ship_as_trained(final, cfg, best, ds, others, time_left, needed, console, max_members=3):  # noqa: ARG001
     """auto.ship for stand-in training (no weights to load): the final run's result as it came."""
     return final, {"skipped": "stand-in training"}
 
