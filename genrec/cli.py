@@ -177,7 +177,7 @@ def train(
         None, help="minutes of training before stopping; --model auto: minutes of the whole call, evaluation included"
     ),
     max_members: int = typer.Option(
-        3,
+        3,  # genrec.training.ensemble.MAX_MEMBERS, not imported here (torch at start-up); tested equal
         help="--model auto: most distinct models the bundle may average (1: the final run alone, one encoder "
         "per request when served)",
     ),
@@ -343,8 +343,7 @@ def process_seconds() -> float:
 
 def train_auto(
     dataset: str, out: Path, time_budget: float | None, batch_size: int, seed: int, threads: int | None, device: str,
-    restart: bool, read: object, event_inputs: bool | None = None, target_events: list[str] | None = None,
-    max_members: int = 3,
+    restart: bool, read: object, event_inputs: bool | None, target_events: list[str] | None, max_members: int,
 ) -> None:  # fmt: skip
     """`genrec train --model auto`: the setting chosen on validation within the budget (genrec/training/auto.py)."""
     from genrec.training.auto import tune

@@ -131,8 +131,8 @@ def load_pipeline_config(path: str | Path) -> dict[str, Any]:
         budget = r.get("time_budget")
         if model == "auto" and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
             raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'time_budget' (minutes, > 0) is required")
-        members = r.get("max_members", 1)
-        if model == "auto" and (isinstance(members, bool) or not isinstance(members, int) or members < 1):
+        members = r.get("max_members")
+        if members is not None and (isinstance(members, bool) or not isinstance(members, int) or members < 1):
             raise ConfigError(f"{path}: [[retrieval]] #{i} (auto): key 'max_members' must be an integer >= 1")
         if r.get("index", "auto") not in INDEX_KINDS:
             raise ConfigError(f"{path}: [[retrieval]] #{i} ({model}): key 'index' must be exact | faiss | auto")
@@ -163,7 +163,7 @@ def _sequential_config(r: dict[str, Any], dataset: str, out: Path, data: dict[st
 def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console: Console) -> None:
     """A `model = "auto"` retriever: genrec.training.auto.tune within time_budget minutes, as `genrec train
     --model auto`; a finished tuning in `out` is reused (the pipeline resumes)."""
-    from genrec.training.auto import tune
+    from genrec.training.auto import MAX_MEMBERS, tune
     from genrec.training.trainer import TrainConfig
 
     if (out / "tuning.json").exists() and (out / "manifest.json").exists():
@@ -178,7 +178,7 @@ def _tune(r: dict[str, Any], ctx: Any, out: Path, data: dict[str, Any], console:
                        threads=r.get("threads", data.get("threads")),
                        read={k: data[k] for k in READ_KEYS if k in data}, **kw)  # fmt: skip
     tune(base, float(r["time_budget"]) * 60, dataset=ctx.ds, console=console, restart=True,
-         max_members=r.get("max_members", 3))  # fmt: skip
+         max_members=r.get("max_members", MAX_MEMBERS))  # fmt: skip
 
 
 def _trained_two_tower(part: Path, opts: dict[str, Any]) -> bool:

@@ -484,8 +484,7 @@ def tune(base: TrainConfig, budget_s: float, dataset: Dataset | None = None, con
         how = ", lr annealed to the end" if anneal else ""
         console.print(f"  final: trial {best['number']} resumed for up to {extra / 60:.1f} min{how}")
     final = train(final_cfg, dataset=ds, console=quiet, on_epoch=final_clock, score_test=False)
-    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])
-    others = others[:ENSEMBLE_TRIALS] if max_members > 1 else []
+    others = sorted((t for t in complete if t is not best), key=lambda t: -t["best_valid_ndcg10"])[:ENSEMBLE_TRIALS]
     time_left = deadline - time.perf_counter() - RESERVE_S - (2.5 + max_members) * eval_s
     # what the step will take: each candidate's validation as measured, and the search's rankings
     scored = [final.history, *(runs[t["number"]][0].history for t in others)]
@@ -530,10 +529,12 @@ def ship(
     ensemble step's record."""
     split = leave_one_out(ds.sequences, target_events=list(cfg.target_events) if cfg.target_events else None)
     model = load_run(cfg, ds, split, Path(cfg.out) / "best.pt")
-    record: dict[str, Any] = {"skipped": "no other complete trial"} if not others else {}
+    record: dict[str, Any] = {}
     if max_members == 1:
         record = {"skipped": "one member asked for (--max-members 1)"}
-    if others and needed > time_left:
+    elif not others:
+        record = {"skipped": "no other complete trial"}
+    elif needed > time_left:
         record = {"skipped": f"about {needed:.0f} s needed, {max(time_left, 0):.0f} s left in the budget"}
     valid_metrics = final.best_valid
     if not record:

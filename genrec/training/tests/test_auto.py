@@ -130,10 +130,15 @@ def test_max_members_one_ships_the_final_run_alone_and_keeps_no_time_for_the_ens
 
 
 def test_max_members_is_an_auto_option() -> None:
+    import typer.main
     from typer.testing import CliRunner
 
     from genrec.cli import app
+    from genrec.training.ensemble import MAX_MEMBERS
 
+    commands = typer.main.get_command(app).commands
+    for cmd in ("train", "ensemble"):  # the literal defaults of the CLI (no torch import at start-up)
+        assert {p.name: p.default for p in commands[cmd].params}["max_members"] == MAX_MEMBERS
     res = CliRunner().invoke(app, ["train", "--model", "hstu", "--max-members", "2"], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "--max-members is for --model auto" in res.output
     args = ["train", "--model", "auto", "--dataset", "synthetic:tiny", "--time-budget", "1", "--max-members", "0"]
