@@ -136,7 +136,7 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 # the `genrec train` options `--model auto` takes; it chooses the others (dim, lr, loss, ...) on validation
 AUTO_OPTIONS = ("model", "dataset", "out", "batch_size", "seed", "threads", "device", "time_budget", "restart",
-                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "event_inputs",
+                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "drop_incomplete", "event_inputs",
                 "target_events", "max_members")  # fmt: skip
 
 
@@ -219,6 +219,11 @@ def train(
     k_core: int = typer.Option(
         0, help="keep only users and items with at least K rows, repeatedly (the 5-core of published splits)"
     ),
+    drop_incomplete: bool = typer.Option(
+        False,
+        help="drop the rows without a user, item, time or event type (empty, NA, null, ...) and count "
+        "them in the report (default: stop at the first with its line)",
+    ),
     event_inputs: bool | None = typer.Option(
         None,
         "--event-inputs/--no-event-inputs",
@@ -250,6 +255,7 @@ def train(
         read = ReadOptions(
             columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
             catalog=str(catalog) if catalog else None, attributes=attributes, name=name, k_core=k_core,
+            drop_incomplete=drop_incomplete,
         )  # fmt: skip
     except ValueError as e:
         console.print(f"[red]error:[/] {e}")

@@ -82,6 +82,36 @@ def test_train_on_a_shop_log_with_its_own_columns_separator_time_format_and_cata
     assert str(tmp_path / "nope.csv") in "".join(res.output.split())  # rich may wrap a long path
 
 
+def test_train_on_a_log_with_anonymous_rows_and_month_first_dates(tmp_path) -> None:
+    """An Online Retail-like export: no customer on some rows, 12/31/2010 dates. Without --drop-incomplete the
+    first such row stops the command with its line; with it they are dropped and counted, the dates read month
+    first from the values, and the flag is kept in the bundle's reading options."""
+    shop = generate_shop(shop_config("tiny", seed=4))
+    events = shop.events.with_columns(
+        pl.from_epoch("timestamp").dt.strftime("%m/%d/%Y %H:%M").alias("InvoiceDate"),
+        pl.when(pl.int_range(pl.len()) % 17 == 5).then(None).otherwise(pl.col("user_id")).alias("CustomerID"),
+    ).select("CustomerID", pl.col("item_id").alias("StockCode"), "InvoiceDate")
+    events.write_csv(tmp_path / "retail.csv")
+    run = tmp_path / "run"
+    args = ["train", "--model", "sasrec", "--dataset", str(tmp_path / "retail.csv"), "--out", str(run),
+            "--epochs", "1", "--max-len", "20", "--dim", "16", "--threads", "1"]  # fmt: skip
+    res = runner.invoke(app, args)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "retail.csv, line 7, column 'CustomerID': missing CustomerID" in out, out
+    assert "--drop-incomplete" in out and "Traceback" not in res.output
+    res = runner.invoke(app, [*args, "--drop-incomplete"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    dropped = events.height - events.drop_nulls().height
+    assert f"dropped rows that lack a value (--drop-incomplete): {dropped:,} without 'CustomerID'" in out
+    assert "timestamps read as '%m/%d/%Y', with or without a time (month first" in out
+    from genrec.bundle import Bundle
+
+    assert Bundle.open(run).component(role="retrieval").config["train"]["read"]["drop_incomplete"] is True
+    res = runner.invoke(app, ["evaluate", str(run)])  # reads the log again, as trained
+    assert res.exit_code == 0, res.output
+
+
 def test_genrank_trains_on_an_own_log_with_event_types(tmp_path) -> None:
     shop = generate_shop(shop_config("tiny", seed=5))
     shop.events.write_csv(tmp_path / "events.csv")

@@ -59,7 +59,9 @@ class ReadReport:
     catalog_items: int = 0
     covered: int = 0  # the events' items that the catalog lists
     k_core: int = 0  # > 1: the rows kept are the log's k-core
-    rows_read: int = 0  # rows in the file (before the k-core)
+    rows_read: int = 0  # rows in the file with every value (before the k-core)
+    incomplete: dict[str, int] = field(default_factory=dict)  # --drop-incomplete: file column -> rows dropped
+    timestamp_format: tuple[str, str] | None = None  # a day/month order read from the data: (format, why)
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
     recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
     layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
@@ -88,6 +90,9 @@ class ReadReport:
         if self.parts:
             out.append(f"  a published split read as one log: {' + '.join(self.parts)} (each user's last two "
                        "events are its validation and test events again)")  # fmt: skip
+        if self.incomplete:
+            cols = ", ".join(f"{v:,} without {k!r}" for k, v in self.incomplete.items())
+            out.append(f"  dropped rows that lack a value (--drop-incomplete): {cols}")
         if self.k_core > 1:
             out.append(f"  {self.k_core}-core: {self.rows:,} of {self.rows_read:,} rows kept (users and items with at "
                        f"least {self.k_core} rows, repeatedly)")  # fmt: skip
@@ -102,6 +107,9 @@ class ReadReport:
             out.append(f"  space-separated ids, {what}: no timestamps, each user's events in file order")
         if self.event_types:
             out.append("  event types: " + ", ".join(f"{k} {v:,}" for k, v in self.event_types.items()))
+        if self.timestamp_format is not None:
+            fmt, why = self.timestamp_format
+            out.append(f"  timestamps read as {fmt!r}, with or without a time ({why}; change with --timestamp-format)")
         if self.first is not None and self.last is not None:
             out.append(f"  time span: {day(self.first)} .. {day(self.last)}")
         if not self.layout:  # an order-only file: nothing merged, no times to tie
@@ -263,6 +271,7 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     seq = build_sequences(events, name=read.name or data_name(path), collapse_repeats=layout is None)
     report = _report(path, events, seq, catalog, cat)
     report.k_core, report.rows_read = read.k_core, stats["rows_read"]
+    report.incomplete, report.timestamp_format = stats["incomplete"], stats.get("timestamp_format")
     names = event_columns(path, read)
     if names["user_id"].isdigit():
         report.positions = {k: v for k, v in names.items() if v.isdigit()}

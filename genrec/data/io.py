@@ -77,6 +77,8 @@ class ReadOptions:
     strptime format for text timestamps. catalog: the item catalog (default: catalog.* beside the events).
     attributes: catalog columns the models use (None: every column but ids and free text). name: the run's
     data name (default: the events' folder). max_future_skew_s: how far after now a timestamp may be.
+    drop_incomplete: drop the rows without a user, item, time or event type (empty, NA, null, None, ...) and
+    count them in the report, instead of stopping at the first one.
     """
 
     columns: dict[str, str] = field(default_factory=dict)
@@ -87,6 +89,7 @@ class ReadOptions:
     name: str | None = None
     max_future_skew_s: float = MAX_FUTURE_SKEW_S
     k_core: int = 0  # > 1: keep only users and items with at least this many rows, repeatedly (published splits: 5)
+    drop_incomplete: bool = False
 
     def __post_init__(self) -> None:
         columns = self.columns
@@ -112,6 +115,8 @@ class ReadOptions:
             raise ValueError(f"max_future_skew_s must be >= 0, got {self.max_future_skew_s}")
         if isinstance(self.k_core, bool) or not isinstance(self.k_core, int) or self.k_core < 0:
             raise ValueError(f"k_core must be a whole number >= 0, got {self.k_core!r}")
+        if not isinstance(self.drop_incomplete, bool):
+            raise ValueError(f"drop_incomplete must be true or false, got {self.drop_incomplete!r}")
 
     @property
     def is_default(self) -> bool:
@@ -195,14 +200,18 @@ def read_events(
     Columns: user_id (Utf8), item_id (Utf8), timestamp (Int64 unix seconds), plus event_type (Utf8) and
     value (Float64) when the file has them, under genrec's names whatever `options.columns` maps them from.
     A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
-    With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read".
+    With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read" (rows with
+    every value), "incomplete" (with options.drop_incomplete: file column -> rows dropped for lacking it) and
+    "timestamp_format" (a day/month order read from the data: (format, why)).
     Raises DataError on the first problem found.
     """
     options = options or ReadOptions()
     path = Path(path)
-    parts = [_read_one(p, options, now) for p in split_parts(path)]
+    notes: dict = {"incomplete": {}}
+    parts = [_read_one(p, options, now, notes) for p in split_parts(path)]
     events = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
     if stats is not None:
+        stats.update(notes)
         stats["rows_read"] = events.height
     if options.k_core > 1:
         events = k_core(events, options.k_core)
@@ -223,7 +232,7 @@ def split_parts(path: Path) -> list[Path]:
     return parts if all(p.is_file() for p in parts) else [path]
 
 
-def _read_one(path: Path, options: ReadOptions, now: float | None) -> pl.DataFrame:
+def _read_one(path: Path, options: ReadOptions, now: float | None, notes: dict) -> pl.DataFrame:
     fmt = _format_of(path)
     if (layout := whitespace_layout(path, options)) in ("lists", "pairs"):
         if options.columns or options.timestamp_format:
@@ -231,10 +240,10 @@ def _read_one(path: Path, options: ReadOptions, now: float | None) -> pl.DataFra
             raise DataError(path, f"a file of space-separated user and item ids ({layout}) has no named columns "
                             f"or times: {given} does not apply")  # fmt: skip
         return read_item_sequences(path, layout)
-    return _read_event_table(path, fmt, options, now)
+    return _read_event_table(path, fmt, options, now, notes)
 
 
-def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | None) -> pl.DataFrame:
+def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | None, notes: dict) -> pl.DataFrame:
     names = event_columns(path, options)  # genrec -> file
     # Text formats: every event column as a string, parsed below. Parquet keeps its (unambiguous) types.
     raw, found = _read_table(path, fmt, options.sep, [names[c] for c in names], infer=False)
@@ -242,16 +251,50 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
     df = raw.select(_ROW, *(pl.col(names[c]).alias(c) for c in names if names[c] in raw.columns))
     loc = _Locator(path, fmt, names, options.sep)
     loc.recognized = {c for c, v in names.items() if v != c and c not in options.columns and not v.isdigit()}
+    loc.in_events, loc.file_columns = True, found
+    if options.drop_incomplete:
+        df = _drop_incomplete(df, loc, notes["incomplete"])
 
     out = {}
     for col in ("user_id", "item_id"):
         out[col] = _parse_ids(df, col, loc)
-    out["timestamp"] = _parse_timestamp_column(df, loc, options, now)
+    out["timestamp"] = _parse_timestamp_column(df, loc, options, now, notes)
     if "event_type" in df.columns:
         out["event_type"] = _parse_ids(df, "event_type", loc)
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
     return pl.DataFrame(out)
+
+
+# What logs write for "no value" (Diginetica's anonymous userId is NA, pandas exports write NaN or None): in an
+# id, time or event type column these are missing values, never an id that would merge every such row into one
+MISSING_VALUES = ("", "NA", "N/A", "#N/A", "n/a", "NaN", "nan", "null", "NULL", "Null", "None", "none")
+INCOMPLETE_COLUMNS = ("user_id", "item_id", "timestamp", "event_type")
+
+
+def missing_values(s: pl.Series) -> pl.Series:
+    """True where a value is null, blank or one of MISSING_VALUES (a NaN in a float column)."""
+    if s.dtype == pl.Utf8:
+        t = s.str.strip_chars()
+        return (t.is_null() | t.is_in(MISSING_VALUES)).alias(s.name)
+    if s.dtype.is_float():
+        return (s.is_null() | s.is_nan()).alias(s.name)
+    return s.is_null()
+
+
+def _drop_incomplete(df: pl.DataFrame, loc: _Locator, dropped: dict[str, int]) -> pl.DataFrame:
+    """df without its rows that lack a user, item, time or event type; dropped[file column] += their count."""
+    masks = {c: missing_values(df[c]) for c in INCOMPLETE_COLUMNS if c in df.columns}
+    for c, m in masks.items():
+        if n := int(m.sum()):
+            dropped[loc.column(c)] = dropped.get(loc.column(c), 0) + n
+    gone = pl.Series([False] * df.height)
+    for m in masks.values():
+        gone = gone | m
+    if df.height and bool(gone.all()):
+        raise DataError(loc.path, "every row lacks a user, item, time or event type: nothing left to train on "
+                        f"(check --columns; missing counts: {dropped})")  # fmt: skip
+    return df.filter(~gone)
 
 
 def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -270,9 +313,10 @@ COLUMN_NAMES = {
     "user_id": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "reviewerid", "clientid",
                 "memberid", "accountid", "buyerid", "shopperid", "uid", "sessionid", "session"),
     "item_id": ("itemid", "item", "productid", "product", "parentasin", "asin", "sku", "articleid", "article",
-                "goodsid", "offerid", "contentid", "movieid", "iid"),
+                "goodsid", "offerid", "contentid", "movieid", "iid", "stockcode", "productcode", "itemcode"),
     "timestamp": ("timestamp", "time", "ts", "eventtime", "datetime", "unixreviewtime", "date", "eventdate",
-                  "createdat", "occurredat", "orderdate", "purchasedate", "clicktime"),
+                  "createdat", "occurredat", "orderdate", "purchasedate", "clicktime", "invoicedate",
+                  "transactiondate"),
     "event_type": ("eventtype", "event", "action", "actiontype", "behavior", "behaviour", "behaviortype",
                    "interaction", "interactiontype", "type"),
 }  # fmt: skip
@@ -754,6 +798,8 @@ class _Locator:
         self.first_line = 2 if fmt != "csv" or csv_has_header(path, sep or sniff_separator(path)) else 1
         self.names = names or {}  # genrec name -> file column
         self.recognized: set[str] = set()  # genrec names whose file column was found by a known name
+        self.in_events = False  # an event log (--drop-incomplete applies), not a catalog
+        self.file_columns: list[str] = []  # every column of the file (to suggest another one)
 
     def column(self, col: str) -> str:
         return self.names.get(col, col)
@@ -807,18 +853,34 @@ def _first(mask: pl.Series) -> int | None:
 
 
 def _parse_ids(df: pl.DataFrame, col: str, loc: _Locator) -> pl.Series:
-    """Non-empty strings with surrounding whitespace removed (so 'a, b' CSV spacing still matches)."""
+    """Strings with surrounding whitespace removed (so 'a, b' CSV spacing still matches); a missing value
+    (blank, NA, null, None, ...: MISSING_VALUES) is an error."""
     s = df[col]
     if s.dtype != pl.Utf8:
         s = s.cast(pl.Utf8)
     s = s.str.strip_chars()
-    bad = _first(s.is_null() | (s == ""))
-    if bad is not None:
-        hint = ""
-        if col in loc.recognized:  # e.g. Diginetica's userId, empty for most rows beside its sessionId
-            hint = f" (taken as {col} by its name; name another column with --columns {col}=COLUMN)"
-        raise loc.error(f"missing {loc.column(col)}{hint}", df, bad, col)
+    _raise_missing(df, col, missing_values(s), loc)
     return s
+
+
+def _raise_missing(df: pl.DataFrame, col: str, missing: pl.Series, loc: _Locator) -> None:
+    """The error for the first missing value of `col`, with how many rows lack one and the ways out."""
+    bad = _first(missing)
+    if bad is None:
+        return
+    value = df[col][bad]
+    shown = f" ({str(value).strip()!r})" if value is not None and str(value).strip() else ""
+    ways = []
+    if col in loc.recognized:  # e.g. Diginetica's userId, NA for most rows beside its sessionId
+        other = known_column(loc.file_columns, col, {loc.column(col)})
+        like = f" (this file also has {other!r})" if other else ""
+        ways.append(f"it was taken as {col} by its name: name another column with --columns {col}=COLUMN{like}")
+    if loc.in_events:
+        ways.append("--drop-incomplete drops such rows and counts them in the report")
+    n = int(missing.sum())
+    count = f"; {n:,} of {df.height:,} rows have none" if n > 1 else ""
+    hint = f"{count}{'; ' if ways else ''}{'; '.join(ways)}"
+    raise loc.error(f"missing {loc.column(col)}{shown}{hint}", df, bad, col)
 
 
 def _parse_values(df: pl.DataFrame, loc: _Locator) -> pl.Series:
@@ -836,16 +898,26 @@ def _parse_values(df: pl.DataFrame, loc: _Locator) -> pl.Series:
     return val.alias("value")
 
 
-def _parse_timestamp_column(df: pl.DataFrame, loc: _Locator, options: ReadOptions, now: float | None) -> pl.Series:
+def _parse_timestamp_column(
+    df: pl.DataFrame, loc: _Locator, options: ReadOptions, now: float | None, notes: dict
+) -> pl.Series:
     raw = df["timestamp"]
+    _raise_missing(df, "timestamp", missing_values(raw), loc)
     ts = parse_timestamps(raw, options.timestamp_format)
+    fmt = options.timestamp_format
+    if fmt is None and ts.null_count() and raw.dtype == pl.Utf8:
+        # day/month/year or month/day/year (12/31/2010 08:26): the order from the values, where they show it
+        detected = numeric_date_format(raw.filter(ts.is_null()), loc)
+        if detected is not None:
+            fmt = detected[0]
+            notes["timestamp_format"] = detected
+            ts = parse_numeric_dates(raw, fmt).fill_null(ts)
     bad = _first(ts.is_null())
     if bad is not None:
         value = raw[bad]
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise loc.error("missing timestamp", df, bad, "timestamp")
-        if options.timestamp_format:
-            why = f"does not match --timestamp-format {options.timestamp_format!r}"
+        if fmt:
+            given = "--timestamp-format" if options.timestamp_format else "the date format read from the other rows"
+            why = f"does not match {given} {fmt!r}"
         else:
             why = f"accepted: {ACCEPTED_TIMESTAMPS}"
         raise loc.error(f"cannot parse {str(value)!r} as a timestamp ({why})", df, bad, "timestamp")
@@ -854,6 +926,46 @@ def _parse_timestamp_column(df: pl.DataFrame, loc: _Locator, options: ReadOption
     except FutureTimestampError as e:
         raise loc.error(str(e), df, e.index, "timestamp") from None
     return ts
+
+
+_NUMERIC_DATE = r"^(\d{1,2})SEP(\d{1,2})SEP(\d{4})([ T]\d{1,2}:\d{2}(:\d{2})?)?$"
+_CLOCKS = (" %H:%M:%S", " %H:%M", "T%H:%M:%S", "T%H:%M", "")  # the times a numeric date may carry
+
+
+def numeric_date_format(values: pl.Series, loc: _Locator) -> tuple[str, str] | None:
+    """The strptime date format of day/month/year or month/day/year timestamps (31/12/2010, 12.31.2010 08:26,
+    12-31-2010 08:26:00; any of _CLOCKS after it) with the order the values show: a first field above 12 is a
+    day, a second one above 12 is a day. None when `values` are not such dates or show both orders; a
+    DataError when no value shows the order (every field <= 12). Returns (format, why) for the report."""
+    text = values.cast(pl.Utf8).str.strip_chars().drop_nulls()
+    if not len(text):
+        return None
+    for sep in ("/", ".", "-"):
+        parts = text.str.extract_groups(_NUMERIC_DATE.replace("SEP", re.escape(sep)))
+        if parts.struct.field("3").null_count():
+            continue  # not every value is a date with this separator
+        a, b = (parts.struct.field(k).cast(pl.Int64) for k in ("1", "2"))
+        day_first, month_first = bool((a > 12).any()), bool((b > 12).any())
+        day_month, month_day = f"%d{sep}%m{sep}%Y", f"%m{sep}%d{sep}%Y"
+        if day_first and month_first:
+            return None
+        if not (day_first or month_first):
+            raise DataError(loc.path, f"timestamps like {text[0]!r} could be day{sep}month{sep}year or month{sep}"
+                            f"day{sep}year (no field above 12 says which): give --timestamp-format "
+                            f"{day_month!r} or {month_day!r} (with the time, e.g. {day_month + ' %H:%M'!r})",
+                            column=loc.column("timestamp"))  # fmt: skip
+        if day_first:
+            example = text[int((a > 12).arg_true()[0])]
+            return day_month, f"day first: {example!r} has a first field above 12"
+        example = text[int((b > 12).arg_true()[0])]
+        return month_day, f"month first: {example!r} has a second field above 12"
+    return None
+
+
+def parse_numeric_dates(raw: pl.Series, date_format: str) -> pl.Series:
+    """parse_timestamps with `date_format` followed by any of _CLOCKS (a time with or without seconds, or none)."""
+    tries = pl.DataFrame([parse_timestamps(raw, date_format + c).alias(str(i)) for i, c in enumerate(_CLOCKS)])
+    return tries.select(pl.coalesce(tries.columns)).to_series().alias("timestamp")
 
 
 def parse_timestamps(s: pl.Series, fmt: str | None = None) -> pl.Series:

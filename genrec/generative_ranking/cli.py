@@ -44,6 +44,9 @@ def train(
     ),
     catalog: Path | None = typer.Option(None, help="item catalog file (default: catalog.* beside the events)"),
     k_core: int = typer.Option(0, help="keep only users and items with at least K rows, repeatedly"),
+    drop_incomplete: bool = typer.Option(
+        False, help="drop the rows without a user, item, time or event type and count them in the report"
+    ),
 ) -> None:
     """Train on all events but each user's last 5, report per-task AUC / logloss and NDCG@10 on those."""
     import torch
@@ -53,7 +56,8 @@ def train(
 
     try:  # the reading options of `genrec train` (genrec.data.io.ReadOptions)
         read = ReadOptions(columns=columns or {}, sep=sep, timestamp_format=timestamp_format,
-                           catalog=str(catalog) if catalog else None, k_core=k_core)  # fmt: skip
+                           catalog=str(catalog) if catalog else None, k_core=k_core,
+                           drop_incomplete=drop_incomplete)  # fmt: skip
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     setup(threads)

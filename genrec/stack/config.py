@@ -2,7 +2,7 @@
 
     [data]                      dataset = "ml-1m" | "synthetic:small" | PATH, seed = 42, threads = 1; a file is
                                 read as `genrec train` reads it: columns = {user_id = "customer_id"}, sep,
-                                timestamp_format, catalog, attributes, name, k_core
+                                timestamp_format, catalog, attributes, name, k_core, drop_incomplete
     [[retrieval]]               one table per retriever, in stage order
     model = "hstu"              sasrec | hstu | hstu-large: every `genrec train` flag is a key (epochs, lr,
                                 max_len, dim, layers, heads, loss, time_budget (minutes), ...); two-tower:
@@ -46,7 +46,7 @@ SEQ_KEYS = ("epochs", "loss", "num_negatives", "batch_size", "lr", "weight_decay
             "device", "precision", "time_budget", "schedule", "id_dropout", "event_inputs",
             "target_events")  # fmt: skip
 # how to read a user's log, as `genrec train`'s reading flags (genrec.data.io.ReadOptions, tested equal)
-READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core")
+READ_KEYS = ("columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "drop_incomplete")
 # `genrec train` flags that are not training settings of one model: data reading ([data] / the dataset),
 # where the run goes, resuming and refits, scale-out; max_members: an auto retriever's key (AUTO_KEYS)
 NOT_SEQ_KEYS = ("model", "dataset", "out", "restart", "refit_from", "retrieval", "nproc_per_node", "sharding",

@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from genrec.data.datasets import load_path
 from genrec.data.io import (
     MAX_FUTURE_SKEW_S,
     DataError,
@@ -383,7 +384,8 @@ def test_timestamp_formats_epoch_ms_iso_dates_and_strptime(tmp_path):
     path = write(tmp_path, "dates.csv", HEADER + "u,a,2024-01-31\nu,b,2024-02-01\n")
     assert read_events(path)["timestamp"].to_list() == [epoch(2024, 1, 31), epoch(2024, 2, 1)]
     eu = write(tmp_path, "eu.csv", HEADER + "u,a,01/02/2024 00:07\nu,b,31/12/2023 23:59\n")
-    raises_at(eu, 2, "timestamp", "'01/02/2024 00:07'", "accepted:", "ISO 8601", "--timestamp-format")
+    bad = write(tmp_path, "bad.csv", HEADER + "u,a,01/02/2024 00:07\nu,b,the 31st\n")
+    raises_at(bad, 2, "timestamp", "'01/02/2024 00:07'", "accepted:", "ISO 8601", "--timestamp-format")
     df = read_events(eu, ReadOptions(timestamp_format="%d/%m/%Y %H:%M"))
     assert df["timestamp"].to_list() == [epoch(2024, 2, 1, 0, 7), epoch(2023, 12, 31, 23, 59)]
     frac = write(tmp_path, "frac.csv", HEADER + "u,a,2024-01-31 08:05:00.250\n")
@@ -395,6 +397,73 @@ def test_timestamp_formats_epoch_ms_iso_dates_and_strptime(tmp_path):
         eu, 2, "timestamp", "does not match --timestamp-format '%d/%m/%Y'", reader=lambda p: read_events(p, opts)
     )
     assert "accepted" not in str(err)
+
+
+def test_day_month_order_is_read_from_the_values(tmp_path):
+    """31/12/2023 is day first, 12/31/2023 month first (UCI's Online Retail: 12/1/2010 8:26); the report says
+    which and why; values that never show the order (every field <= 12) are an error offering both formats."""
+    eu = write(tmp_path, "eu.csv", HEADER + "u,a,01/02/2024 00:07\nu,b,31/12/2023 23:59\n")
+    stats: dict = {}
+    df = read_events(eu, stats=stats)
+    assert df["timestamp"].to_list() == [epoch(2024, 2, 1, 0, 7), epoch(2023, 12, 31, 23, 59)]
+    assert stats["timestamp_format"] == ("%d/%m/%Y", "day first: '31/12/2023 23:59' has a first field above 12")
+    us = write(tmp_path, "us.csv", HEADER + "u,a,12/1/2010 8:26\nu,b,1/13/2011 10:05:09\nu,c,2011-01-14\n")
+    stats = {}
+    df = read_events(us, stats=stats)  # one row with seconds, one ISO date: each parses
+    assert stats["timestamp_format"][0] == "%m/%d/%Y"
+    assert df["timestamp"].to_list() == [epoch(2010, 12, 1, 8, 26), epoch(2011, 1, 13, 10, 5, 9), epoch(2011, 1, 14)]
+    dots = write(tmp_path, "dots.csv", HEADER + "u,a,24.12.2023\nu,b,02.01.2024\n")
+    assert read_events(dots)["timestamp"].to_list() == [epoch(2023, 12, 24), epoch(2024, 1, 2)]
+    both = write(tmp_path, "both.csv", HEADER + "u,a,01/02/2024\nu,b,03/04/2024\n")
+    err = raises_at(both, None, "timestamp", "could be day/month/year or month/day/year", "'%d/%m/%Y' or '%m/%d/%Y'")
+    assert "--timestamp-format" in str(err)
+    mixed = write(tmp_path, "mixed.csv", HEADER + "u,a,31/01/2024\nu,b,01/31/2024\n")  # both orders: no guess
+    raises_at(mixed, 2, "timestamp", "cannot parse '31/01/2024'", "accepted:")
+    report = load_path(us).report
+    assert any("timestamps read as '%m/%d/%Y', with or without a time (month first" in ln for ln in report.lines())
+
+
+def test_missing_values_are_placeholders_too_and_drop_incomplete_counts_them(tmp_path):
+    """NA / null / None / blank in an id, time or event type column is a missing value (Diginetica's anonymous
+    userId is NA): an error with the count and the ways out, or with --drop-incomplete dropped and reported."""
+    text = ("session,userId,itemId,time,event\n1,NA,a,1700000000,view\n2,u2,b,1700000001,view\n"
+            "3,u3,null,1700000002,view\n4,u4,c,,view\n5, None ,d,1700000004,\n6,u6,e,1700000005,buy\n")  # fmt: skip
+    path = write(tmp_path, "log.csv", text)
+    err = raises_at(path, 2, "userId", "missing userId ('NA'); 2 of 6 rows have none", "--drop-incomplete")
+    assert "this file also has 'session'" in str(err)  # the other column logs use for users
+    stats: dict = {}
+    df = read_events(path, ReadOptions(drop_incomplete=True), stats=stats)
+    assert df["user_id"].to_list() == ["u2", "u6"] and df["event_type"].to_list() == ["view", "buy"]
+    assert stats["incomplete"] == {"userId": 2, "itemId": 1, "time": 1, "event": 1} and stats["rows_read"] == 2
+    lines = load_path(path, ReadOptions(drop_incomplete=True)).report.lines()
+    assert "  dropped rows that lack a value (--drop-incomplete): 2 without 'userId', 1 without 'itemId', " \
+           "1 without 'time', 1 without 'event'" in lines  # fmt: skip
+    blank = write(tmp_path, "blank.csv", HEADER + "u1,a,1700000000\nu2,b,NaN\n")
+    raises_at(blank, 3, "timestamp", "missing timestamp ('NaN')", "--drop-incomplete")
+    empty = write(tmp_path, "empty.csv", HEADER + "NA,a,1700000000\n,b,1700000001\n")
+    with pytest.raises(DataError, match="every row lacks a user, item, time or event type"):
+        read_events(empty, ReadOptions(drop_incomplete=True))
+    cat = write(tmp_path, "catalog.csv", "item_id,brand\nNA,x\n")  # a catalog has no --drop-incomplete
+    err = raises_at(cat, 2, "item_id", "missing item_id ('NA')", reader=read_catalog)
+    assert "--drop-incomplete" not in str(err)
+    with pytest.raises(ValueError, match="drop_incomplete must be true or false"):
+        ReadOptions(drop_incomplete="yes")  # type: ignore[arg-type]
+
+
+def test_online_retail_reads_with_one_flag(tmp_path):
+    """UCI's Online Retail layout: CustomerID, StockCode and InvoiceDate are recognised, the dates read month
+    first, and the rows without a customer (a quarter of the real file) are dropped only when asked."""
+    text = ("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+            "536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\n"
+            "536366,22633,HAND WARMER,6,12/1/2010 8:28,1.85,,United Kingdom\n"
+            "536367,84879,BIRD ORNAMENT,32,12/13/2010 8:34,1.69,13047.0,United Kingdom\n")  # fmt: skip
+    path = write(tmp_path, "Online Retail.csv", text)
+    raises_at(path, 3, "CustomerID", "missing CustomerID", "--drop-incomplete")
+    report = load_path(path, ReadOptions(drop_incomplete=True)).report
+    assert report.recognized == {"user_id": "CustomerID", "item_id": "StockCode", "timestamp": "InvoiceDate"}
+    assert report.incomplete == {"CustomerID": 1} and report.rows == 2
+    df = read_events(path, ReadOptions(drop_incomplete=True))
+    assert df.row(1) == ("13047.0", "84879", epoch(2010, 12, 13, 8, 34))
 
 
 def test_future_timestamps_are_rejected_naming_the_row(tmp_path):

@@ -67,6 +67,7 @@ def write(tmp_path: Path, text: str) -> Path:
         (("threads = 1", "thread = 1"), r"\[data\]: unknown key 'thread'", "tiny"),
         (("threads = 1", 'threads = 1\ncolumns = {shopper = "x"}'), r"\[data\]: key 'columns': .*'shopper'", "tiny"),
         (("threads = 1", "threads = 1\nk_core = -2"), r"\[data\]: key 'k_core': k_core must be", "tiny"),
+        (("threads = 1", 'threads = 1\ndrop_incomplete = "yes"'), r"key 'drop_incomplete': .* true or false", "tiny"),
         (("[rerank]", "[reranking]"), r"top level: unknown key 'reranking'", "tiny"),
         (('dataset = "synthetic:tiny"', 'name = "x"'), r"\[data\]: key 'dataset' missing", "tiny"),
         (("k = 50", 'k = 50\nindex = "hnsw"'), r"key 'index' must be exact \| faiss \| auto", "tiny"),
