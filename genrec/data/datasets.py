@@ -62,6 +62,7 @@ class ReadReport:
     rows_read: int = 0  # rows in the file with every value (before the k-core)
     incomplete: dict[str, int] = field(default_factory=dict)  # --drop-incomplete: file column -> rows dropped
     timestamp_format: tuple[str, str] | None = None  # a day/month order read from the data: (format, why)
+    catalog_columns: list[str] = field(default_factory=list)  # no catalog file: the log's columns that describe items
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
     recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
     layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
@@ -121,7 +122,12 @@ class ReadReport:
             out.append(
                 f"  {self.events:,} events in the sequences ({self.rows - self.events:,} rows fewer, merged above)"
             )
-        if self.catalog is not None:
+        if self.catalog_columns:
+            out.append(
+                f"  item attributes from the log's own columns: {', '.join(self.catalog_columns)} (constant per item;"
+                f" per item the most frequent text, the median number; --catalog FILE replaces them)"
+            )
+        elif self.catalog is not None:
             out.append(
                 f"  catalog {Path(self.catalog).name}: {self.catalog_items:,} items, describes {self.covered:,} of "
                 f"{self.items:,} event items ({self.coverage:.0%})"
@@ -256,20 +262,25 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     read = read or ReadOptions()
     path = Path(path)
     stats: dict = {}
-    events = read_events(path, read, stats=stats)
     catalog = find_catalog(path, read)
+    events = read_events(path, read, stats=stats, item_columns=catalog is None)
     cat = read_catalog(catalog, read) if catalog else None
+    from_log: list[str] = []
+    if cat is None and (items := stats.get("item_columns")) is not None:  # a flat export describes its items
+        cat, from_log = items, [c for c in items.columns if c != "item_id"]
     if read.attributes is not None:
         if cat is None:
-            raise ValueError("--attributes needs a catalog: pass --catalog PATH (or put catalog.* beside the events)")
+            raise ValueError("--attributes needs a catalog: pass --catalog PATH (or put catalog.* beside the events; "
+                             "columns of the log that describe its items count too)")  # fmt: skip
         missing = [a for a in read.attributes if a not in cat.columns or a == "item_id"]
         if missing:
             listed = ", ".join(c for c in cat.columns if c != "item_id")
-            raise DataError(catalog, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
+            raise DataError(catalog or path, f"no attribute column {missing[0]!r} (attribute columns: {listed})")
     # a published split's sequences are already what the models see: repeats stay, as in its protocol
     layout = whitespace_layout(path, read)
     seq = build_sequences(events, name=read.name or data_name(path), collapse_repeats=layout is None)
-    report = _report(path, events, seq, catalog, cat)
+    report = _report(path, events, seq, catalog or path, cat)
+    report.catalog_columns = from_log
     report.k_core, report.rows_read = read.k_core, stats["rows_read"]
     report.incomplete, report.timestamp_format = stats["incomplete"], stats.get("timestamp_format")
     names = event_columns(path, read)

@@ -193,7 +193,11 @@ def _rebuild_error(path: Path, message: str, row: int | None, column: str | None
 
 
 def read_events(
-    path: str | Path, options: ReadOptions | None = None, now: float | None = None, stats: dict | None = None
+    path: str | Path,
+    options: ReadOptions | None = None,
+    now: float | None = None,
+    stats: dict | None = None,
+    item_columns: bool = True,
 ) -> pl.DataFrame:
     """Validated event log in file order.
 
@@ -201,18 +205,23 @@ def read_events(
     value (Float64) when the file has them, under genrec's names whatever `options.columns` maps them from.
     A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
     With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read" (rows with
-    every value), "incomplete" (with options.drop_incomplete: file column -> rows dropped for lacking it) and
-    "timestamp_format" (a day/month order read from the data: (format, why)).
+    every value), "incomplete" (with options.drop_incomplete: file column -> rows dropped for lacking it),
+    "timestamp_format" (a day/month order read from the data: (format, why)) and "item_columns" (a CSV's or
+    Parquet file's other columns that describe items, one row per item: see item_columns; item_columns=False
+    skips that work, e.g. where a catalog file describes the items).
     Raises DataError on the first problem found.
     """
     options = options or ReadOptions()
     path = Path(path)
-    notes: dict = {"incomplete": {}}
+    notes: dict = {"incomplete": {}, "want_item_columns": item_columns and stats is not None}
     parts = [_read_one(p, options, now, notes) for p in split_parts(path)]
     events = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
     if stats is not None:
-        stats.update(notes)
+        stats.update({k: v for k, v in notes.items() if k != "want_item_columns"})
         stats["rows_read"] = events.height
+        if item_parts := notes.get("item_columns"):  # a split in parts: an item's first part describes it
+            frame = pl.concat(item_parts, how="diagonal_relaxed") if len(item_parts) > 1 else item_parts[0]
+            stats["item_columns"] = frame.unique("item_id", keep="first", maintain_order=True)
     if options.k_core > 1:
         events = k_core(events, options.k_core)
         if events.height == 0:
@@ -263,7 +272,62 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
         out["event_type"] = _parse_ids(df, "event_type", loc)
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
+    extra = [c for c in raw.columns if c != _ROW and c not in names.values()]
+    if (
+        extra and fmt in ("csv", "parquet") and notes.get("want_item_columns")
+    ):  # a flat export: order lines carry the product's name, price, ...
+        kept = raw.join(df.select(_ROW), on=_ROW, how="semi") if df.height < raw.height else raw
+        items = item_columns(kept.select(extra).with_columns(item_id=out["item_id"]))
+        if items is not None:
+            notes.setdefault("item_columns", []).append(items)
     return pl.DataFrame(out)
+
+
+# A column of an event log is an item attribute when it is (nearly) constant per item: text with one value for
+# at least this share of the items seen twice or more, numbers whose spread within an item is at most this
+# share of their spread overall (a product's price with its discounts, not an order line's quantity)
+ITEM_COLUMN_CONSTANCY = 0.95
+ITEM_COLUMN_SPREAD = 0.1
+
+
+def item_columns(rows: pl.DataFrame) -> pl.DataFrame | None:
+    """The item attributes an event log carries on its rows (UCI Online Retail's Description and UnitPrice,
+    Taobao's category): from `rows` (item_id + the log's other columns), the columns that are (nearly)
+    constant per item, one row per item (item_id first): text its most frequent value, numbers their median.
+    None if no column is."""
+    ids = rows["item_id"]
+    out = ids.unique(maintain_order=True).to_frame()
+    for col in (c for c in rows.columns if c != "item_id"):
+        s = rows[col]
+        if s.dtype == pl.Utf8:
+            s = s.str.strip_chars()
+            s = s.set(s.is_in(MISSING_VALUES), None)  # NA, null, ...: no value
+        frame = pl.DataFrame({"item_id": ids, "v": s}).drop_nulls()
+        if frame.height == 0 or not (frame["v"].dtype.is_numeric() or frame["v"].dtype == pl.Utf8):
+            continue
+        number = frame["v"].cast(pl.Float64, strict=False)
+        if number.null_count() == 0 and bool(number.is_finite().all()):
+            frame = frame.with_columns(v=number)
+            spread = frame.group_by("item_id").agg(pl.col("v").std(ddof=0), pl.len().alias("rows"))
+            within = spread.filter(pl.col("rows") >= 2)["v"].mean()  # over the items seen twice or more
+            overall = float(frame["v"].std(ddof=0) or 0.0)
+            if within is None or overall == 0 or float(within) > ITEM_COLUMN_SPREAD * overall:
+                continue  # never judged, a constant, or a per-row number (a quantity, a rating, an order id)
+            per_item = frame.group_by("item_id").agg(pl.col("v").median().alias(col))
+        else:
+            counts = frame.group_by("item_id").agg(pl.col("v").n_unique().alias("n"), pl.len().alias("rows"))
+            twice = counts.filter(pl.col("rows") >= 2)
+            if not twice.height or frame["v"].n_unique() < 2 or (twice["n"] == 1).mean() < ITEM_COLUMN_CONSTANCY:
+                continue  # a constant, never judged (every item once), or a per-row value (an invoice, a country)
+            per_item = (
+                frame.group_by("item_id", "v")
+                .agg(pl.len().alias("rows"))
+                .sort("item_id", "rows", "v", descending=[False, True, False])
+                .group_by("item_id", maintain_order=True)
+                .agg(pl.col("v").first().alias(col))
+            )
+        out = out.join(per_item, on="item_id", how="left")
+    return out if out.width > 1 else None
 
 
 # What logs write for "no value" (Diginetica's anonymous userId is NA, pandas exports write NaN or None): in an

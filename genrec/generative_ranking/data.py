@@ -269,7 +269,9 @@ def load_log(path: str | Path, read: ReadOptions | None = None) -> ActionSequenc
     """A user's event log with an event_type column as action sequences (tasks: one per event type)."""
     read = read or ReadOptions()
     path = Path(path)
-    events = read_events(path, read)
+    stats: dict = {}
+    catalog = find_catalog(path, read)
+    events = read_events(path, read, stats=stats, item_columns=catalog is None)
     if "event_type" not in events.columns:
         raise ValueError(
             f"{path.name}: generative ranking needs an event_type column (name yours with --columns event_type=NAME)"
@@ -280,7 +282,7 @@ def load_log(path: str | Path, read: ReadOptions | None = None) -> ActionSequenc
     labels = np.zeros((len(levels) + 1, len(levels)), np.float32)
     for a in range(1, len(levels) + 1):
         labels[a, :a] = 1.0  # an action reaches its own level and every lower one
-    catalog = find_catalog(path, read)
+    cat = read_catalog(catalog, read) if catalog else stats.get("item_columns")  # the log's item columns
     return ActionSequences(
         name=name,
         items=items,
@@ -292,7 +294,7 @@ def load_log(path: str | Path, read: ReadOptions | None = None) -> ActionSequenc
         tasks=list(levels),
         task_labels=labels,
         negative_labels=np.zeros(len(levels), np.float32),
-        item_attributes=catalog_attributes(read_catalog(catalog, read), vocab) if catalog else {},
+        item_attributes=catalog_attributes(cat, vocab) if cat is not None else {},
     )
 
 

@@ -466,6 +466,43 @@ def test_online_retail_reads_with_one_flag(tmp_path):
     assert df.row(1) == ("13047.0", "84879", epoch(2010, 12, 13, 8, 34))
 
 
+def test_item_columns_of_a_flat_export_become_its_catalog(tmp_path):
+    """An order-line export carries each product's name and price on every row: the columns (nearly) constant
+    per item are its attributes (most frequent text, median number); a quantity, an invoice number, a country,
+    a RetailRocket transactionid (a few rows, a new id each) are not. A catalog file beside the log wins."""
+    rows = [  # invoice, item, name, quantity, price, country, transaction
+        ("1", "a", "MUG", "6", "2.55", "UK", ""), ("2", "a", "MUG", "1", "2.55", "FR", "91"),
+        ("3", "a", "MUG", "12", "2.10", "UK", "92"), ("4", "b", "LAMP", "2", "15.0", "UK", ""),
+        ("5", "b", "LAMP", "24", "15.0", "DE", "93"), ("6", "b", "LAMP", "3", "15.0", "UK", ""),
+        ("7", "c", "BAG", "1", "NA", "FR", "94"), ("8", "c", "BAG", "2", "7.5", "UK", "95"),
+        ("9", "d", "MUG", "4", "2.55", "UK", ""), ("10", "d", "MUG", "1", "2.55", "FR", ""),
+    ]  # fmt: skip
+    head = "invoice,user,item,name,quantity,price,country,transactionid,time\n"
+    text = head + "".join(f"{i},u{j % 3},{it},{n},{q},{p},{c},{t},{1700000000 + j}\n"
+                          for j, (i, it, n, q, p, c, t) in enumerate(rows))  # fmt: skip
+    path = write(tmp_path, "orders.csv", text)
+    stats: dict = {}
+    read_events(path, ReadOptions(columns={"user_id": "user"}), stats=stats)
+    items = stats["item_columns"]
+    assert items.columns == ["item_id", "name", "price"]
+    assert items.row(0) == ("a", "MUG", 2.55) and items.row(1) == ("b", "LAMP", 15.0) and items.row(2)[2] == 7.5
+    report = load_path(path, ReadOptions(columns={"user_id": "user"})).report
+    assert report.catalog_columns == ["name", "price"] and report.coverage == 1.0
+    assert any("item attributes from the log's own columns: name, price" in line for line in report.lines())
+    write(tmp_path, "catalog.csv", "item_id,brand\na,x\nb,y\n")
+    ds = load_path(path, ReadOptions(columns={"user_id": "user"}))
+    assert ds.catalog.columns == ["item_id", "brand"] and not ds.report.catalog_columns
+    # Taobao's headerless user,item,category,behavior,time: the category column (by position) describes items
+    taobao = write(tmp_path, "UserBehavior.csv", "1,10,7,pv,1511544070\n1,11,8,pv,1511561733\n"
+                   "2,10,7,buy,1511572885\n2,11,8,cart,1511572886\n3,12,7,pv,1511572887\n")  # fmt: skip
+    stats = {}
+    read_events(taobao, stats=stats)
+    assert stats["item_columns"].rows() == [("10", 7.0), ("11", 8.0), ("12", 7.0)]
+    assert (
+        "item_columns" not in (read_events(write(tmp_path, "plain.csv", HEADER + "u,a,1\n"), stats=(st := {})), st)[1]
+    )
+
+
 def test_future_timestamps_are_rejected_naming_the_row(tmp_path):
     now = epoch(2024, 1, 1)
     rows = [now - 10, now + 3600, now + 86_400 + 1]  # an hour ahead is clock skew; a day and a second is not

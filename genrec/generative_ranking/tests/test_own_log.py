@@ -29,6 +29,17 @@ def test_own_log_with_any_event_names_matches_the_built_in_shop(tmp_path):
     np.testing.assert_array_equal(data.offsets, ref.offsets)
     np.testing.assert_array_equal(data.task_labels, ref.task_labels)
     assert set(data.item_attributes) == {"category", "brand", "price"}
+    # no catalog file, but the log's rows carry each item's category: that is the attribute
+    flat = renamed.join(shop.catalog.select("item_id", "category"), on="item_id")
+    (tmp_path / "flat").mkdir()
+    flat.write_csv(tmp_path / "flat" / "log.csv", separator=";")
+    data = load_action_dataset(str(tmp_path / "flat" / "log.csv"), read=read)
+    assert set(data.item_attributes) == {"category"}
+    cats = dict(zip(shop.catalog["item_id"].cast(pl.Utf8).to_list(), shop.catalog["category"].to_list(), strict=True))
+    codes = data.item_attributes["category"]
+    for i in (1, 2, 3):  # items with the same category share its code
+        same = [j for j in range(1, data.num_items + 1) if cats[data.item_vocab.raw(j)] == cats[data.item_vocab.raw(i)]]
+        assert len({int(codes[j]) for j in same}) == 1 and codes[i] > 0
     # "action" is a name logs use for the event type: found without --columns
     assert load_action_dataset(str(folder / "log.csv"), read=ReadOptions(columns={"user_id": "customer"})).tasks
     renamed.drop("action").write_csv(folder / "views.csv", separator=";")
