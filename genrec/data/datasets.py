@@ -302,7 +302,7 @@ def find_catalog(events: Path, read: ReadOptions) -> Path | None:
     return next((events.parent / c for c in names if (events.parent / c).exists()), None)
 
 
-_CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl")
+_CATALOGS = ("catalog.parquet", "catalog.csv", "catalog.tsv", "catalog.jsonl", "catalog.xlsx")
 
 
 _GENERIC_STEMS = {"events", "event", "log", "logs", "interactions", "ratings", "reviews", "clicks", "data", "train"}

@@ -53,6 +53,9 @@ _FORMATS = (
     (".jsonl", "jsonl"),
     (".ndjson", "jsonl"),
     (".json", "jsonl"),
+    (".xlsx", "excel"),  # UCI's Online Retail ships as a workbook (Online Retail II: a sheet per year)
+    (".xlsm", "excel"),
+    (".xls", "excel"),
 )
 SEPARATORS = (",", "\t", ";", "|")  # what sniffing chooses from (and what --sep accepts)
 _SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
@@ -273,9 +276,8 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
     extra = [c for c in raw.columns if c != _ROW and c not in names.values()]
-    if (
-        extra and fmt in ("csv", "parquet") and notes.get("want_item_columns")
-    ):  # a flat export: order lines carry the product's name, price, ...
+    # a flat export: its order lines carry each product's name, price, ... (not JSON lines: review dumps' text)
+    if extra and fmt in ("csv", "parquet", "excel") and notes.get("want_item_columns"):
         kept = raw.join(df.select(_ROW), on=_ROW, how="semi") if df.height < raw.height else raw
         items = item_columns(kept.select(extra).with_columns(item_id=out["item_id"]))
         if items is not None:
@@ -404,8 +406,10 @@ def file_columns(path: Path, options: ReadOptions) -> list[str] | None:
     try:
         if fmt == "parquet":
             return pl.scan_parquet(path).collect_schema().names()
+        if fmt == "excel":
+            return list(_excel_sheets(path, header_only=True)[0][1].columns)
         return pl.scan_ndjson(_as_json_lines(path)).collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError):
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError, DataError):
         return []  # unreadable: _read_table says why
 
 
@@ -736,6 +740,11 @@ def _read_table(
         if fmt == "csv":
             df = _read_csv(path, sep or sniff_separator(path), strings, infer)
             names = [c for c in df.columns if c != _ROW]
+        elif fmt == "excel":
+            sheets = [frame for _, frame in _excel_sheets(path, infer=infer, strings=tuple(strings))]
+            names = sheets[0].columns
+            df = pl.concat(sheets, how="vertical_relaxed").with_row_index(_ROW)
+            df = df.filter(~pl.all_horizontal(pl.col(names).is_null()))  # blank rows carry no data
         else:
             source = path if fmt == "parquet" else _as_json_lines(path)
             scan = pl.scan_parquet if fmt == "parquet" else pl.scan_ndjson
@@ -758,6 +767,46 @@ def _read_table(
     if df.height == 0:
         raise DataError(path, "file has no data rows")
     return df, names
+
+
+def _excel_sheets(
+    path: Path, infer: bool = False, header_only: bool = False, strings: tuple[str, ...] = ()
+) -> list[tuple[str, pl.DataFrame]]:
+    """A workbook's sheets that share the first sheet's header, in order (Online Retail II: one per year; a
+    notes sheet with other columns is left out). Cells are read as text (dates as ISO text); infer=True then
+    makes numbers of the columns (except `strings`) whose every value is one (a catalog's prices)."""
+    try:
+        import fastexcel  # polars' calamine engine
+    except ImportError:
+        raise DataError(path, "reading Excel workbooks needs the fastexcel package: pip install fastexcel") from None
+    options = {"n_rows": 0} if header_only else None
+    try:
+        sheets = pl.read_excel(path, sheet_id=0, engine="calamine", infer_schema_length=0, read_options=options)
+    except fastexcel.FastExcelError as e:  # not a workbook, a damaged one, ...
+        raise DataError(path, f"cannot read as an Excel workbook: {str(e).strip().splitlines()[0]}") from None
+    if not sheets:
+        raise DataError(path, "the workbook has no sheets")
+    first = next(iter(sheets.values())).columns
+    out = [(name, frame) for name, frame in sheets.items() if frame.columns == first]
+    if infer and not header_only:
+        whole = pl.concat([f for _, f in out])
+        numeric = [c for c in first if c not in strings and _all_numbers(whole[c])]
+        out = [(name, f.with_columns(pl.col(numeric).cast(pl.Float64))) for name, f in out]
+    return out
+
+
+def _all_numbers(s: pl.Series) -> bool:
+    text = s.str.strip_chars()
+    return bool(s.drop_nulls().len()) and s.cast(pl.Float64, strict=False).null_count() == text.null_count()
+
+
+def _excel_row(path: Path, record: int) -> tuple[str, int]:
+    """(sheet, 1-based row as the spreadsheet numbers it) of a 0-based record of the sheets read (error path)."""
+    for name, frame in _excel_sheets(path):
+        if record < frame.height:
+            return name, record + 2  # row 1 is the header
+        record -= frame.height
+    return "", record + 2
 
 
 def _read_csv(path: Path, sep: str, strings: list[str], infer: bool) -> pl.DataFrame:
@@ -858,7 +907,7 @@ class _Locator:
 
     def __init__(self, path: Path, fmt: str, names: dict[str, str] | None = None, sep: str | None = None) -> None:
         self.path, self.fmt = path, fmt
-        self.unit = "row" if fmt == "parquet" else "line"
+        self.unit = "row" if fmt in ("parquet", "excel") else "line"
         self.first_line = 2 if fmt != "csv" or csv_has_header(path, sep or sniff_separator(path)) else 1
         self.names = names or {}  # genrec name -> file column
         self.recognized: set[str] = set()  # genrec names whose file column was found by a known name
@@ -877,6 +926,9 @@ class _Locator:
         return r + self.first_line  # CSV: the header (if any) is line 1; assumes no newlines inside quoted fields
 
     def error(self, message: str, df: pl.DataFrame, i: int, column: str) -> DataError:
+        if self.fmt == "excel":  # the sheet and its row, as the spreadsheet shows them
+            sheet, row = _excel_row(self.path, int(df[_ROW][i]))
+            return DataError(self.path, message, row=row, column=self.column(column), unit=f"sheet {sheet!r}, row")
         return DataError(self.path, message, row=self.number(df, i), column=self.column(column), unit=self.unit)
 
 

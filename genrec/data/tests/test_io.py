@@ -255,7 +255,8 @@ def test_empty_files(tmp_path):
 
 
 def test_unsupported_extension_and_missing_file(tmp_path):
-    raises_at(write(tmp_path, "events.xlsx", "x"), None, None, "unsupported file type")
+    raises_at(write(tmp_path, "events.xml", "x"), None, None, "unsupported file type")
+    raises_at(write(tmp_path, "events.xlsx", "x"), None, None, "cannot read as an Excel workbook")
     raises_at(tmp_path / "nowhere.csv", None, None, "not found")
 
 
@@ -501,6 +502,36 @@ def test_item_columns_of_a_flat_export_become_its_catalog(tmp_path):
     assert (
         "item_columns" not in (read_events(write(tmp_path, "plain.csv", HEADER + "u,a,1\n"), stats=(st := {})), st)[1]
     )
+
+
+def test_excel_workbooks_read_every_sheet_with_the_header_of_the_first(tmp_path):
+    """Online Retail II ships as a workbook with a sheet per year: both are read (a notes sheet is not), dates
+    are Excel dates, errors name the sheet and its row; a catalog.xlsx beside the log keeps its ids as text."""
+    xlsxwriter = pytest.importorskip("xlsxwriter")
+    year1 = pl.DataFrame({"Invoice": ["1", "2"], "StockCode": ["85123A", "007"], "Customer ID": [17850.0, 13047.0],
+                          "InvoiceDate": [datetime(2009, 12, 1, 7, 45), datetime(2009, 12, 1, 7, 46)]})  # fmt: skip
+    year2 = year1.with_columns(pl.Series("Customer ID", [12583.0, None]), pl.Series("Invoice", ["3", "4"]))
+    path = tmp_path / "online_retail_II.xlsx"
+    with xlsxwriter.Workbook(path) as wb:
+        year1.write_excel(wb, worksheet="Year 2009-2010")
+        year2.write_excel(wb, worksheet="Year 2010-2011")
+        pl.DataFrame({"note": ["from UCI"]}).write_excel(wb, worksheet="About")
+    raises_at(path, 3, "Customer ID", "missing Customer ID", "--drop-incomplete")
+    err = raises_at(path, 3, "Customer ID", reader=read_events)
+    assert str(err).startswith("online_retail_II.xlsx, sheet 'Year 2010-2011', row 3, column 'Customer ID'")
+    df = read_events(path, ReadOptions(drop_incomplete=True))
+    assert df["user_id"].to_list() == ["17850", "13047", "12583"] and df["item_id"].to_list() == [
+        "85123A",
+        "007",
+        "85123A",
+    ]
+    assert df["timestamp"][0] == epoch(2009, 12, 1, 7, 45)
+    with xlsxwriter.Workbook(tmp_path / "catalog.xlsx") as wb:
+        pl.DataFrame({"StockCode": ["85123A", "007"], "price": [2.55, 1.0], "colour": ["white", "red"]}).write_excel(wb)
+    cat = read_catalog(tmp_path / "catalog.xlsx", ReadOptions(columns={"item_id": "StockCode"}))
+    assert cat["item_id"].to_list() == ["85123A", "007"] and cat["price"].dtype == pl.Float64
+    ds = load_path(path, ReadOptions(drop_incomplete=True))  # catalog.xlsx beside the log is found
+    assert ds.catalog is not None and ds.report.coverage == 1.0
 
 
 def test_future_timestamps_are_rejected_naming_the_row(tmp_path):
