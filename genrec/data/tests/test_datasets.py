@@ -146,3 +146,19 @@ def test_a_published_train_valid_test_split_reads_as_one_log(tmp_path) -> None:
     assert [v.raw(i) for i in split.eval_inputs("test")[2]] == ["d", "d"]
     alone = write(tmp_path / "solo" / "Toys.train.csv", head + "u1,a,5,1000\n")
     assert load_path(alone).report.parts == []  # no siblings: just the file
+
+
+def test_a_flat_export_of_the_synthetic_shop_carries_its_catalog(tmp_path):
+    """The shop's events with each row's product columns joined on (what an order export looks like) give back
+    the catalog's category, brand and price for every item with events: the same attributes as catalog.csv."""
+    from genrec.data.synthetic import generate_shop, shop_config
+
+    shop = generate_shop(shop_config("tiny", seed=2))
+    product = shop.catalog.select("item_id", "category", "brand", "price")
+    shop.events.join(product, on="item_id").write_csv(write(tmp_path / "flat" / "orders.csv", ""))
+    ds = load_path(tmp_path / "flat" / "orders.csv")
+    assert ds.report.catalog_columns == ["category", "brand", "price"]  # value (a row's amount) is an event column
+    got = ds.catalog.sort("item_id")
+    want = product.filter(pl.col("item_id").is_in(shop.events["item_id"].implode())).sort("item_id")
+    assert got.select("item_id", "category", "brand").equals(want.select("item_id", "category", "brand"))
+    assert (got["price"] - want["price"]).abs().max() < 1e-9
