@@ -1,4 +1,4 @@
-"""The serving load benchmark as the README runs it (--bundle ... --workers 1,2), at a tiny scale."""
+"""Benchmarks as the README runs them, at a tiny scale: serving (--bundle ... --workers 1,2), the own-log export."""
 
 from __future__ import annotations
 
@@ -28,3 +28,17 @@ def test_serving_benchmark_compares_worker_counts(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "serving_pipeline_meta.json").read_text())
     assert meta["store"] == "redis" and set(meta["scaling"]["max_rps"]) == {"1", "2"}
     assert (tmp_path / "serving_pipeline.png").stat().st_size > 0
+
+
+def test_own_log_export_benchmark_reads_the_export_as_the_clean_files(tmp_path: Path) -> None:
+    """benchmarks/own_log_export.py at the tiny scale: the raw export (guest rows, month-first dates, product
+    columns on the rows, also as a workbook) reads into the clean files' sequences and trains to the same numbers."""
+    cmd = [sys.executable, "benchmarks/own_log_export.py", "--size", "tiny", "--epochs", "1", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rec = json.loads((tmp_path / "own_log_export.json").read_text())
+    assert rec["sequences_identical"] is True and rec["xlsx_identical_to_csv"] is True
+    clean, export = rec["runs"]["clean"], rec["runs"]["export"]
+    assert clean["metrics"] == export["metrics"] and clean["metrics"]["NDCG@10"] > 0
+    assert any("without 'Customer ID'" in line for line in export["report"])
+    assert any("item attributes from the log's own columns" in line for line in export["report"])
