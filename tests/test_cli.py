@@ -87,10 +87,14 @@ def test_train_on_a_log_with_anonymous_rows_and_month_first_dates(tmp_path) -> N
     first such row stops the command with its line; with it they are dropped and counted, the dates read month
     first from the values, and the flag is kept in the bundle's reading options."""
     shop = generate_shop(shop_config("tiny", seed=4))
-    events = shop.events.with_columns(
-        pl.from_epoch("timestamp").dt.strftime("%m/%d/%Y %H:%M").alias("InvoiceDate"),
-        pl.when(pl.int_range(pl.len()) % 17 == 5).then(None).otherwise(pl.col("user_id")).alias("CustomerID"),
-    ).select("CustomerID", pl.col("item_id").alias("StockCode"), "InvoiceDate")
+    events = (
+        shop.events.join(shop.users.select("user_id", pl.col("region").alias("Country")), on="user_id", how="left")
+        .with_columns(
+            pl.from_epoch("timestamp").dt.strftime("%m/%d/%Y %H:%M").alias("InvoiceDate"),
+            pl.when(pl.int_range(pl.len()) % 17 == 5).then(None).otherwise(pl.col("user_id")).alias("CustomerID"),
+        )
+        .select("CustomerID", pl.col("item_id").alias("StockCode"), "InvoiceDate", "Country")
+    )
     events.write_csv(tmp_path / "retail.csv")
     run = tmp_path / "run"
     args = ["train", "--model", "sasrec", "--dataset", str(tmp_path / "retail.csv"), "--out", str(run),
@@ -105,9 +109,15 @@ def test_train_on_a_log_with_anonymous_rows_and_month_first_dates(tmp_path) -> N
     dropped = events.height - events.drop_nulls().height
     assert f"dropped rows that lack a value (--drop-incomplete): {dropped:,} without 'CustomerID'" in out
     assert "timestamps read as '%m/%d/%Y', with or without a time (month first" in out
+    assert "user attributes from the log's own columns: Country" in out
     from genrec.bundle import Bundle
+    from genrec.pipeline.pipeline import Pipeline
 
-    assert Bundle.open(run).component(role="retrieval").config["train"]["read"]["drop_incomplete"] is True
+    bundle = Bundle.open(run)
+    assert bundle.component(role="retrieval").config["train"]["read"]["drop_incomplete"] is True
+    assert "Country" in bundle.users().columns  # a new user's request context {"Country": ...} picks its popularity
+    regions = set(shop.users["region"].to_list())
+    assert {v for k, v in Pipeline.from_bundle(bundle).group_popularity if k == "Country"} == regions
     res = runner.invoke(app, ["evaluate", str(run)])  # reads the log again, as trained
     assert res.exit_code == 0, res.output
 

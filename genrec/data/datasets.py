@@ -63,6 +63,7 @@ class ReadReport:
     incomplete: dict[str, int] = field(default_factory=dict)  # --drop-incomplete: file column -> rows dropped
     timestamp_format: tuple[str, str] | None = None  # a day/month order read from the data: (format, why)
     catalog_columns: list[str] = field(default_factory=list)  # no catalog file: the log's columns that describe items
+    user_columns: list[str] = field(default_factory=list)  # the log's columns that describe its users
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
     recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
     layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
@@ -121,6 +122,11 @@ class ReadReport:
             out.append(f"  {self.ties:,} rows share a user's timestamp with an earlier row (ties keep file order)")
             out.append(
                 f"  {self.events:,} events in the sequences ({self.rows - self.events:,} rows fewer, merged above)"
+            )
+        if self.user_columns:
+            out.append(
+                f"  user attributes from the log's own columns: {', '.join(self.user_columns)} (constant per user: "
+                "features of the rankers and the two towers, and context-aware popularity for new users)"
             )
         if self.catalog_columns:
             out.append(
@@ -281,6 +287,8 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     seq = build_sequences(events, name=read.name or data_name(path), collapse_repeats=layout is None)
     report = _report(path, events, seq, catalog or path, cat)
     report.catalog_columns = from_log
+    users = stats.get("user_columns")
+    report.user_columns = [c for c in users.columns if c != "user_id"] if users is not None else []
     report.k_core, report.rows_read = read.k_core, stats["rows_read"]
     report.incomplete, report.timestamp_format = stats["incomplete"], stats.get("timestamp_format")
     names = event_columns(path, read)
@@ -290,7 +298,7 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     report.layout = layout
     if len(parts := split_parts(path)) > 1:
         report.parts = [p.name for p in parts]
-    return Dataset(seq, catalog=cat, kind="file", attributes=read.attributes, report=report)
+    return Dataset(seq, catalog=cat, users=users, kind="file", attributes=read.attributes, report=report)
 
 
 def find_catalog(events: Path, read: ReadOptions) -> Path | None:

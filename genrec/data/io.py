@@ -209,22 +209,24 @@ def read_events(
     A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
     With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read" (rows with
     every value), "incomplete" (with options.drop_incomplete: file column -> rows dropped for lacking it),
-    "timestamp_format" (a day/month order read from the data: (format, why)) and "item_columns" (a CSV's or
-    Parquet file's other columns that describe items, one row per item: see item_columns; item_columns=False
-    skips that work, e.g. where a catalog file describes the items).
+    "timestamp_format" (a day/month order read from the data: (format, why)), "item_columns" and
+    "user_columns" (a CSV, Parquet or Excel log's other columns that describe its items / users, one row per
+    item / user: see constant_columns; item_columns=False skips the items, e.g. where a catalog file describes
+    them).
     Raises DataError on the first problem found.
     """
     options = options or ReadOptions()
     path = Path(path)
-    notes: dict = {"incomplete": {}, "want_item_columns": item_columns and stats is not None}
+    notes: dict = {"incomplete": {}, "want_side_columns": stats is not None, "want_item_columns": item_columns}
     parts = [_read_one(p, options, now, notes) for p in split_parts(path)]
     events = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
     if stats is not None:
-        stats.update({k: v for k, v in notes.items() if k != "want_item_columns"})
+        stats.update({k: v for k, v in notes.items() if not k.startswith("want_")})
         stats["rows_read"] = events.height
-        if item_parts := notes.get("item_columns"):  # a split in parts: an item's first part describes it
-            frame = pl.concat(item_parts, how="diagonal_relaxed") if len(item_parts) > 1 else item_parts[0]
-            stats["item_columns"] = frame.unique("item_id", keep="first", maintain_order=True)
+        for side, key in (("item_columns", "item_id"), ("user_columns", "user_id")):
+            if parts_of := notes.get(side):  # a split in parts: the first part that has a key describes it
+                frame = pl.concat(parts_of, how="diagonal_relaxed") if len(parts_of) > 1 else parts_of[0]
+                stats[side] = frame.unique(key, keep="first", maintain_order=True)
     if options.k_core > 1:
         events = k_core(events, options.k_core)
         if events.height == 0:
@@ -276,59 +278,70 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
     if "value" in df.columns:
         out["value"] = _parse_values(df, loc)
     extra = [c for c in raw.columns if c != _ROW and c not in names.values()]
-    # a flat export: its order lines carry each product's name, price, ... (not JSON lines: review dumps' text)
-    if extra and fmt in ("csv", "parquet", "excel") and notes.get("want_item_columns"):
+    # a flat export: its order lines carry each product's name and price, each customer's country, ... (not
+    # JSON lines: the review dumps' text)
+    if extra and fmt in ("csv", "parquet", "excel") and notes.get("want_side_columns"):
         kept = raw.join(df.select(_ROW), on=_ROW, how="semi") if df.height < raw.height else raw
-        items = item_columns(kept.select(extra).with_columns(item_id=out["item_id"]))
+        rows = kept.select(extra).with_columns(item_id=out["item_id"], user_id=out["user_id"])
+        items = constant_columns(rows.drop("user_id"), "item_id") if notes.get("want_item_columns") else None
         if items is not None:
             notes.setdefault("item_columns", []).append(items)
+        taken = items.columns[1:] if items is not None else []
+        users = constant_columns(rows.drop("item_id", *taken), "user_id", max_distinct_share=USER_COLUMN_DISTINCT)
+        if users is not None:
+            notes.setdefault("user_columns", []).append(users)
     return pl.DataFrame(out)
 
 
-# A column of an event log is an item attribute when it is (nearly) constant per item: text with one value for
-# at least this share of the items seen twice or more, numbers whose spread within an item is at most this
-# share of their spread overall (a product's price with its discounts, not an order line's quantity)
+# A column of an event log is an item (user) attribute when it is (nearly) constant per item (user): text with
+# one value for at least this share of the items seen twice or more, numbers whose spread within an item is at
+# most this share of their spread overall (a product's price with its discounts, not an order line's quantity)
 ITEM_COLUMN_CONSTANCY = 0.95
 ITEM_COLUMN_SPREAD = 0.1
+# a user column with more distinct values than this share of the users is an identifier (a name, an e-mail)
+USER_COLUMN_DISTINCT = 0.5
 
 
-def item_columns(rows: pl.DataFrame) -> pl.DataFrame | None:
-    """The item attributes an event log carries on its rows (UCI Online Retail's Description and UnitPrice,
-    Taobao's category): from `rows` (item_id + the log's other columns), the columns that are (nearly)
-    constant per item, one row per item (item_id first): text its most frequent value, numbers their median.
-    None if no column is."""
-    ids = rows["item_id"]
+def constant_columns(rows: pl.DataFrame, key: str, max_distinct_share: float = 1.0) -> pl.DataFrame | None:
+    """The attributes an event log carries on its rows, per `key` (items: UCI Online Retail's Description and
+    UnitPrice, Taobao's category; users: a customer's country): from `rows` (key + the log's other columns),
+    the columns that are (nearly) constant per key, one row per key (key first): text its most frequent value,
+    numbers their median. A column with more distinct values than max_distinct_share of the keys is left out.
+    None if no column is kept."""
+    ids = rows[key]
     out = ids.unique(maintain_order=True).to_frame()
-    for col in (c for c in rows.columns if c != "item_id"):
+    for col in (c for c in rows.columns if c != key):
         s = rows[col]
         if s.dtype == pl.Utf8:
             s = s.str.strip_chars()
             s = s.set(s.is_in(MISSING_VALUES), None)  # NA, null, ...: no value
-        frame = pl.DataFrame({"item_id": ids, "v": s}).drop_nulls()
+        frame = pl.DataFrame({key: ids, "v": s}).drop_nulls()
         if frame.height == 0 or not (frame["v"].dtype.is_numeric() or frame["v"].dtype == pl.Utf8):
             continue
         number = frame["v"].cast(pl.Float64, strict=False)
         if number.null_count() == 0 and bool(number.is_finite().all()):
             frame = frame.with_columns(v=number)
-            spread = frame.group_by("item_id").agg(pl.col("v").std(ddof=0), pl.len().alias("rows"))
+            spread = frame.group_by(key).agg(pl.col("v").std(ddof=0), pl.len().alias("rows"))
             within = spread.filter(pl.col("rows") >= 2)["v"].mean()  # over the items seen twice or more
             overall = float(frame["v"].std(ddof=0) or 0.0)
             if within is None or overall == 0 or float(within) > ITEM_COLUMN_SPREAD * overall:
                 continue  # never judged, a constant, or a per-row number (a quantity, a rating, an order id)
-            per_item = frame.group_by("item_id").agg(pl.col("v").median().alias(col))
+            per_item = frame.group_by(key).agg(pl.col("v").median().alias(col))
         else:
-            counts = frame.group_by("item_id").agg(pl.col("v").n_unique().alias("n"), pl.len().alias("rows"))
+            counts = frame.group_by(key).agg(pl.col("v").n_unique().alias("n"), pl.len().alias("rows"))
             twice = counts.filter(pl.col("rows") >= 2)
             if not twice.height or frame["v"].n_unique() < 2 or (twice["n"] == 1).mean() < ITEM_COLUMN_CONSTANCY:
-                continue  # a constant, never judged (every item once), or a per-row value (an invoice, a country)
+                continue  # a constant, never judged (every key once), or a per-row value (an invoice, a country)
             per_item = (
-                frame.group_by("item_id", "v")
+                frame.group_by(key, "v")
                 .agg(pl.len().alias("rows"))
-                .sort("item_id", "rows", "v", descending=[False, True, False])
-                .group_by("item_id", maintain_order=True)
+                .sort(key, "rows", "v", descending=[False, True, False])
+                .group_by(key, maintain_order=True)
                 .agg(pl.col("v").first().alias(col))
             )
-        out = out.join(per_item, on="item_id", how="left")
+        if per_item[col].n_unique() > max_distinct_share * per_item.height:
+            continue  # an identifier of its own (a customer's name or e-mail)
+        out = out.join(per_item, on=key, how="left")
     return out if out.width > 1 else None
 
 

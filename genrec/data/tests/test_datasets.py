@@ -162,3 +162,20 @@ def test_a_flat_export_of_the_synthetic_shop_carries_its_catalog(tmp_path):
     want = product.filter(pl.col("item_id").is_in(shop.events["item_id"].implode())).sort("item_id")
     assert got.select("item_id", "category", "brand").equals(want.select("item_id", "category", "brand"))
     assert (got["price"] - want["price"]).abs().max() < 1e-9
+
+
+def test_user_columns_of_a_flat_export_become_its_user_table(tmp_path):
+    """A customer's country on every order line is a user attribute (Online Retail's Country); a per-user
+    identifier (an e-mail) and a per-row value (a quantity) are not; product columns stay the catalog's."""
+    countries, ages = ["France", "UK", "EIRE"], [25, 35, 45]
+    lines = ["CustomerID,StockCode,InvoiceDate,Country,Age,Email,Quantity,Description"]
+    for u in range(12):
+        for k in range(3):
+            item = (u + k) % 5
+            lines.append(f"c{u},s{item},2024-01-{k + 1:02d},{countries[u % 3]},{ages[u % 3]},c{u}@mail.com,{k + u},"
+                         f"PRODUCT {item}")  # fmt: skip
+    ds = load_path(write(tmp_path / "shop" / "orders.csv", "\n".join(lines) + "\n"))
+    assert ds.report.user_columns == ["Country", "Age"] and ds.report.catalog_columns == ["Description"]
+    users = ds.users.sort("user_id")
+    assert users.row(0) == ("c0", "France", 25.0) and users.height == 12
+    assert any("user attributes from the log's own columns: Country, Age" in ln for ln in ds.report.lines())
