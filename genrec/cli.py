@@ -136,8 +136,8 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
 
 # the `genrec train` options `--model auto` takes; it chooses the others (dim, lr, loss, ...) on validation
 AUTO_OPTIONS = ("model", "dataset", "out", "batch_size", "seed", "threads", "device", "time_budget", "restart",
-                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "drop_incomplete", "event_inputs",
-                "target_events", "max_members")  # fmt: skip
+                "columns", "sep", "timestamp_format", "catalog", "attributes", "name", "k_core", "drop_incomplete",
+                "event_inputs", "target_events", "max_members")  # fmt: skip
 
 
 @app.command()
