@@ -64,6 +64,7 @@ class ReadReport:
     timestamp_format: tuple[str, str] | None = None  # a day/month order read from the data: (format, why)
     catalog_columns: list[str] = field(default_factory=list)  # no catalog file: the log's columns that describe items
     user_columns: list[str] = field(default_factory=list)  # the log's columns that describe its users
+    whole_number_ids: list[str] = field(default_factory=list)  # id columns of 17850.0-style values read as 17850
     positions: dict[str, str] = field(default_factory=dict)  # a file without a header: genrec column -> position
     recognized: dict[str, str] = field(default_factory=dict)  # genrec column -> the file's, found by a known name
     layout: str | None = None  # "pairs" / "lists": a space-separated id file of a published split (no times)
@@ -109,6 +110,9 @@ class ReadReport:
             out.append(f"  space-separated ids, {what}: no timestamps, each user's events in file order")
         if self.event_types:
             out.append("  event types: " + ", ".join(f"{k} {v:,}" for k, v in self.event_types.items()))
+        if self.whole_number_ids:
+            cols = ", ".join(repr(c) for c in self.whole_number_ids)
+            out.append(f"  ids written as whole-number floats read as integers (17850.0 -> 17850): {cols}")
         if self.timestamp_format is not None:
             fmt, why = self.timestamp_format
             out.append(f"  timestamps read as {fmt!r}, with or without a time ({why}; change with --timestamp-format)")
@@ -291,6 +295,7 @@ def load_path(path: Path, read: ReadOptions | None = None) -> Dataset:
     report.user_columns = [c for c in users.columns if c != "user_id"] if users is not None else []
     report.k_core, report.rows_read = read.k_core, stats["rows_read"]
     report.incomplete, report.timestamp_format = stats["incomplete"], stats.get("timestamp_format")
+    report.whole_number_ids = stats.get("whole_number_ids", [])
     names = event_columns(path, read)
     if names["user_id"].isdigit():
         report.positions = {k: v for k, v in names.items() if v.isdigit()}

@@ -209,7 +209,8 @@ def read_events(
     A timestamp more than options.max_future_skew_s after `now` (default: the clock) is an error.
     With options.k_core > 1 only the k-core's rows are returned; `stats` (if given) gets "rows_read" (rows with
     every value), "incomplete" (with options.drop_incomplete: file column -> rows dropped for lacking it),
-    "timestamp_format" (a day/month order read from the data: (format, why)), "item_columns" and
+    "timestamp_format" (a day/month order read from the data: (format, why)), "whole_number_ids" (id columns
+    whose 17850.0-style values were read as 17850), "item_columns" and
     "user_columns" (a CSV, Parquet or Excel log's other columns that describe its items / users, one row per
     item / user: see constant_columns; item_columns=False skips the items, e.g. where a catalog file describes
     them).
@@ -272,6 +273,8 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
     out = {}
     for col in ("user_id", "item_id"):
         out[col] = _parse_ids(df, col, loc)
+    if loc.whole_floats:
+        notes["whole_number_ids"] = list(loc.whole_floats)
     out["timestamp"] = _parse_timestamp_column(df, loc, options, now, notes)
     if "event_type" in df.columns:
         out["event_type"] = _parse_ids(df, "event_type", loc)
@@ -926,6 +929,7 @@ class _Locator:
         self.recognized: set[str] = set()  # genrec names whose file column was found by a known name
         self.in_events = False  # an event log (--drop-incomplete applies), not a catalog
         self.file_columns: list[str] = []  # every column of the file (to suggest another one)
+        self.whole_floats: list[str] = []  # id columns read as integers from whole-number floats (17850.0)
 
     def column(self, col: str) -> str:
         return self.names.get(col, col)
@@ -989,7 +993,16 @@ def _parse_ids(df: pl.DataFrame, col: str, loc: _Locator) -> pl.Series:
         s = s.cast(pl.Utf8)
     s = s.str.strip_chars()
     _raise_missing(df, col, missing_values(s), loc)
+    if col in ("user_id", "item_id") and len(s) and bool(s.head(1000).str.ends_with(".0").all()):
+        if bool(s.str.contains(_WHOLE_FLOAT).all()):
+            # integer ids through a float column (pandas writes an id column with gaps as 17850.0): the live API,
+            # the catalog and the shop's systems say 17850
+            s = s.str.replace(r"\.0+$", "")
+            loc.whole_floats.append(loc.column(col))
     return s
+
+
+_WHOLE_FLOAT = r"^-?\d+\.0+$"
 
 
 def _raise_missing(df: pl.DataFrame, col: str, missing: pl.Series, loc: _Locator) -> None:

@@ -453,7 +453,8 @@ def test_missing_values_are_placeholders_too_and_drop_incomplete_counts_them(tmp
 
 def test_online_retail_reads_with_one_flag(tmp_path):
     """UCI's Online Retail layout: CustomerID, StockCode and InvoiceDate are recognised, the dates read month
-    first, and the rows without a customer (a quarter of the real file) are dropped only when asked."""
+    first, the rows without a customer (a quarter of the real file) are dropped only when asked, and its
+    17850.0-style customer ids (a float column: it has gaps) read as 17850, as the shop's systems write them."""
     text = ("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
             "536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850.0,United Kingdom\n"
             "536366,22633,HAND WARMER,6,12/1/2010 8:28,1.85,,United Kingdom\n"
@@ -462,9 +463,18 @@ def test_online_retail_reads_with_one_flag(tmp_path):
     raises_at(path, 3, "CustomerID", "missing CustomerID", "--drop-incomplete")
     report = load_path(path, ReadOptions(drop_incomplete=True)).report
     assert report.recognized == {"user_id": "CustomerID", "item_id": "StockCode", "timestamp": "InvoiceDate"}
-    assert report.incomplete == {"CustomerID": 1} and report.rows == 2
+    assert report.incomplete == {"CustomerID": 1} and report.rows == 2 and report.whole_number_ids == ["CustomerID"]
     df = read_events(path, ReadOptions(drop_incomplete=True))
-    assert df.row(1) == ("13047.0", "84879", epoch(2010, 12, 13, 8, 34))
+    assert df.row(1) == ("13047", "84879", epoch(2010, 12, 13, 8, 34))
+    mixed = write(tmp_path, "mixed.csv", HEADER + "17850.0,a,1700000000\nguest,b,1700000001\n1.5,c,1700000002\n")
+    assert read_events(mixed)["user_id"].to_list() == ["17850.0", "guest", "1.5"]  # not every id a whole number
+    pq = tmp_path / "floats.parquet"  # a Parquet float column, as pandas writes it
+    pl.DataFrame(
+        {"user_id": [17850.0, 13047.0], "item_id": ["a", "b"], "timestamp": [1700000000, 1700000001]}
+    ).write_parquet(pq)
+    assert read_events(pq)["user_id"].to_list() == ["17850", "13047"]
+    cat = write(tmp_path, "catalog.csv", "item_id,brand\n85123.0,x\n22633.0,y\n")  # the catalog's ids alike
+    assert read_catalog(cat)["item_id"].to_list() == ["85123", "22633"]
 
 
 def test_item_columns_of_a_flat_export_become_its_catalog(tmp_path):
