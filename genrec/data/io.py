@@ -393,14 +393,15 @@ def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
 # or spaces): a log with a header gets its columns recognised by name; --columns overrides, the report says which
 COLUMN_NAMES = {
     "user_id": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "reviewerid", "clientid",
-                "memberid", "accountid", "buyerid", "shopperid", "uid", "sessionid", "session"),
+                "memberid", "accountid", "buyerid", "shopperid", "uid", "userpseudoid", "anonymousid", "sessionid",
+                "session"),
     "item_id": ("itemid", "item", "productid", "product", "parentasin", "asin", "sku", "articleid", "article",
                 "goodsid", "offerid", "contentid", "movieid", "iid", "stockcode", "productcode", "itemcode"),
-    "timestamp": ("timestamp", "time", "ts", "eventtime", "datetime", "unixreviewtime", "date", "eventdate",
-                  "createdat", "occurredat", "orderdate", "purchasedate", "clicktime", "invoicedate",
+    "timestamp": ("timestamp", "eventtimestamp", "time", "ts", "eventtime", "datetime", "unixreviewtime", "date",
+                  "eventdate", "createdat", "occurredat", "orderdate", "purchasedate", "clicktime", "invoicedate",
                   "transactiondate"),
-    "event_type": ("eventtype", "event", "action", "actiontype", "behavior", "behaviour", "behaviortype",
-                   "interaction", "interactiontype", "type"),
+    "event_type": ("eventtype", "event", "eventname", "action", "actiontype", "behavior", "behaviour",
+                   "behaviortype", "interaction", "interactiontype", "type"),
 }  # fmt: skip
 # Amazon's product ids (ASIN: 'B' + 9 letters/digits, or an ISBN-10) and reviewer ids ('A' + 9-40 letters/digits):
 # a headerless dump of ASINs then reviewer ids is (item, user, rating, timestamp), the layout of the 2018 ratings

@@ -169,6 +169,10 @@ def test_columns_are_recognised_by_the_names_logs_use(tmp_path):
     digi = write(tmp_path, "digi.csv", "sessionId;userId;itemId;timeframe;eventdate\n1;;81766;526309;2016-05-09\n")
     raises_at(digi, 2, "userId", "taken as user_id by its name", "--columns user_id=COLUMN")
     assert read_events(digi, ReadOptions(columns={"user_id": "sessionId"})).row(0) == ("1", "81766", 1462752000)
+    # a flattened GA4 export: user_pseudo_id, event_name, and event_timestamp (microseconds) before event_date
+    ga4 = write(tmp_path, "ga4.csv", "event_date,event_timestamp,event_name,user_pseudo_id,item_id\n"
+                "20231130,1701302400123456,add_to_cart,178.16,sku1\n")  # fmt: skip
+    assert read_events(ga4).row(0) == ("178.16", "sku1", 1701302400, "add_to_cart")
     cat = write(tmp_path, "products.csv", "parent_asin,brand\n007,x\n")
     assert read_catalog(cat)["item_id"].to_list() == ["007"]  # the catalog's item id too, kept as text
 
