@@ -301,7 +301,7 @@ def _read_event_table(path: Path, fmt: str, options: ReadOptions, now: float | N
 # most this share of their spread overall (a product's price with its discounts, not an order line's quantity)
 ITEM_COLUMN_CONSTANCY = 0.95
 ITEM_COLUMN_SPREAD = 0.1
-# a user column with more distinct values than this share of the users is an identifier (a name, an e-mail)
+# a user column with more distinct values than this share of the users (and than 20) is an identifier (a name)
 USER_COLUMN_DISTINCT = 0.5
 
 
@@ -309,8 +309,8 @@ def constant_columns(rows: pl.DataFrame, key: str, max_distinct_share: float = 1
     """The attributes an event log carries on its rows, per `key` (items: UCI Online Retail's Description and
     UnitPrice, Taobao's category; users: a customer's country): from `rows` (key + the log's other columns),
     the columns that are (nearly) constant per key, one row per key (key first): text its most frequent value,
-    numbers their median. A column with more distinct values than max_distinct_share of the keys is left out.
-    None if no column is kept."""
+    numbers their median. A column with more distinct values than max_distinct_share of the keys (and than 20)
+    is left out. None if no column is kept."""
     ids = rows[key]
     out = ids.unique(maintain_order=True).to_frame()
     for col in (c for c in rows.columns if c != key):
@@ -342,7 +342,7 @@ def constant_columns(rows: pl.DataFrame, key: str, max_distinct_share: float = 1
                 .group_by(key, maintain_order=True)
                 .agg(pl.col("v").first().alias(col))
             )
-        if per_item[col].n_unique() > max_distinct_share * per_item.height:
+        if per_item[col].n_unique() > max(20, max_distinct_share * per_item.height):
             continue  # an identifier of its own (a customer's name or e-mail)
         out = out.join(per_item, on=key, how="left")
     return out if out.width > 1 else None
@@ -393,10 +393,11 @@ def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
 # or spaces): a log with a header gets its columns recognised by name; --columns overrides, the report says which
 COLUMN_NAMES = {
     "user_id": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "reviewerid", "clientid",
-                "memberid", "accountid", "buyerid", "shopperid", "uid", "userpseudoid", "anonymousid", "sessionid",
-                "session"),
+                "memberid", "accountid", "buyerid", "shopperid", "uid", "userpseudoid", "anonymousid", "email",
+                "customeremail", "sessionid", "session"),
     "item_id": ("itemid", "item", "productid", "product", "parentasin", "asin", "sku", "articleid", "article",
-                "goodsid", "offerid", "contentid", "movieid", "iid", "stockcode", "productcode", "itemcode"),
+                "goodsid", "offerid", "contentid", "movieid", "iid", "stockcode", "productcode", "itemcode",
+                "lineitemsku", "variantsku", "variantid"),
     "timestamp": ("timestamp", "eventtimestamp", "time", "ts", "eventtime", "datetime", "unixreviewtime", "date",
                   "eventdate", "createdat", "occurredat", "orderdate", "purchasedate", "clicktime", "invoicedate",
                   "transactiondate"),
@@ -1189,7 +1190,8 @@ _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
 def _iso_to_seconds(x: pl.Expr) -> pl.Expr:
     # normalise the two common variants so a handful of exact formats cover them
-    t = x.str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T").str.replace(r"(\d)[Zz]$", "${1}+00:00")
+    # (BigQuery writes TIMESTAMP columns as '2023-11-30 12:34:56.123 UTC')
+    t = x.str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T").str.replace(r"(\d)(?:[Zz]| ?UTC)$", "${1}+00:00")
     tries = [t.str.to_datetime(f, strict=False, time_unit="us").dt.epoch("s") for f in _AWARE_FORMATS]
     tries += [t.str.to_datetime(f, strict=False, time_unit="us").dt.epoch("s") for f in _NAIVE_FORMATS]
     return pl.coalesce(tries)

@@ -169,7 +169,7 @@ def test_user_columns_of_a_flat_export_become_its_user_table(tmp_path):
     identifier (an e-mail) and a per-row value (a quantity) are not; product columns stay the catalog's."""
     countries, ages = ["France", "UK", "EIRE"], [25, 35, 45]
     lines = ["CustomerID,StockCode,InvoiceDate,Country,Age,Email,Quantity,Description"]
-    for u in range(12):
+    for u in range(30):  # more e-mails than 20 and than half the users: an identifier
         for k in range(3):
             item = (u + k) % 5
             lines.append(f"c{u},s{item},2024-01-{k + 1:02d},{countries[u % 3]},{ages[u % 3]},c{u}@mail.com,{k + u},"
@@ -177,5 +177,5 @@ def test_user_columns_of_a_flat_export_become_its_user_table(tmp_path):
     ds = load_path(write(tmp_path / "shop" / "orders.csv", "\n".join(lines) + "\n"))
     assert ds.report.user_columns == ["Country", "Age"] and ds.report.catalog_columns == ["Description"]
     users = ds.users.sort("user_id")
-    assert users.row(0) == ("c0", "France", 25.0) and users.height == 12
+    assert users.row(0) == ("c0", "France", 25.0) and users.height == 30
     assert any("user attributes from the log's own columns: Country, Age" in ln for ln in ds.report.lines())

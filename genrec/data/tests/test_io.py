@@ -548,6 +548,30 @@ def test_excel_workbooks_read_every_sheet_with_the_header_of_the_first(tmp_path)
     assert ds.catalog is not None and ds.report.coverage == 1.0
 
 
+def test_a_shopify_orders_export_reads_without_flags(tmp_path):
+    """Shopify's orders export: a customer by Email, a product by Lineitem sku, Created at with its offset; the
+    line items' name and price describe the products, the billing country the customers; order numbers
+    (one per order, so most customers' only one) are identifiers, not attributes."""
+    head = "Name,Email,Financial Status,Created at,Lineitem quantity,Lineitem name,Lineitem price,Lineitem sku,Billing Country\n"
+    orders = [("#1001", "ann@x.com", "2023-11-30 12:34:56 -0500", [("MUG-1", "Mug", "9.00", 2), ("CUP-2", "Cup", "4.50", 1)], "FR"),
+              ("#1002", "bob@y.com", "2023-12-01 08:00:00 -0500", [("MUG-1", "Mug", "9.00", 1), ("BAG-3", "Bag", "20.00", 1)], "UK"),
+              ("#1003", "ann@x.com", "2023-12-02 09:00:00 -0500", [("BAG-3", "Bag", "20.00", 3)], "FR"),
+              ("#1004", "cy@z.com", "2023-12-03 10:00:00 -0500", [("CUP-2", "Cup", "4.50", 5), ("MUG-1", "Mug", "9.00", 1)], "FR")]  # fmt: skip
+    text = head + "".join(f"{n},{e},paid,{t},{q},{name},{price},{sku},{c}\n"
+                          for n, e, t, lines, c in orders for sku, name, price, q in lines)  # fmt: skip
+    path = write(tmp_path, "orders_export.csv", text)
+    stats: dict = {}
+    df = read_events(path, stats=stats)
+    assert df.row(0) == ("ann@x.com", "MUG-1", 1701365696)  # 17:34:56 UTC
+    assert stats["item_columns"].sort("item_id").rows() == [
+        ("BAG-3", "Bag", 20.0),
+        ("CUP-2", "Cup", 4.5),
+        ("MUG-1", "Mug", 9.0),
+    ]
+    assert stats["user_columns"].columns == ["user_id", "Billing Country"]
+    assert parse_timestamps(pl.Series(["2023-11-30 12:34:56.5 UTC"]))[0] == 1701347696  # BigQuery's TIMESTAMP text
+
+
 def test_future_timestamps_are_rejected_naming_the_row(tmp_path):
     now = epoch(2024, 1, 1)
     rows = [now - 10, now + 3600, now + 86_400 + 1]  # an hour ahead is clock skew; a day and a second is not
