@@ -394,7 +394,7 @@ def k_core(events: pl.DataFrame, k: int) -> pl.DataFrame:
 COLUMN_NAMES = {
     "user_id": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "reviewerid", "clientid",
                 "memberid", "accountid", "buyerid", "shopperid", "uid", "userpseudoid", "anonymousid", "email",
-                "customeremail", "sessionid", "session"),
+                "customeremail", "billingemail", "sessionid", "session"),
     "item_id": ("itemid", "item", "productid", "product", "parentasin", "asin", "sku", "articleid", "article",
                 "goodsid", "offerid", "contentid", "movieid", "iid", "stockcode", "productcode", "itemcode",
                 "lineitemsku", "variantsku", "variantid"),
@@ -456,12 +456,19 @@ def event_columns(path: Path, options: ReadOptions) -> dict[str, str]:
 
 
 def known_column(found: list[str], col: str, taken: set[str] | frozenset[str] = frozenset()) -> str | None:
-    """The first of `found` (a file's columns, not in `taken`) that COLUMN_NAMES knows as genrec's `col`."""
+    """The first of `found` (a file's columns, not in `taken`) that COLUMN_NAMES knows as genrec's `col`; then a
+    flattened nested name by its last part (Segment's `properties.product_id`, GA4's `items.item_id`)."""
     by_norm: dict[str, str] = {}
+    by_leaf: dict[str, str] = {}
     for c in found:
         if c not in taken:
             by_norm.setdefault(_norm(c), c)
-    return next((by_norm[a] for a in COLUMN_NAMES[col] if a in by_norm), None)
+            if "." in c:
+                by_leaf.setdefault(_norm(c.rsplit(".", 1)[1]), c)
+    for names in (by_norm, by_leaf):
+        if match := next((names[a] for a in COLUMN_NAMES[col] if a in names), None):
+            return match
+    return None
 
 
 # unix seconds or milliseconds of 2001-2033 (ids are often 9-13 digits too), ISO dates and datetimes

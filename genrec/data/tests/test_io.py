@@ -173,6 +173,10 @@ def test_columns_are_recognised_by_the_names_logs_use(tmp_path):
     ga4 = write(tmp_path, "ga4.csv", "event_date,event_timestamp,event_name,user_pseudo_id,item_id\n"
                 "20231130,1701302400123456,add_to_cart,178.16,sku1\n")  # fmt: skip
     assert read_events(ga4).row(0) == ("178.16", "sku1", 1701302400, "add_to_cart")
+    # Segment's flattened track events: nested names by their last part
+    seg = write(tmp_path, "segment.csv", "userId,event,timestamp,properties.product_id,properties.price\n"
+                "u1,Product Viewed,2023-11-30T00:00:00Z,p9,3.5\n")  # fmt: skip
+    assert read_events(seg).row(0) == ("u1", "p9", 1701302400, "Product Viewed")
     cat = write(tmp_path, "products.csv", "parent_asin,brand\n007,x\n")
     assert read_catalog(cat)["item_id"].to_list() == ["007"]  # the catalog's item id too, kept as text
 
