@@ -330,10 +330,7 @@ def read_dataset(dataset: str, seed: int, read: object) -> object:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
     if ds.report is not None:
-        for line in ds.report.lines():
-            console.print(line, markup=False, highlight=False)
-        for warning in ds.report.warnings():
-            console.print(f"[yellow]warning:[/] {warning}")
+        ds.report.print(console)
     return ds
 
 

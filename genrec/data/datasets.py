@@ -16,6 +16,7 @@ import gzip
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -82,6 +83,13 @@ class ReadReport:
                 f"events ({cov:.0%}); the others get no attributes (check --catalog and the item id column)"
             ]
         return []
+
+    def print(self, console: Any) -> None:
+        """The report to a rich Console, as plain text, warnings in yellow (every command that reads a log)."""
+        for line in self.lines():
+            console.print(line, markup=False, highlight=False)
+        for warning in self.warnings():
+            console.print(f"[yellow]warning:[/] {warning}")
 
     def lines(self) -> list[str]:
         from datetime import UTC, datetime

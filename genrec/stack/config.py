@@ -204,8 +204,10 @@ def train_pipeline(config: str | Path, out: str | Path, console: Console | None 
     data = cfg["data"]
     setup(data.get("threads"))
     read = read_options(path, data)
-    ctx = Context(data["dataset"], seed=data.get("seed", 42),
-                  ds=load_dataset(data["dataset"], seed=data.get("seed", 42), read=read))  # fmt: skip
+    ds = load_dataset(data["dataset"], seed=data.get("seed", 42), read=read)
+    if ds.report is not None:  # a user's file: what became of its rows, as `genrec train` prints it
+        ds.report.print(console)
+    ctx = Context(data["dataset"], seed=data.get("seed", 42), ds=ds)
     work = out / "work"
     parts: list[Path] = []
     for r in cfg["retrieval"]:

@@ -214,5 +214,6 @@ def test_a_log_with_its_own_column_names_trains_through_the_data_table(tmp_path)
     config = write(tmp_path, data + sasrec)
     res = CliRunner().invoke(app, ["pipeline", "train", "--config", str(config), "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
+    assert "read log.csv:" in res.output and "3-core:" in res.output  # the read report, as `genrec train` prints it
     comp = Bundle.open(tmp_path / "b").component("sasrec")
     assert comp.config["train"]["read"] == {"columns": names, "k_core": 3}
