@@ -321,8 +321,7 @@ def constant_columns(rows: pl.DataFrame, key: str, max_distinct_share: float = 1
         frame = pl.DataFrame({key: ids, "v": s}).drop_nulls()
         if frame.height == 0 or not (frame["v"].dtype.is_numeric() or frame["v"].dtype == pl.Utf8):
             continue
-        number = frame["v"].cast(pl.Float64, strict=False)
-        if number.null_count() == 0 and bool(number.is_finite().all()):
+        if (number := as_numbers(frame["v"])) is not None:
             frame = frame.with_columns(v=number)
             spread = frame.group_by(key).agg(pl.col("v").std(ddof=0), pl.len().alias("rows"))
             within = spread.filter(pl.col("rows") >= 2)["v"].mean()  # over the items seen twice or more
@@ -370,9 +369,7 @@ def _drop_incomplete(df: pl.DataFrame, loc: _Locator, dropped: dict[str, int]) -
     for c, m in masks.items():
         if n := int(m.sum()):
             dropped[loc.column(c)] = dropped.get(loc.column(c), 0) + n
-    gone = pl.Series([False] * df.height)
-    for m in masks.values():
-        gone = gone | m
+    gone = pl.DataFrame(list(masks.values())).select(pl.any_horizontal(pl.all())).to_series()
     if df.height and bool(gone.all()):
         raise DataError(loc.path, "every row lacks a user, item, time or event type: nothing left to train on "
                         f"(check --columns; missing counts: {dropped})")  # fmt: skip
@@ -815,14 +812,18 @@ def _excel_sheets(
     out = [(name, frame) for name, frame in sheets.items() if frame.columns == first]
     if infer and not header_only:
         whole = pl.concat([f for _, f in out])
-        numeric = [c for c in first if c not in strings and _all_numbers(whole[c])]
+        numeric = [c for c in first if c not in strings and as_numbers(whole[c]) is not None]
         out = [(name, f.with_columns(pl.col(numeric).cast(pl.Float64))) for name, f in out]
     return out
 
 
-def _all_numbers(s: pl.Series) -> bool:
-    text = s.str.strip_chars()
-    return bool(s.drop_nulls().len()) and s.cast(pl.Float64, strict=False).null_count() == text.null_count()
+def as_numbers(s: pl.Series) -> pl.Series | None:
+    """A text or numeric column as Float64 when every value it has is a finite number (nulls stay), else None."""
+    text = s.str.strip_chars() if s.dtype == pl.Utf8 else s
+    number = text.cast(pl.Float64, strict=False)
+    if len(s) == s.null_count() or number.null_count() != text.null_count():
+        return None
+    return number if bool(number.drop_nulls().is_finite().all()) else None
 
 
 def _excel_row(path: Path, record: int) -> tuple[str, int]:
